@@ -1,0 +1,69 @@
+"""maestro: the session manager of an autonomous coding orchestrator.
+
+Every orchestrator run is a *session*, stored durably as one JSON file per
+session under ``<root>/.flow/maestro/sessions/<id>/metadata.json``::
+
+    from maestro import SessionManager, SessionStatus
+
+    manager = SessionManager()                    # root: MAESTRO_ROOT, git top level, cwd
+    session = manager.create_session("Add OAuth login")
+    manager.transition_state(session.session_id, SessionStatus.PLANNING)
+    manager.increment_statistics(session.session_id, total_tasks=8)
+    manager.query_sessions(status="planning", limit=10)
+"""
+
+from maestro.errors import (
+    ConflictError,
+    CorruptSessionError,
+    InvalidSessionIdError,
+    InvalidTransitionError,
+    LockTimeoutError,
+    SessionError,
+    SessionExistsError,
+    SessionNotFoundError,
+    SessionValidationError,
+    StorageError,
+    UnsafePathError,
+)
+from maestro.manager import SessionManager
+from maestro.models import (
+    GitContext,
+    PRDReference,
+    Session,
+    SessionConfiguration,
+    SessionPhase,
+    SessionStatistics,
+    SessionStatus,
+    StateChange,
+)
+from maestro.stores.base import SessionQuery, SessionStore
+from maestro.stores.files import FileSessionStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConflictError",
+    "CorruptSessionError",
+    "FileSessionStore",
+    "GitContext",
+    "InvalidSessionIdError",
+    "InvalidTransitionError",
+    "LockTimeoutError",
+    "PRDReference",
+    "Session",
+    "SessionConfiguration",
+    "SessionError",
+    "SessionExistsError",
+    "SessionManager",
+    "SessionNotFoundError",
+    "SessionPhase",
+    "SessionQuery",
+    "SessionStatistics",
+    "SessionStatus",
+    "SessionStore",
+    "SessionValidationError",
+    "StateChange",
+    "StorageError",
+    "UnsafePathError",
+    "__version__",
+]

@@ -1,0 +1,223 @@
+"""The exceptions maestro raises.
+
+Every error derives from :class:`SessionError` *and* from the built-in
+exception that code written against the original prototype already catches,
+so ``except FileNotFoundError`` or ``except ValueError`` keep working::
+
+    SessionError (Exception)
+    ├── SessionNotFoundError (FileNotFoundError)    no such session / metadata.json
+    │   └── InvalidSessionIdError (ValueError)      malformed id, refused before any I/O
+    ├── SessionValidationError (ValueError)         unknown or read-only field, wrong type,
+    │   │                                           out-of-range value, bad enum value,
+    │   │                                           record failing the JSON Schema
+    │   └── InvalidTransitionError                  transition not in the whitelist
+    ├── CorruptSessionError (json.JSONDecodeError)  stored record unreadable or invalid
+    ├── ConflictError                               expected_revision did not match
+    ├── SessionExistsError (FileExistsError)        a session with that id already exists
+    ├── LockTimeoutError (TimeoutError)             per-session lock not acquired in time
+    ├── UnsafePathError (PermissionError)           symlink or path escaping the store
+    └── StorageError (OSError)                      the disk or database refused a write
+
+``InvalidSessionIdError`` is both a ``ValueError`` and a not-found error, the
+way :class:`io.UnsupportedOperation` is both ``OSError`` and ``ValueError``.
+``CorruptSessionError`` is a ``json.JSONDecodeError`` and therefore also a
+``ValueError``.
+
+Messages name the session id and the field at fault; they never quote the
+feature request or the contents of a file.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import json
+
+__all__ = [
+    "ConflictError",
+    "CorruptSessionError",
+    "InvalidSessionIdError",
+    "InvalidTransitionError",
+    "LockTimeoutError",
+    "SessionError",
+    "SessionExistsError",
+    "SessionNotFoundError",
+    "SessionValidationError",
+    "StorageError",
+    "UnsafePathError",
+]
+
+_MAX_ID_IN_MESSAGE = 60
+
+
+def describe_id(value: object) -> str:
+    """A short, printable rendering of an id that may be hostile input."""
+    text = repr(value)
+    if len(text) > _MAX_ID_IN_MESSAGE:
+        text = text[: _MAX_ID_IN_MESSAGE - 4] + "...'"
+    return text
+
+
+def _restore(cls: type[SessionError], args: tuple[object, ...], state: dict[str, object]) -> object:
+    error = cls.__new__(cls)
+    if isinstance(error, OSError):
+        OSError.__init__(error, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+class SessionError(Exception):
+    """Root of every error raised by maestro."""
+
+    session_id: str | None = None
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # The subclasses' constructors take other arguments than ``args``;
+        # rebuild from the attributes so errors cross process boundaries intact.
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+class SessionNotFoundError(SessionError, FileNotFoundError):
+    """The session, its directory or its ``metadata.json`` does not exist."""
+
+    def __init__(self, session_id: str, detail: str = "") -> None:
+        message = f"session {session_id} not found"
+        if detail:
+            message = f"{message}: {detail}"
+        super().__init__(_errno.ENOENT, message)
+        self.session_id = session_id
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class InvalidSessionIdError(SessionNotFoundError, ValueError):
+    """The id is not a canonical lowercase UUID; nothing was looked up."""
+
+    def __init__(self, value: object) -> None:
+        OSError.__init__(
+            self,
+            _errno.ENOENT,
+            f"invalid session id {describe_id(value)}: expected a lowercase UUID "
+            "such as 3f01b541-5cc9-47a7-9f8b-d884159c705f",
+        )
+        self.value = value
+        self.session_id = None
+
+
+class SessionValidationError(SessionError, ValueError):
+    """A value, field or record was refused; nothing was written."""
+
+    def __init__(self, message: str, *, session_id: str | None = None) -> None:
+        if session_id is not None:
+            message = f"session {session_id}: {message}"
+        super().__init__(message)
+        self.session_id = session_id
+
+
+class InvalidTransitionError(SessionValidationError):
+    """The state machine does not allow this transition."""
+
+    def __init__(
+        self,
+        session_id: str | None,
+        current: str,
+        target: str,
+        allowed: tuple[str, ...],
+        *,
+        note: str = "",
+    ) -> None:
+        choices = ", ".join(allowed) if allowed else "none (terminal state)"
+        message = (
+            f"invalid state transition {current} -> {target}; allowed from {current}: {choices}"
+        )
+        if note:
+            message = f"{message} ({note})"
+        super().__init__(message, session_id=session_id)
+        self.current = current
+        self.target = target
+        self.allowed = allowed
+
+
+class CorruptSessionError(SessionError, json.JSONDecodeError):
+    """A stored record cannot be read: bad JSON, wrong types or schema.
+
+    It is a :class:`json.JSONDecodeError`, so ``except json.JSONDecodeError``
+    (and ``except ValueError``) catch it.  ``doc`` is left empty on purpose:
+    the file's contents never travel inside an exception.
+    """
+
+    def __init__(self, session_id: str, detail: str, *, lineno: int = 1, colno: int = 1) -> None:
+        message = f"session {session_id}: metadata.json is unreadable: {detail}"
+        json.JSONDecodeError.__init__(self, message, "", 0)
+        self.lineno = lineno
+        self.colno = colno
+        self.session_id = session_id
+        self.args = (message,)
+
+    def __str__(self) -> str:
+        return self.msg
+
+
+class ConflictError(SessionError):
+    """``expected_revision`` did not match the stored revision (compare-and-swap)."""
+
+    def __init__(self, session_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"session {session_id}: revision conflict: expected revision {expected}, "
+            f"stored revision is {actual}; re-read the session and retry"
+        )
+        self.session_id = session_id
+        self.expected = expected
+        self.actual = actual
+
+
+class SessionExistsError(SessionError, FileExistsError):
+    """A session with this id already exists."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(_errno.EEXIST, f"session {session_id} already exists")
+        self.session_id = session_id
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class LockTimeoutError(SessionError, TimeoutError):
+    """Another writer held the session's lock for longer than the timeout."""
+
+    def __init__(self, session_id: str, timeout: float) -> None:
+        super().__init__(
+            _errno.ETIMEDOUT,
+            f"session {session_id}: lock not acquired within {timeout:g} s; "
+            "another process is writing it",
+        )
+        self.session_id = session_id
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class UnsafePathError(SessionError, PermissionError):
+    """A path inside the store is a symlink or leads outside it; it was not followed."""
+
+    def __init__(self, session_id: str, detail: str) -> None:
+        super().__init__(_errno.EPERM, f"session {session_id}: refused: {detail}")
+        self.session_id = session_id
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class StorageError(SessionError, OSError):
+    """The storage refused an operation; ``errno`` is the underlying one."""
+
+    def __init__(self, session_id: str | None, action: str, cause: OSError) -> None:
+        what = f"session {session_id}: " if session_id else ""
+        reason = cause.strerror or type(cause).__name__
+        super().__init__(cause.errno, f"{what}{action} failed: {reason}")
+        self.session_id = session_id
+
+    def __str__(self) -> str:
+        return str(self.strerror)

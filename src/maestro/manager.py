@@ -1,0 +1,403 @@
+"""``SessionManager``: the public API over a session store.
+
+The manager holds the lifecycle rules (state machine, read-only fields,
+merging of nested objects, statistics) and leaves durability and concurrency
+to the store: every write is one ``store.modify`` call, a read-modify-write
+under the session's lock, so concurrent writers never lose each other's
+updates and a transition is checked against the state read under the lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from maestro import lifecycle
+from maestro.errors import InvalidTransitionError, SessionValidationError
+from maestro.gitctx import capture_git_context, find_toplevel
+from maestro.ids import check_session_id, new_session_id
+from maestro.models import (
+    GitContext,
+    PRDReference,
+    Session,
+    SessionConfiguration,
+    SessionPhase,
+    SessionStatistics,
+    SessionStatus,
+    utcnow,
+)
+from maestro.stores.base import SessionQuery, SessionStore
+from maestro.stores.files import FileSessionStore
+
+__all__ = ["READ_ONLY_FIELDS", "UPDATABLE_FIELDS", "SessionManager", "resolve_root"]
+
+log = logging.getLogger("maestro")
+
+#: Fields ``update_session`` may change.
+UPDATABLE_FIELDS = frozenset(
+    {
+        "feature_request",
+        "status",
+        "current_phase",
+        "git_context",
+        "prd_reference",
+        "statistics",
+        "configuration",
+    }
+)
+#: Fields kept by the library itself; ``update_session`` refuses them.
+READ_ONLY_FIELDS = frozenset(
+    {
+        "session_id",
+        "created_at",
+        "updated_at",
+        "completed_at",
+        "paused_from",
+        "history",
+        "revision",
+        "schema_version",
+    }
+)
+
+_Nested = GitContext | PRDReference | SessionStatistics | SessionConfiguration
+
+
+def resolve_root(repo_root: str | os.PathLike[str] | None = None) -> Path:
+    """The directory holding ``.flow/``: explicit, ``MAESTRO_ROOT``, git top level, cwd."""
+    if repo_root is not None:
+        return Path(repo_root).expanduser().absolute()
+    from_env = os.environ.get("MAESTRO_ROOT")
+    if from_env:
+        return Path(from_env).expanduser().absolute()
+    cwd = Path.cwd()
+    return find_toplevel(cwd) or cwd
+
+
+def _with_session_id(error: SessionValidationError, session_id: str) -> SessionValidationError:
+    if error.session_id is not None:
+        return error
+    return SessionValidationError(str(error), session_id=session_id)
+
+
+def _merge(current: _Nested | None, value: object, cls: type[_Nested], name: str) -> Any:
+    """A mapping merges into the current nested object; an instance replaces it."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        base = current.to_dict() if current is not None else {}
+        return cls.from_dict({**base, **value})
+    raise SessionValidationError(f"{name} must be a {cls.__name__} or a mapping")
+
+
+class SessionManager:
+    """Create, read, update, transition, query and delete sessions.
+
+    ``repo_root`` is where ``.flow/maestro/sessions`` lives: the path given,
+    else ``$MAESTRO_ROOT``, else the git top level of the working directory,
+    else the working directory.  ``store`` replaces the default file store;
+    ``clock`` replaces the source of timestamps (tests).
+    """
+
+    #: The whitelist of state transitions (see :mod:`maestro.lifecycle`).
+    STATE_TRANSITIONS: ClassVar[Mapping[SessionStatus, tuple[SessionStatus, ...]]] = (
+        lifecycle.TRANSITIONS
+    )
+
+    def __init__(
+        self,
+        repo_root: str | os.PathLike[str] | None = None,
+        *,
+        store: SessionStore | None = None,
+        lock_timeout: float = 10.0,
+        durable: bool = True,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.repo_root = resolve_root(repo_root)
+        self.sessions_dir = self.repo_root / ".flow" / "maestro" / "sessions"
+        self.store: SessionStore = store or FileSessionStore(
+            self.sessions_dir, lock_timeout=lock_timeout, durable=durable
+        )
+        self._clock = clock or utcnow
+
+    def __repr__(self) -> str:
+        return f"SessionManager({str(self.repo_root)!r}, store={self.store!r})"
+
+    def _now(self) -> datetime:
+        return self._clock()
+
+    # ------------------------------------------------------------ the seed's API
+
+    def create_session(
+        self,
+        feature_request: str,
+        configuration: SessionConfiguration | Mapping[str, Any] | None = None,
+        *,
+        prd_reference: PRDReference | Mapping[str, Any] | None = None,
+        git_context: GitContext | None = None,
+    ) -> Session:
+        """Start a new session in ``initializing`` and store it.
+
+        The git context of the repository root is captured unless given.
+        """
+        config: SessionConfiguration = (
+            SessionConfiguration()
+            if configuration is None
+            else _merge(None, configuration, SessionConfiguration, "configuration")
+        )
+        prd: PRDReference | None = (
+            None
+            if prd_reference is None
+            else _merge(None, prd_reference, PRDReference, "prd_reference")
+        )
+        now = self._now()
+        session = Session(
+            session_id=new_session_id(),
+            feature_request=feature_request,
+            status=SessionStatus.INITIALIZING,
+            created_at=now,
+            updated_at=now,
+            git_context=git_context or capture_git_context(self.repo_root),
+            prd_reference=prd,
+            configuration=config,
+        )
+        return self.store.create(session)
+
+    def get_session(self, session_id: str) -> Session:
+        """The stored session.  ``SessionNotFoundError``, ``CorruptSessionError``."""
+        return self.store.load(check_session_id(session_id))
+
+    def update_session(
+        self,
+        session_id: str,
+        updates: Mapping[str, Any],
+        *,
+        expected_revision: int | None = None,
+        reason: str | None = None,
+    ) -> Session:
+        """Change fields of a session in one atomic write.
+
+        ``statistics``, ``configuration``, ``git_context`` and ``prd_reference``
+        given as mappings merge into the stored object; ``status`` goes through
+        the state machine (``reason`` is recorded in the history); unknown and
+        read-only fields raise ``SessionValidationError`` before anything is read.
+        """
+        check_session_id(session_id)
+        if not isinstance(updates, Mapping):
+            raise SessionValidationError("updates must be a mapping", session_id=session_id)
+        for key in updates:
+            if key in READ_ONLY_FIELDS:
+                raise SessionValidationError(f"field {key!r} is read-only", session_id=session_id)
+            if key not in UPDATABLE_FIELDS:
+                raise SessionValidationError(
+                    f"unknown field {str(key)[:40]!r}; updatable fields: "
+                    + ", ".join(sorted(UPDATABLE_FIELDS)),
+                    session_id=session_id,
+                )
+
+        def change(session: Session) -> Session:
+            now = self._now()
+            try:
+                fields: dict[str, Any] = {}
+                for key, value in updates.items():
+                    if key == "status":
+                        continue
+                    if key == "statistics":
+                        value = _merge(session.statistics, value, SessionStatistics, key)
+                    elif key == "configuration":
+                        value = _merge(session.configuration, value, SessionConfiguration, key)
+                    elif key == "git_context":
+                        value = _merge(session.git_context, value, GitContext, key)
+                    elif key == "prd_reference" and value is not None:
+                        value = _merge(session.prd_reference, value, PRDReference, key)
+                    fields[key] = value
+                updated = dataclasses.replace(session, **fields, updated_at=now)
+                if "status" in updates:
+                    target = SessionStatus(_status(updates["status"]))
+                    if target is not session.status:
+                        updated = lifecycle.apply_transition(
+                            updated,
+                            target,
+                            at=now,
+                            reason=reason,
+                            phase=updated.current_phase if "current_phase" in updates else None,
+                        )
+            except SessionValidationError as error:
+                raise _with_session_id(error, session.session_id) from None
+            return updated
+
+        return self.store.modify(session_id, change, expected_revision=expected_revision)
+
+    def transition_state(
+        self,
+        session_id: str,
+        new_state: SessionStatus | str,
+        *,
+        reason: str | None = None,
+        expected_revision: int | None = None,
+    ) -> Session:
+        """Move a session to ``new_state`` if the whitelist allows it.
+
+        Records the change in ``history``; entering ``completed`` or
+        ``failed`` sets ``completed_at`` and ``statistics.duration_seconds``.
+        Raises ``InvalidTransitionError`` (a ``ValueError``) otherwise.
+        """
+        check_session_id(session_id)
+        try:
+            target = SessionStatus(_status(new_state))
+        except SessionValidationError as error:
+            raise _with_session_id(error, session_id) from None
+
+        def change(session: Session) -> Session:
+            now = self._now()
+            moved = lifecycle.apply_transition(session, target, at=now, reason=reason)
+            moved.updated_at = now
+            return moved
+
+        return self.store.modify(session_id, change, expected_revision=expected_revision)
+
+    def query_sessions(
+        self,
+        status: SessionStatus | str | Iterable[SessionStatus | str] | None = None,
+        phase: SessionPhase | str | Iterable[SessionPhase | str] | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        branch: str | None = None,
+        limit: int | None = None,
+        *,
+        worktree: str | None = None,
+        updated_after: datetime | str | None = None,
+        updated_before: datetime | str | None = None,
+        order_by: str = "created",
+        descending: bool = True,
+        offset: int = 0,
+    ) -> list[Session]:
+        """Sessions matching every given filter, newest first.
+
+        ``status`` and ``phase`` take one value or several; time bounds are
+        inclusive, take ``datetime`` or ISO 8601 strings with any offset and
+        are compared as instants.  Unreadable sessions are skipped with a
+        logged warning.
+        """
+        query = SessionQuery.build(
+            status=status,
+            phase=phase,
+            branch=branch,
+            worktree=worktree,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+            order_by=order_by,
+            descending=descending,
+            limit=limit,
+            offset=offset,
+        )
+        return self.store.query(query)
+
+    def list_active_sessions(self) -> list[Session]:
+        """Every session not in a terminal state, newest first."""
+        return self.query_sessions(status=sorted(lifecycle.ACTIVE_STATES))
+
+    def get_recent_sessions(self, count: int = 10) -> list[Session]:
+        """The ``count`` most recently created sessions, newest first."""
+        return self.query_sessions(limit=count)
+
+    def delete_session(self, session_id: str, *, expected_revision: int | None = None) -> None:
+        """Remove the session's directory and every file in it."""
+        self.store.delete(check_session_id(session_id), expected_revision=expected_revision)
+
+    # ------------------------------------------------------------ beyond the seed
+
+    def pause_session(
+        self,
+        session_id: str,
+        *,
+        reason: str | None = None,
+        expected_revision: int | None = None,
+    ) -> Session:
+        """Pause an active session; it remembers where it was (``paused_from``)."""
+        return self.transition_state(
+            session_id, SessionStatus.PAUSED, reason=reason, expected_revision=expected_revision
+        )
+
+    def resume_session(
+        self,
+        session_id: str,
+        *,
+        reason: str | None = None,
+        expected_revision: int | None = None,
+    ) -> Session:
+        """Return a paused session to the state it was paused from."""
+        check_session_id(session_id)
+
+        def change(session: Session) -> Session:
+            if session.status is not SessionStatus.PAUSED:
+                raise InvalidTransitionError(
+                    session.session_id,
+                    session.status.value,
+                    "resume",
+                    (),
+                    note="only a paused session can be resumed",
+                )
+            if session.paused_from is None:
+                raise SessionValidationError(
+                    "paused by an older version, so the state to resume is unknown; "
+                    "use transition_state with an explicit state",
+                    session_id=session.session_id,
+                )
+            now = self._now()
+            moved = lifecycle.apply_transition(session, session.paused_from, at=now, reason=reason)
+            moved.updated_at = now
+            return moved
+
+        return self.store.modify(session_id, change, expected_revision=expected_revision)
+
+    def increment_statistics(
+        self, session_id: str, *, expected_revision: int | None = None, **deltas: int
+    ) -> Session:
+        """Add to statistics counters atomically: ``increment_statistics(id, completed_tasks=1)``.
+
+        Deltas may be negative, but no counter may drop below zero.
+        """
+        check_session_id(session_id)
+        if not deltas:
+            raise SessionValidationError("no counter given", session_id=session_id)
+        for name, delta in deltas.items():
+            if name not in SessionStatistics.COUNTERS:
+                raise SessionValidationError(
+                    f"unknown counter {name!r}; counters: " + ", ".join(SessionStatistics.COUNTERS),
+                    session_id=session_id,
+                )
+            if isinstance(delta, bool) or not isinstance(delta, int):
+                raise SessionValidationError(
+                    f"the increment of {name} must be an integer", session_id=session_id
+                )
+
+        def change(session: Session) -> Session:
+            counters = {
+                name: getattr(session.statistics, name) + delta for name, delta in deltas.items()
+            }
+            try:
+                statistics = dataclasses.replace(session.statistics, **counters)
+            except SessionValidationError as error:
+                raise _with_session_id(error, session.session_id) from None
+            return dataclasses.replace(session, statistics=statistics, updated_at=self._now())
+
+        return self.store.modify(session_id, change, expected_revision=expected_revision)
+
+
+def _status(value: object) -> str:
+    if isinstance(value, SessionStatus):
+        return value.value
+    if isinstance(value, str):
+        try:
+            return SessionStatus(value).value
+        except ValueError:
+            pass
+    choices = ", ".join(s.value for s in SessionStatus)
+    raise SessionValidationError(f"status must be one of {choices}")

@@ -1,0 +1,532 @@
+"""The session record: enums, dataclasses, timestamps.
+
+Field names and defaults are those of the original prototype, so records it
+wrote open unchanged.  Every dataclass checks its own fields on construction
+(``Session(status="planning", ...)`` converts the string, a negative counter
+raises ``ValueError``) and round-trips exactly through ``to_dict()`` /
+``from_dict()``.
+
+Timestamps are timezone-aware UTC ``datetime`` objects in memory and ISO 8601
+strings ending in ``Z`` on disk (``2026-01-07T13:02:57.119275Z``, the
+prototype's own shape).  Strings are accepted wherever a timestamp is: naive
+ones are read as UTC, offsets are converted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, TypeVar
+
+from maestro.errors import SessionValidationError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "GitContext",
+    "PRDReference",
+    "Session",
+    "SessionConfiguration",
+    "SessionPhase",
+    "SessionStatistics",
+    "SessionStatus",
+    "StateChange",
+    "format_timestamp",
+    "parse_timestamp",
+    "utcnow",
+]
+
+#: Version of the record format written by this library.  Records without a
+#: ``schema_version`` key were written by the original prototype (version 0).
+SCHEMA_VERSION = 1
+
+
+class SessionStatus(StrEnum):
+    """Where a session is in its lifecycle."""
+
+    INITIALIZING = "initializing"
+    PLANNING = "planning"
+    GENERATING_TASKS = "generating_tasks"
+    IMPLEMENTING = "implementing"
+    VALIDATING = "validating"
+    GENERATING_REPORT = "generating_report"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    PAUSED = "paused"
+
+
+class SessionPhase(StrEnum):
+    """The orchestrator phase a session is executing."""
+
+    PLAN = "plan"
+    GENERATE_TASKS = "generate_tasks"
+    IMPLEMENT = "implement"
+    VALIDATE = "validate"
+    CLEANUP = "cleanup"
+
+
+# ---------------------------------------------------------------- timestamps
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def parse_timestamp(value: str | datetime, *, name: str = "timestamp") -> datetime:
+    """Read an ISO 8601 string or a ``datetime`` as an aware UTC ``datetime``.
+
+    Naive values (the prototype's ``...Z``-less strings, naive datetimes) are
+    taken as UTC; values with an offset are converted, so comparisons are
+    between instants, never between strings.
+    """
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise SessionValidationError(
+                f"{name} must be an ISO 8601 timestamp such as 2026-01-07T13:02:57Z"
+            ) from None
+    else:
+        raise SessionValidationError(
+            f"{name} must be a datetime or an ISO 8601 string, not {type(value).__name__}"
+        )
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """Write a timestamp as ISO 8601 UTC with microseconds and a ``Z``."""
+    moment = parse_timestamp(moment)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _optional_timestamp(value: object, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | datetime):
+        raise SessionValidationError(
+            f"{name} must be a timestamp, not {type(value).__name__}",
+        )
+    return parse_timestamp(value, name=name)
+
+
+# ---------------------------------------------------------------- value checks
+
+
+def _require_str(value: object, name: str, *, empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise SessionValidationError(f"{name} must be a string, not {type(value).__name__}")
+    if not empty and not value.strip():
+        raise SessionValidationError(f"{name} must not be empty")
+    if "\x00" in value:
+        raise SessionValidationError(f"{name} must not contain NUL characters")
+    return value
+
+
+def _require_int(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SessionValidationError(f"{name} must be an integer, not {type(value).__name__}")
+    if value < minimum:
+        raise SessionValidationError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _require_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise SessionValidationError(f"{name} must be true or false, not {type(value).__name__}")
+    return value
+
+
+def _require_seconds(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SessionValidationError(f"{name} must be a number, not {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise SessionValidationError(f"{name} must be a finite number >= 0, got {value}")
+    return number
+
+
+_E = TypeVar("_E", SessionStatus, SessionPhase)
+
+
+def _require_enum(enum: type[_E], value: object, name: str) -> _E:
+    if isinstance(value, enum):
+        return value
+    if isinstance(value, str):
+        try:
+            return enum(value)
+        except ValueError:
+            pass
+    choices = ", ".join(member.value for member in enum)
+    shown = repr(value) if isinstance(value, str) and len(value) <= 40 else type(value).__name__
+    raise SessionValidationError(f"{name} must be one of {choices}; got {shown}")
+
+
+def _require_mapping(value: object, name: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise SessionValidationError(f"{name} must be an object, not {type(value).__name__}")
+    return value
+
+
+_D = TypeVar("_D")
+
+
+def _from_mapping(cls: type[_D], data: object, name: str) -> _D:
+    """Build a flat dataclass from a mapping, refusing unknown keys."""
+    mapping = _require_mapping(data, name)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise SessionValidationError(f"{name} has unknown field(s): {', '.join(map(str, unknown))}")
+    try:
+        return cls(**mapping)
+    except TypeError:
+        missing = sorted(
+            f.name
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            if f.name not in mapping
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        )
+        raise SessionValidationError(
+            f"{name} is missing required field(s): {', '.join(missing)}"
+        ) from None
+
+
+# ---------------------------------------------------------------- nested records
+
+
+@dataclass
+class GitContext:
+    """Git repository context captured when the session was created."""
+
+    branch: str
+    commit: str
+    repo_root: str
+    is_worktree: bool = False
+    worktree_name: str | None = None
+
+    def __post_init__(self) -> None:
+        self.branch = _require_str(self.branch, "git_context.branch")
+        self.commit = _require_str(self.commit, "git_context.commit")
+        self.repo_root = _require_str(self.repo_root, "git_context.repo_root")
+        self.is_worktree = _require_bool(self.is_worktree, "git_context.is_worktree")
+        if self.worktree_name is not None:
+            self.worktree_name = _require_str(self.worktree_name, "git_context.worktree_name")
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "branch": self.branch,
+            "commit": self.commit,
+            "repo_root": self.repo_root,
+            "is_worktree": self.is_worktree,
+        }
+        if self.worktree_name is not None:
+            data["worktree_name"] = self.worktree_name
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GitContext:
+        return _from_mapping(cls, data, "git_context")
+
+
+@dataclass
+class PRDReference:
+    """Where the product requirements document of the session lives."""
+
+    filename: str
+    path: str
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        self.filename = _require_str(self.filename, "prd_reference.filename")
+        self.path = _require_str(self.path, "prd_reference.path")
+        if self.version is not None:
+            self.version = _require_str(self.version, "prd_reference.version")
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"filename": self.filename, "path": self.path}
+        if self.version is not None:
+            data["version"] = self.version
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PRDReference:
+        return _from_mapping(cls, data, "prd_reference")
+
+
+@dataclass
+class SessionStatistics:
+    """Counters kept while the session runs."""
+
+    COUNTERS: ClassVar[tuple[str, ...]] = (
+        "total_tasks",
+        "completed_tasks",
+        "failed_tasks",
+        "decisions_made",
+        "checkpoints_created",
+        "error_recovery_count",
+    )
+
+    total_tasks: int = 0
+    completed_tasks: int = 0
+    failed_tasks: int = 0
+    decisions_made: int = 0
+    checkpoints_created: int = 0
+    error_recovery_count: int = 0
+    duration_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in self.COUNTERS:
+            _require_int(getattr(self, name), f"statistics.{name}", 0)
+        self.duration_seconds = _require_seconds(
+            self.duration_seconds, "statistics.duration_seconds"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SessionStatistics:
+        return _from_mapping(cls, data, "statistics")
+
+
+@dataclass
+class SessionConfiguration:
+    """Settings the orchestrator runs the session with."""
+
+    max_iterations: int = 3
+    timeout_minutes: int = 120
+    auto_checkpoint: bool = True
+    error_recovery_enabled: bool = True
+
+    def __post_init__(self) -> None:
+        _require_int(self.max_iterations, "configuration.max_iterations", 1)
+        _require_int(self.timeout_minutes, "configuration.timeout_minutes", 1)
+        _require_bool(self.auto_checkpoint, "configuration.auto_checkpoint")
+        _require_bool(self.error_recovery_enabled, "configuration.error_recovery_enabled")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SessionConfiguration:
+        return _from_mapping(cls, data, "configuration")
+
+
+@dataclass
+class StateChange:
+    """One entry of a session's ``history``: a state change and when it happened.
+
+    Stored as ``{"from": ..., "to": ..., "at": ..., "reason": ...}``.
+    """
+
+    from_status: SessionStatus
+    to_status: SessionStatus
+    at: datetime
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        self.from_status = _require_enum(SessionStatus, self.from_status, "history.from")
+        self.to_status = _require_enum(SessionStatus, self.to_status, "history.to")
+        self.at = parse_timestamp(self.at, name="history.at")
+        if self.reason is not None:
+            self.reason = _require_str(self.reason, "history.reason", empty=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "from": self.from_status.value,
+            "to": self.to_status.value,
+            "at": format_timestamp(self.at),
+        }
+        if self.reason is not None:
+            data["reason"] = self.reason
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StateChange:
+        mapping = _require_mapping(data, "history entry")
+        unknown = sorted(set(mapping) - {"from", "to", "at", "reason"})
+        if unknown:
+            raise SessionValidationError(
+                f"history entry has unknown field(s): {', '.join(unknown)}"
+            )
+        for key in ("from", "to", "at"):
+            if key not in mapping:
+                raise SessionValidationError(f"history entry is missing {key!r}")
+        return cls(mapping["from"], mapping["to"], mapping["at"], mapping.get("reason"))
+
+
+# ---------------------------------------------------------------- the session
+
+#: Top-level keys this version knows; any other top-level key found in a
+#: stored record is kept verbatim in ``Session.extra`` and written back.
+KNOWN_FIELDS = (
+    "schema_version",
+    "session_id",
+    "feature_request",
+    "status",
+    "created_at",
+    "updated_at",
+    "completed_at",
+    "git_context",
+    "current_phase",
+    "prd_reference",
+    "statistics",
+    "configuration",
+    "revision",
+    "paused_from",
+    "history",
+)
+
+
+@dataclass
+class Session:
+    """One orchestrator run: what was asked, where, and how far it got."""
+
+    session_id: str
+    feature_request: str
+    status: SessionStatus
+    created_at: datetime
+    git_context: GitContext
+    current_phase: SessionPhase | None = None
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+    prd_reference: PRDReference | None = None
+    statistics: SessionStatistics = field(default_factory=SessionStatistics)
+    configuration: SessionConfiguration = field(default_factory=SessionConfiguration)
+    # Beyond the prototype: all top-level, so its loader still reads our files.
+    paused_from: SessionStatus | None = None
+    history: list[StateChange] = field(default_factory=list)
+    revision: int = 0
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.session_id = _require_str(self.session_id, "session_id")
+        self.feature_request = _require_str(self.feature_request, "feature_request")
+        self.status = _require_enum(SessionStatus, self.status, "status")
+        self.created_at = parse_timestamp(self.created_at, name="created_at")
+        if isinstance(self.git_context, Mapping):
+            self.git_context = GitContext.from_dict(self.git_context)
+        elif not isinstance(self.git_context, GitContext):
+            raise SessionValidationError("git_context must be a GitContext")
+        if self.current_phase is not None:
+            self.current_phase = _require_enum(SessionPhase, self.current_phase, "current_phase")
+        self.updated_at = _optional_timestamp(self.updated_at, "updated_at")
+        self.completed_at = _optional_timestamp(self.completed_at, "completed_at")
+        if isinstance(self.prd_reference, Mapping):
+            self.prd_reference = PRDReference.from_dict(self.prd_reference)
+        elif self.prd_reference is not None and not isinstance(self.prd_reference, PRDReference):
+            raise SessionValidationError("prd_reference must be a PRDReference or null")
+        if isinstance(self.statistics, Mapping):
+            self.statistics = SessionStatistics.from_dict(self.statistics)
+        elif not isinstance(self.statistics, SessionStatistics):
+            raise SessionValidationError("statistics must be a SessionStatistics")
+        if isinstance(self.configuration, Mapping):
+            self.configuration = SessionConfiguration.from_dict(self.configuration)
+        elif not isinstance(self.configuration, SessionConfiguration):
+            raise SessionValidationError("configuration must be a SessionConfiguration")
+        if self.paused_from is not None:
+            self.paused_from = _require_enum(SessionStatus, self.paused_from, "paused_from")
+        if not isinstance(self.history, list):
+            raise SessionValidationError("history must be a list")
+        self.history = [
+            entry if isinstance(entry, StateChange) else StateChange.from_dict(entry)
+            for entry in self.history
+        ]
+        _require_int(self.revision, "revision", 0)
+        _require_int(self.schema_version, "schema_version", 0)
+        if not isinstance(self.extra, dict):
+            raise SessionValidationError("extra must be a dict")
+        clashes = sorted(set(self.extra) & set(KNOWN_FIELDS))
+        if clashes:
+            raise SessionValidationError(
+                f"extra must not hold known field(s): {', '.join(clashes)}"
+            )
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for completed and failed sessions: nothing leaves those states."""
+        return self.status in (SessionStatus.COMPLETED, SessionStatus.FAILED)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as stored in ``metadata.json`` (JSON-ready, ``None`` left out)."""
+        data: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "session_id": self.session_id,
+            "feature_request": self.feature_request,
+            "status": self.status.value,
+            "created_at": format_timestamp(self.created_at),
+        }
+        if self.updated_at is not None:
+            data["updated_at"] = format_timestamp(self.updated_at)
+        if self.completed_at is not None:
+            data["completed_at"] = format_timestamp(self.completed_at)
+        data["git_context"] = self.git_context.to_dict()
+        if self.current_phase is not None:
+            data["current_phase"] = self.current_phase.value
+        if self.prd_reference is not None:
+            data["prd_reference"] = self.prd_reference.to_dict()
+        data["statistics"] = self.statistics.to_dict()
+        data["configuration"] = self.configuration.to_dict()
+        data["revision"] = self.revision
+        if self.paused_from is not None:
+            data["paused_from"] = self.paused_from.value
+        data["history"] = [entry.to_dict() for entry in self.history]
+        data.update(self.extra)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Session:
+        """Build a session from a record (this version's or the prototype's).
+
+        Unknown top-level keys are kept in ``extra``; unknown keys inside the
+        nested objects are refused.  Raises ``SessionValidationError``.
+        """
+        mapping = _require_mapping(data, "session record")
+        for key in ("session_id", "feature_request", "status", "created_at", "git_context"):
+            if key not in mapping:
+                raise SessionValidationError(f"session record is missing {key!r}")
+        statistics = mapping.get("statistics")
+        configuration = mapping.get("configuration")
+        history = mapping.get("history", [])
+        if not isinstance(history, list):
+            raise SessionValidationError("history must be a list")
+        return cls(
+            session_id=mapping["session_id"],
+            feature_request=mapping["feature_request"],
+            status=mapping["status"],
+            created_at=mapping["created_at"],
+            git_context=GitContext.from_dict(mapping["git_context"]),
+            current_phase=mapping.get("current_phase"),
+            updated_at=mapping.get("updated_at"),
+            completed_at=mapping.get("completed_at"),
+            prd_reference=(
+                PRDReference.from_dict(mapping["prd_reference"])
+                if mapping.get("prd_reference") is not None
+                else None
+            ),
+            statistics=(
+                SessionStatistics.from_dict(statistics)
+                if statistics is not None
+                else SessionStatistics()
+            ),
+            configuration=(
+                SessionConfiguration.from_dict(configuration)
+                if configuration is not None
+                else SessionConfiguration()
+            ),
+            paused_from=mapping.get("paused_from"),
+            history=[StateChange.from_dict(entry) for entry in history],
+            revision=mapping.get("revision", 0),
+            schema_version=mapping.get("schema_version", SCHEMA_VERSION),
+            extra={k: v for k, v in mapping.items() if k not in KNOWN_FIELDS},
+        )

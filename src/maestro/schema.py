@@ -1,0 +1,102 @@
+"""JSON Schema validation of session records, and migrations between versions.
+
+The schema ships in the package (``maestro/schemas/session.schema.json``,
+draft-07) and is compiled once.  Every record is validated before it is
+written and after it is read.
+
+Versions:
+
+* 0 -- written by the original prototype: no ``schema_version``, ``revision``
+  or ``history``; ``current_phase``/``prd_reference`` absent when unset.
+* 1 -- this library: adds ``schema_version``, ``revision``, ``history`` and
+  ``paused_from`` at the top level only, so the prototype's loader can still
+  read what we write.
+
+Older records are migrated in memory when read and persisted in the new
+format on their next write; a record from a *newer* version is refused
+rather than half understood.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import fastjsonschema
+
+from maestro.errors import SessionValidationError
+from maestro.models import SCHEMA_VERSION
+
+__all__ = ["SCHEMA_VERSION", "load_schema", "migrate", "schema_errors", "validate_record"]
+
+
+@cache
+def load_schema() -> dict[str, Any]:
+    """The JSON Schema of a stored session record, as a dict."""
+    text = resources.files("maestro").joinpath("schemas/session.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@cache
+def _validator() -> Callable[[Any], Any]:
+    validate: Callable[[Any], Any] = fastjsonschema.compile(load_schema())
+    return validate
+
+
+def schema_errors(record: Any) -> str | None:
+    """``None`` when ``record`` satisfies the schema, else what is wrong with it."""
+    try:
+        _validator()(record)
+    except fastjsonschema.JsonSchemaValueException as error:
+        # The library's message names the path ("data.statistics.total_tasks must be
+        # bigger than or equal to 0"); the offending value is not part of it.
+        return str(error.message).replace("data.", "", 1).replace("data ", "record ", 1)
+    return None
+
+
+def validate_record(record: Mapping[str, Any], *, session_id: str | None = None) -> None:
+    """Raise :class:`SessionValidationError` unless ``record`` satisfies the schema."""
+    problem = schema_errors(record)
+    if problem is not None:
+        raise SessionValidationError(
+            f"record fails the session schema: {problem}", session_id=session_id
+        )
+
+
+def _from_v0(record: dict[str, Any]) -> dict[str, Any]:
+    """Prototype record → version 1: add the new top-level fields."""
+    record = dict(record)
+    record["schema_version"] = 1
+    record.setdefault("revision", 0)
+    record.setdefault("history", [])
+    return record
+
+
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _from_v0}
+
+
+def record_version(record: Mapping[str, Any]) -> int:
+    """The schema version of a stored record (0 for the prototype's)."""
+    version = record.get("schema_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise SessionValidationError("schema_version must be a non-negative integer")
+    return version
+
+
+def migrate(record: dict[str, Any], *, session_id: str | None = None) -> dict[str, Any]:
+    """Bring a stored record up to :data:`SCHEMA_VERSION` (in memory only)."""
+    version = record_version(record)
+    if version > SCHEMA_VERSION:
+        raise SessionValidationError(
+            f"record has schema version {version}, newer than this maestro "
+            f"understands ({SCHEMA_VERSION}); upgrade maestro to read it",
+            session_id=session_id,
+        )
+    while version < SCHEMA_VERSION:
+        record = _MIGRATIONS[version](record)
+        version = record_version(record)
+    return record

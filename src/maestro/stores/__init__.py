@@ -1,0 +1,1 @@
+"""Session stores: the contract (``base``) and its backends."""

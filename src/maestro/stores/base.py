@@ -1,0 +1,198 @@
+"""The contract every session store fulfils, and the query it answers.
+
+A store persists whole session records.  It owns durability and concurrency:
+``modify`` is a read-modify-write under the session's lock that re-reads the
+record after taking the lock, checks ``expected_revision`` and bumps
+``revision``.  All lifecycle rules live above it, in :class:`SessionManager`,
+so every backend enforces them identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
+
+from maestro.errors import SessionValidationError
+from maestro.models import Session, SessionPhase, SessionStatus, parse_timestamp
+
+__all__ = ["ScanEntry", "SessionQuery", "SessionStore", "Transform"]
+
+Transform = Callable[[Session], Session]
+OrderBy = Literal["created", "updated"]
+
+
+def _as_set(
+    value: object, enum: type[SessionStatus] | type[SessionPhase], name: str
+) -> frozenset[str] | None:
+    if value is None:
+        return None
+    items: Iterable[object] = (
+        [value] if isinstance(value, str) else value  # type: ignore[assignment]
+    )
+    try:
+        members = list(items)
+    except TypeError:
+        raise SessionValidationError(f"{name} must be a value or a list of values") from None
+    result: set[str] = set()
+    for item in members:
+        try:
+            result.add(enum(item if isinstance(item, str) else str(item)).value)
+        except ValueError:
+            choices = ", ".join(member.value for member in enum)
+            raise SessionValidationError(f"{name} must be among {choices}") from None
+    return frozenset(result)
+
+
+def _as_time(value: object, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | datetime):
+        raise SessionValidationError(f"{name} must be a datetime or an ISO 8601 string")
+    return parse_timestamp(value, name=name)
+
+
+@dataclass(frozen=True)
+class SessionQuery:
+    """Filters, order and window of a session query.
+
+    Every filter is optional; given ones must all hold.  Time bounds are
+    inclusive and compared as instants.  Results are ordered by ``order_by``
+    (creation or last update), newest first unless ``descending`` is false,
+    with the session id breaking ties so that pages never overlap.
+    """
+
+    statuses: frozenset[str] | None = None
+    phases: frozenset[str] | None = None
+    branch: str | None = None
+    worktree: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+    order_by: OrderBy = "created"
+    descending: bool = True
+    limit: int | None = None
+    offset: int = 0
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        status: object = None,
+        phase: object = None,
+        branch: str | None = None,
+        worktree: str | None = None,
+        created_after: object = None,
+        created_before: object = None,
+        updated_after: object = None,
+        updated_before: object = None,
+        order_by: str = "created",
+        descending: bool = True,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> SessionQuery:
+        """Check and normalise user-supplied filters (strings, enums, lists)."""
+        if order_by not in ("created", "updated"):
+            raise SessionValidationError("order_by must be 'created' or 'updated'")
+        for name, number in (("limit", limit), ("offset", offset)):
+            if number is not None and (
+                isinstance(number, bool) or not isinstance(number, int) or number < 0
+            ):
+                raise SessionValidationError(f"{name} must be a non-negative integer")
+        for name, text in (("branch", branch), ("worktree", worktree)):
+            if text is not None and not isinstance(text, str):
+                raise SessionValidationError(f"{name} must be a string")
+        return cls(
+            statuses=_as_set(status, SessionStatus, "status"),
+            phases=_as_set(phase, SessionPhase, "phase"),
+            branch=branch,
+            worktree=worktree,
+            created_after=_as_time(created_after, "created_after"),
+            created_before=_as_time(created_before, "created_before"),
+            updated_after=_as_time(updated_after, "updated_after"),
+            updated_before=_as_time(updated_before, "updated_before"),
+            order_by="updated" if order_by == "updated" else "created",
+            descending=bool(descending),
+            limit=limit,
+            offset=offset,
+        )
+
+    def matches(self, session: Session) -> bool:
+        """Whether ``session`` passes every filter of this query."""
+        if self.statuses is not None and session.status.value not in self.statuses:
+            return False
+        if self.phases is not None and (
+            session.current_phase is None or session.current_phase.value not in self.phases
+        ):
+            return False
+        if self.branch is not None and session.git_context.branch != self.branch:
+            return False
+        if self.worktree is not None and session.git_context.worktree_name != self.worktree:
+            return False
+        if self.created_after is not None and session.created_at < self.created_after:
+            return False
+        if self.created_before is not None and session.created_at > self.created_before:
+            return False
+        updated = session.updated_at or session.created_at
+        if self.updated_after is not None and updated < self.updated_after:
+            return False
+        return not (self.updated_before is not None and updated > self.updated_before)
+
+    def sort_key(self, session: Session) -> tuple[datetime, str]:
+        moment = session.created_at
+        if self.order_by == "updated":
+            moment = session.updated_at or session.created_at
+        return (moment, session.session_id)
+
+    def window(self, ordered: list[Session]) -> list[Session]:
+        """Apply ``offset`` and ``limit`` to already ordered results."""
+        end = None if self.limit is None else self.offset + self.limit
+        return ordered[self.offset : end]
+
+    def apply(self, sessions: Iterable[Session]) -> list[Session]:
+        """Filter, order and window ``sessions``: the reference answer of any store."""
+        chosen = [s for s in sessions if self.matches(s)]
+        chosen.sort(key=self.sort_key, reverse=self.descending)
+        return self.window(chosen)
+
+
+@dataclass(frozen=True)
+class ScanEntry:
+    """One session directory seen by a full scan: its record or why it has none."""
+
+    session_id: str
+    session: Session | None
+    error: Exception | None
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """Persistence of session records (see the module docstring)."""
+
+    def load(self, session_id: str) -> Session:
+        """The stored session; ``SessionNotFoundError`` / ``CorruptSessionError``."""
+        ...
+
+    def create(self, session: Session) -> Session:
+        """Store a new session with revision 1; ``SessionExistsError`` if the id is taken."""
+        ...
+
+    def modify(
+        self, session_id: str, change: Transform, *, expected_revision: int | None = None
+    ) -> Session:
+        """Apply ``change`` to the freshly read record under the lock and store it."""
+        ...
+
+    def delete(self, session_id: str, *, expected_revision: int | None = None) -> None:
+        """Remove the session and everything stored with it."""
+        ...
+
+    def query(self, query: SessionQuery) -> list[Session]:
+        """Sessions matching ``query``, ordered and windowed; unreadable ones skipped."""
+        ...
+
+    def scan(self) -> Iterator[ScanEntry]:
+        """Every session the store holds, readable or not, in no particular order."""
+        ...
