@@ -32,7 +32,12 @@ def run_demo(manager: SessionManager, say: Callable[[str], None] = lambda _: Non
     step(S.PLANNING)
     manager.update_session(
         sid,
-        {"prd_reference": {"filename": "prd-dark-mode.md", "path": ".flow/maestro/prd-dark-mode.md"}},
+        {
+            "prd_reference": {
+                "filename": "prd-dark-mode.md",
+                "path": ".flow/maestro/prd-dark-mode.md",
+            }
+        },
     )
     step(S.GENERATING_TASKS)
     manager.update_session(sid, {"statistics": {"total_tasks": 4}})

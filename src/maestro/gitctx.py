@@ -39,8 +39,12 @@ class _Unreadable(Exception):
 
 
 def find_toplevel(start: Path) -> Path | None:
-    """The nearest directory at or above ``start`` that holds a ``.git`` entry."""
-    here = start.absolute()
+    """The nearest directory at or above ``start`` that holds a ``.git`` entry.
+
+    Symbolic links are resolved first, as git looks for the repository from
+    the physical directory: a link into another checkout belongs to that one.
+    """
+    here = Path(os.path.realpath(start))
     for candidate in (here, *here.parents):
         if (candidate / ".git").exists():
             return candidate
@@ -145,11 +149,14 @@ def _ask_git(path: Path) -> GitContext | None:
     """One ``git rev-parse`` for everything; ``None`` outside a repository.
 
     A branch without commits makes ``rev-parse HEAD`` fail after the paths are
-    printed; only then a second call asks for the branch name.
+    printed; only then a second call asks for the branch name.  Git runs in
+    the nearest existing directory, so a file or a directory not made yet is
+    placed as the file reader places it.
     """
     try:
+        cwd = next((candidate for candidate in (path, *path.parents) if candidate.is_dir()), path)
         result = _run_git(
-            path,
+            cwd,
             "rev-parse",
             "--show-toplevel",
             "--absolute-git-dir",
@@ -165,14 +172,14 @@ def _ask_git(path: Path) -> GitContext | None:
         if result.returncode == 0 and len(lines) >= 5:
             commit, symbolic = lines[3], lines[4]
         else:
-            unborn = _run_git(path, "symbolic-ref", "-q", "HEAD")
+            unborn = _run_git(cwd, "symbolic-ref", "-q", "HEAD")
             commit, symbolic = UNKNOWN, unborn.stdout.strip() or UNKNOWN
     except (OSError, subprocess.SubprocessError):
         return None
     gitdir = Path(gitdir_text)
     common = Path(common_text)
     if not common.is_absolute():
-        common = Path(toplevel) / common
+        common = cwd / common  # relative to the directory git ran in
     is_worktree = gitdir.resolve() != common.resolve() and (gitdir / "commondir").exists()
     branch = DETACHED if symbolic == "HEAD" else symbolic.removeprefix("refs/heads/")
     return GitContext(

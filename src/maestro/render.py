@@ -40,7 +40,7 @@ def format_duration(seconds: float) -> str:
     """``0.4s``, ``12s``, ``3m 05s``, ``2h 07m``, ``3d 04h``."""
     if seconds < 10:
         return f"{seconds:.1f}s"
-    whole = int(round(seconds))
+    whole = round(seconds)
     if whole < 60:
         return f"{whole}s"
     minutes, secs = divmod(whole, 60)

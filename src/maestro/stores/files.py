@@ -90,7 +90,9 @@ def encode_record(session: Session) -> bytes:
 def decode_record(session_id: str, raw: bytes) -> Session:
     """Parse and check stored bytes; any problem is a ``CorruptSessionError``."""
     try:
-        record = json.loads(raw)
+        # Decode explicitly: json.loads(bytes) would guess UTF-16/32 from the
+        # first bytes and read garbage as text.  A UTF-8 BOM is tolerated.
+        record = json.loads(raw.decode("utf-8-sig"))
     except json.JSONDecodeError as error:
         raise CorruptSessionError(
             session_id,
