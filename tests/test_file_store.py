@@ -39,6 +39,8 @@ def test_layout_and_pretty_json(manager: SessionManager) -> None:
     text = path.read_text()
     assert text.startswith("{\n  ") and text.endswith("}\n")
     assert json.loads(text)["session_id"] == sid
+    assert sorted(p.name for p in path.parent.iterdir()) == ["metadata.json"]
+    manager.update_session(sid, {"statistics": {"total_tasks": 1}})
     assert sorted(p.name for p in path.parent.iterdir()) == [".lock", "metadata.json"]
 
 
@@ -161,8 +163,10 @@ def test_stale_temp_files_are_invisible_and_swept(manager: SessionManager) -> No
         (b'{"session_id": ', "invalid JSON"),
         (b"", "invalid JSON"),
         (b"[1, 2]", "not a JSON object"),
-        (b"\xff\xfe{}", "not UTF-8"),
-        (b'{"schema_version": 1}', "schema violation"),
+        (b"\xff\xfe{}", "not valid UTF-8"),
+        (b"\xef\xbb\xbf[]", "not a JSON object"),
+        (b'{"schema_version": 1}', "missing 'session_id'"),
+        (b'{"schema_version": "1"}', "schema_version must be"),
         (b'{"schema_version": 99}', "newer than this maestro"),
     ],
 )
@@ -328,3 +332,22 @@ def test_store_satisfies_the_protocol(tmp_path: Path) -> None:
     from maestro import SessionStore
 
     assert isinstance(files.FileSessionStore(tmp_path), SessionStore)
+
+
+def test_extra_values_that_json_cannot_hold_are_refused(manager: SessionManager) -> None:
+    session = manager.create_session("x")
+
+    def add_set(current):  # type: ignore[no-untyped-def]
+        current.extra["tags"] = {"a", "b"}
+        return current
+
+    with pytest.raises(ValueError, match="JSON cannot store"):
+        manager.store.modify(session.session_id, add_set)
+    assert manager.get_session(session.session_id) == session
+
+
+def test_non_ascii_text_round_trips_as_utf8(manager: SessionManager) -> None:
+    sid = manager.create_session("Ajouter la connexion — 登录 🚀").session_id
+    raw = metadata(manager, sid).read_bytes()
+    assert "登录 🚀".encode() in raw
+    assert manager.get_session(sid).feature_request == "Ajouter la connexion — 登录 🚀"

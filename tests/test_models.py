@@ -258,3 +258,14 @@ def test_other_nested_round_trips(
     assert GitContext.from_dict(git.to_dict()) == git
     assert PRDReference.from_dict(prd.to_dict()) == prd
     assert SessionConfiguration.from_dict(config.to_dict()) == config
+
+
+def test_text_must_be_valid_unicode() -> None:
+    with pytest.raises(ValueError, match="lone surrogate"):
+        Session(SID, "bad \ud800 text", SessionStatus.PLANNING, datetime.now(UTC), GIT)
+
+
+def test_counters_stay_within_64_bits() -> None:
+    SessionStatistics(total_tasks=2**63 - 1)
+    with pytest.raises(ValueError, match="must be <="):
+        SessionStatistics(total_tasks=2**63)

@@ -8,12 +8,14 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
 
-from maestro import SessionManager, SessionStatistics, SessionValidationError
+from maestro import Session, SessionManager, SessionStatistics, SessionValidationError
 from maestro.models import SCHEMA_VERSION
 from maestro.schema import load_schema, migrate, schema_errors, validate_record
 
 from .conftest import GIT, PROTOTYPE_RECORDS, PROTOTYPE_SESSIONS
+from .test_models import sessions
 
 
 def test_schema_ships_as_package_data_and_is_draft_07() -> None:
@@ -90,3 +92,12 @@ def test_a_record_the_models_allow_but_the_schema_refuses_is_not_written(
     with pytest.raises(SessionValidationError, match="schema"):
         manager.store.modify(session.session_id, sneak)
     assert path.read_bytes() == before
+
+
+@settings(max_examples=300)
+@given(sessions)
+def test_every_valid_session_serialises_to_a_schema_valid_record(session: Session) -> None:
+    """Reads trust the models' checks: whatever they accept, the schema accepts."""
+    record = session.to_dict()
+    record["revision"] = max(record["revision"], 1)
+    assert schema_errors(record) is None

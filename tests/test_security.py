@@ -145,7 +145,7 @@ def test_symlinked_lock_file_is_refused(tmp_path: Path, outside: Path) -> None:
     manager = SessionManager(tmp_path / "root")
     sid = manager.create_session("x").session_id
     lock = manager.sessions_dir / sid / ".lock"
-    lock.unlink()
+    lock.unlink(missing_ok=True)
     lock.symlink_to(outside / "metadata.json")
     with pytest.raises(UnsafePathError):
         manager.update_session(sid, {"statistics": {"total_tasks": 1}})

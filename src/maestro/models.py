@@ -96,6 +96,8 @@ def parse_timestamp(value: str | datetime, *, name: str = "timestamp") -> dateti
         raise SessionValidationError(
             f"{name} must be a datetime or an ISO 8601 string, not {type(value).__name__}"
         )
+    if moment.tzinfo is UTC:
+        return moment
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
@@ -103,7 +105,8 @@ def parse_timestamp(value: str | datetime, *, name: str = "timestamp") -> dateti
 
 def format_timestamp(moment: datetime) -> str:
     """Write a timestamp as ISO 8601 UTC with microseconds and a ``Z``."""
-    moment = parse_timestamp(moment)
+    if moment.tzinfo is not UTC:
+        moment = parse_timestamp(moment)
     return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
@@ -120,6 +123,10 @@ def _optional_timestamp(value: object, name: str) -> datetime | None:
 # ---------------------------------------------------------------- value checks
 
 
+#: Largest integer a record holds: JSON readers commonly stop at 64 bits.
+MAX_INT = 2**63 - 1
+
+
 def _require_str(value: object, name: str, *, empty: bool = False) -> str:
     if not isinstance(value, str):
         raise SessionValidationError(f"{name} must be a string, not {type(value).__name__}")
@@ -127,6 +134,13 @@ def _require_str(value: object, name: str, *, empty: bool = False) -> str:
         raise SessionValidationError(f"{name} must not be empty")
     if "\x00" in value:
         raise SessionValidationError(f"{name} must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SessionValidationError(
+                f"{name} must be valid Unicode text (it holds a lone surrogate)"
+            ) from None
     return value
 
 
@@ -135,6 +149,8 @@ def _require_int(value: object, name: str, minimum: int) -> int:
         raise SessionValidationError(f"{name} must be an integer, not {type(value).__name__}")
     if value < minimum:
         raise SessionValidationError(f"{name} must be >= {minimum}, got {value}")
+    if value > MAX_INT:
+        raise SessionValidationError(f"{name} must be <= {MAX_INT}")
     return value
 
 
@@ -155,15 +171,21 @@ def _require_seconds(value: object, name: str) -> float:
 
 _E = TypeVar("_E", SessionStatus, SessionPhase)
 
+# Lookup tables: an enum call costs far more than a dict lookup, and records
+# are full of enum values (every history entry holds two).
+_BY_VALUE: dict[type[Any], dict[str, Any]] = {
+    SessionStatus: {member.value: member for member in SessionStatus},
+    SessionPhase: {member.value: member for member in SessionPhase},
+}
+
 
 def _require_enum(enum: type[_E], value: object, name: str) -> _E:
     if isinstance(value, enum):
         return value
     if isinstance(value, str):
-        try:
-            return enum(value)
-        except ValueError:
-            pass
+        member: _E | None = _BY_VALUE[enum].get(value)
+        if member is not None:
+            return member
     choices = ", ".join(member.value for member in enum)
     shown = repr(value) if isinstance(value, str) and len(value) <= 40 else type(value).__name__
     raise SessionValidationError(f"{name} must be one of {choices}; got {shown}")
@@ -291,7 +313,15 @@ class SessionStatistics:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {
+            "total_tasks": self.total_tasks,
+            "completed_tasks": self.completed_tasks,
+            "failed_tasks": self.failed_tasks,
+            "decisions_made": self.decisions_made,
+            "checkpoints_created": self.checkpoints_created,
+            "error_recovery_count": self.error_recovery_count,
+            "duration_seconds": self.duration_seconds,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SessionStatistics:
@@ -314,7 +344,12 @@ class SessionConfiguration:
         _require_bool(self.error_recovery_enabled, "configuration.error_recovery_enabled")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {
+            "max_iterations": self.max_iterations,
+            "timeout_minutes": self.timeout_minutes,
+            "auto_checkpoint": self.auto_checkpoint,
+            "error_recovery_enabled": self.error_recovery_enabled,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SessionConfiguration:
