@@ -211,13 +211,22 @@ class UnsafePathError(SessionError, PermissionError):
 
 
 class StorageError(SessionError, OSError):
-    """The storage refused an operation; ``errno`` is the underlying one."""
+    """The storage refused an operation; ``errno`` is the underlying one.
 
-    def __init__(self, session_id: str | None, action: str, cause: OSError) -> None:
+    ``committed`` is false when nothing changed (the previous record is
+    intact).  It is true in one case only: the new record was renamed into
+    place but the directory fsync that makes the rename durable failed, so the
+    new record is what readers see now, yet it might not survive a power cut.
+    """
+
+    def __init__(
+        self, session_id: str | None, action: str, cause: OSError, *, committed: bool = False
+    ) -> None:
         what = f"session {session_id}: " if session_id else ""
         reason = cause.strerror or type(cause).__name__
         super().__init__(cause.errno, f"{what}{action} failed: {reason}")
         self.session_id = session_id
+        self.committed = committed
 
     def __str__(self) -> str:
         return str(self.strerror)

@@ -261,7 +261,10 @@ class FileSessionStore:
                     os.unlink(temp, dir_fd=sess_fd)
                 raise StorageError(session_id, "writing the record", error) from error
             raise StorageError(
-                session_id, "making the written record durable (it is in place)", error
+                session_id,
+                "syncing the directory after the new record was put in place",
+                error,
+                committed=True,
             ) from error
 
     def _sweep_temp_files(self, sess_fd: int) -> None:
@@ -441,10 +444,16 @@ class FileSessionStore:
                 raise ConflictError(session_id, expected_revision, current.revision)
             try:
                 os.rename(session_id, trash, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+            except OSError as error:
+                raise StorageError(session_id, "deleting the session", error) from error
+            try:
                 if self.durable:
                     os.fsync(root_fd)
             except OSError as error:
-                raise StorageError(session_id, "deleting the session", error) from error
+                self._purge(trash)
+                raise StorageError(
+                    session_id, "syncing the directory after the delete", error, committed=True
+                ) from error
         self._purge(trash)
 
     def _purge(self, name: str) -> None:
