@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from maestro import GitContext, SessionManager
+from maestro import FileSessionStore, GitContext, SessionManager
 
 DATA = Path(__file__).parent / "data"
 PROTOTYPE_SESSIONS = DATA / "prototype-sessions"
@@ -37,6 +37,19 @@ class Clock:
     def advance(self, seconds: float) -> datetime:
         self.now += timedelta(seconds=seconds)
         return self.now
+
+
+@pytest.fixture(autouse=True)
+def index_must_answer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query that silently scans because the index broke would hide index bugs:
+    unless a test is about that fallback (its name says "fall_back"), it fails."""
+    if "fall_back" in request.node.name:
+        return
+
+    def refuse(self: FileSessionStore, error: Exception) -> None:
+        raise AssertionError(f"the index was bypassed: {error}")
+
+    monkeypatch.setattr(FileSessionStore, "_warn_fallback", refuse)
 
 
 @pytest.fixture

@@ -269,3 +269,14 @@ def test_counters_stay_within_64_bits() -> None:
     SessionStatistics(total_tasks=2**63 - 1)
     with pytest.raises(ValueError, match="must be <="):
         SessionStatistics(total_tasks=2**63)
+
+
+@given(sessions)
+def test_trusted_rebuild_equals_the_checked_one(session: Session) -> None:
+    from maestro.models import session_from_trusted_record
+
+    record = json.loads(json.dumps(session.to_dict()))
+    rebuilt = session_from_trusted_record(record)
+    assert rebuilt == session
+    assert rebuilt.to_dict() == session.to_dict()
+    assert rebuilt.created_at.tzinfo is UTC

@@ -99,8 +99,9 @@ class SessionManager:
 
     ``repo_root`` is where ``.flow/maestro/sessions`` lives: the path given,
     else ``$MAESTRO_ROOT``, else the git top level of the working directory,
-    else the working directory.  ``store`` replaces the default file store;
-    ``clock`` replaces the source of timestamps (tests).
+    else the working directory.  ``store`` replaces the default file store
+    (whose ``index=False`` turns off the SQLite query index); ``clock``
+    replaces the source of timestamps (tests).
     """
 
     #: The whitelist of state transitions (see :mod:`maestro.lifecycle`).
@@ -115,12 +116,13 @@ class SessionManager:
         store: SessionStore | None = None,
         lock_timeout: float = 10.0,
         durable: bool = True,
+        index: bool = True,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.repo_root = resolve_root(repo_root)
         self.sessions_dir = self.repo_root / ".flow" / "maestro" / "sessions"
         self.store: SessionStore = store or FileSessionStore(
-            self.sessions_dir, lock_timeout=lock_timeout, durable=durable
+            self.sessions_dir, lock_timeout=lock_timeout, durable=durable, index=index
         )
         self._clock = clock or utcnow
 
@@ -272,7 +274,8 @@ class SessionManager:
         worktree: str | None = None,
         updated_after: datetime | str | None = None,
         updated_before: datetime | str | None = None,
-        order_by: str = "created",
+        text: str | None = None,
+        order_by: str | None = None,
         descending: bool = True,
         offset: int = 0,
     ) -> list[Session]:
@@ -280,8 +283,11 @@ class SessionManager:
 
         ``status`` and ``phase`` take one value or several; time bounds are
         inclusive, take ``datetime`` or ISO 8601 strings with any offset and
-        are compared as instants.  Unreadable sessions are skipped with a
-        logged warning.
+        are compared as instants.  ``text`` is a full-text search over the
+        feature requests (every word must occur; ``word*`` is a prefix),
+        ranked best first unless ``order_by`` says otherwise (``"created"``,
+        ``"updated"``, ``"rank"``).  ``limit`` and ``offset`` page through the
+        results.  Unreadable sessions are skipped with a logged warning.
         """
         query = SessionQuery.build(
             status=status,
@@ -292,12 +298,53 @@ class SessionManager:
             created_before=created_before,
             updated_after=updated_after,
             updated_before=updated_before,
+            text=text,
             order_by=order_by,
             descending=descending,
             limit=limit,
             offset=offset,
         )
         return self.store.query(query)
+
+    def count_sessions(
+        self,
+        status: SessionStatus | str | Iterable[SessionStatus | str] | None = None,
+        phase: SessionPhase | str | Iterable[SessionPhase | str] | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        branch: str | None = None,
+        *,
+        worktree: str | None = None,
+        updated_after: datetime | str | None = None,
+        updated_before: datetime | str | None = None,
+        text: str | None = None,
+    ) -> int:
+        """How many sessions match the filters of :meth:`query_sessions`, without loading them."""
+        query = SessionQuery.build(
+            status=status,
+            phase=phase,
+            branch=branch,
+            worktree=worktree,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+            text=text,
+        )
+        return self.store.count(query)
+
+    def rebuild_index(self) -> int:
+        """Rebuild the query index from the session files; returns the sessions indexed.
+
+        Only needed after editing ``metadata.json`` files in place by hand:
+        sessions written through the library, and session directories added
+        or removed by other means, are picked up on their own.
+        """
+        rebuild = getattr(self.store, "rebuild_index", None)
+        if rebuild is None:
+            raise SessionValidationError(f"{type(self.store).__name__} keeps no index to rebuild")
+        count: int = rebuild()
+        return count
 
     def list_active_sessions(self) -> list[Session]:
         """Every session not in a terminal state, newest first."""

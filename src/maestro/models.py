@@ -565,3 +565,88 @@ class Session:
             schema_version=mapping.get("schema_version", SCHEMA_VERSION),
             extra={k: v for k, v in mapping.items() if k not in KNOWN_FIELDS},
         )
+
+
+# ---------------------------------------------------------------- trusted records
+
+
+def _bare(cls: type[_D], values: dict[str, Any]) -> _D:
+    """An instance of a dataclass with ``values`` set and ``__post_init__`` skipped."""
+    instance = object.__new__(cls)
+    instance.__dict__.update(values)
+    return instance
+
+
+def _instant(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is UTC else parse_timestamp(moment)
+
+
+def session_from_trusted_record(record: Mapping[str, Any]) -> Session:
+    """Rebuild a session from a record this library serialised itself.
+
+    Equal to ``Session.from_dict(record)`` for any record produced by
+    ``Session.to_dict()``, at a fraction of the cost: nothing is checked
+    again.  Only for records that never left the library's hands (the
+    derived index keeps such copies); anything read from a file goes
+    through ``from_dict``.
+    """
+    git = record["git_context"]
+    prd = record.get("prd_reference")
+    stats = record["statistics"]
+    phase = record.get("current_phase")
+    paused_from = record.get("paused_from")
+    updated_at = record.get("updated_at")
+    completed_at = record.get("completed_at")
+    statuses = _BY_VALUE[SessionStatus]
+    return _bare(
+        Session,
+        {
+            "session_id": record["session_id"],
+            "feature_request": record["feature_request"],
+            "status": statuses[record["status"]],
+            "created_at": _instant(record["created_at"]),
+            "git_context": _bare(
+                GitContext,
+                {
+                    "branch": git["branch"],
+                    "commit": git["commit"],
+                    "repo_root": git["repo_root"],
+                    "is_worktree": git["is_worktree"],
+                    "worktree_name": git.get("worktree_name"),
+                },
+            ),
+            "current_phase": None if phase is None else _BY_VALUE[SessionPhase][phase],
+            "updated_at": None if updated_at is None else _instant(updated_at),
+            "completed_at": None if completed_at is None else _instant(completed_at),
+            "prd_reference": None
+            if prd is None
+            else _bare(
+                PRDReference,
+                {"filename": prd["filename"], "path": prd["path"], "version": prd.get("version")},
+            ),
+            "statistics": _bare(
+                SessionStatistics, {**stats, "duration_seconds": float(stats["duration_seconds"])}
+            ),
+            "configuration": _bare(SessionConfiguration, dict(record["configuration"])),
+            "paused_from": None if paused_from is None else statuses[paused_from],
+            "history": [
+                _bare(
+                    StateChange,
+                    {
+                        "from_status": statuses[entry["from"]],
+                        "to_status": statuses[entry["to"]],
+                        "at": _instant(entry["at"]),
+                        "reason": entry.get("reason"),
+                    },
+                )
+                for entry in record["history"]
+            ],
+            "revision": record["revision"],
+            "schema_version": record["schema_version"],
+            "extra": {k: v for k, v in record.items() if k not in _KNOWN},
+        },
+    )
+
+
+_KNOWN = frozenset(KNOWN_FIELDS)

@@ -16,11 +16,12 @@ from typing import Literal, Protocol, runtime_checkable
 
 from maestro.errors import SessionValidationError
 from maestro.models import Session, SessionPhase, SessionStatus, parse_timestamp
+from maestro.search import SearchTerms, parse_search
 
 __all__ = ["ScanEntry", "SessionQuery", "SessionStore", "Transform"]
 
 Transform = Callable[[Session], Session]
-OrderBy = Literal["created", "updated"]
+OrderBy = Literal["created", "updated", "rank"]
 
 
 def _as_set(
@@ -58,9 +59,12 @@ class SessionQuery:
     """Filters, order and window of a session query.
 
     Every filter is optional; given ones must all hold.  Time bounds are
-    inclusive and compared as instants.  Results are ordered by ``order_by``
-    (creation or last update), newest first unless ``descending`` is false,
-    with the session id breaking ties so that pages never overlap.
+    inclusive and compared as instants.  ``text`` requires every word of a
+    full-text search (see :mod:`maestro.search`).  Results are ordered by
+    ``order_by``: creation (the default), last update, or search rank (the
+    default when ``text`` is given; best match first, then newest), newest
+    first unless ``descending`` is false, with the session id breaking ties
+    so that pages never overlap.
     """
 
     statuses: frozenset[str] | None = None
@@ -71,6 +75,7 @@ class SessionQuery:
     created_before: datetime | None = None
     updated_after: datetime | None = None
     updated_before: datetime | None = None
+    text: SearchTerms | None = None
     order_by: OrderBy = "created"
     descending: bool = True
     limit: int | None = None
@@ -88,14 +93,20 @@ class SessionQuery:
         created_before: object = None,
         updated_after: object = None,
         updated_before: object = None,
-        order_by: str = "created",
+        text: str | None = None,
+        order_by: str | None = None,
         descending: bool = True,
         limit: int | None = None,
         offset: int = 0,
     ) -> SessionQuery:
         """Check and normalise user-supplied filters (strings, enums, lists)."""
-        if order_by not in ("created", "updated"):
-            raise SessionValidationError("order_by must be 'created' or 'updated'")
+        terms = None if text is None else parse_search(text)
+        if order_by is None:
+            order_by = "created" if terms is None else "rank"
+        if order_by not in ("created", "updated", "rank"):
+            raise SessionValidationError("order_by must be 'created', 'updated' or 'rank'")
+        if order_by == "rank" and terms is None:
+            raise SessionValidationError("order_by='rank' needs a text search")
         for name, number in (("limit", limit), ("offset", offset)):
             if number is not None and (
                 isinstance(number, bool) or not isinstance(number, int) or number < 0
@@ -113,7 +124,12 @@ class SessionQuery:
             created_before=_as_time(created_before, "created_before"),
             updated_after=_as_time(updated_after, "updated_after"),
             updated_before=_as_time(updated_before, "updated_before"),
-            order_by="updated" if order_by == "updated" else "created",
+            text=terms,
+            order_by="rank"
+            if order_by == "rank"
+            else "updated"
+            if order_by == "updated"
+            else "created",
             descending=bool(descending),
             limit=limit,
             offset=offset,
@@ -138,7 +154,9 @@ class SessionQuery:
         updated = session.updated_at or session.created_at
         if self.updated_after is not None and updated < self.updated_after:
             return False
-        return not (self.updated_before is not None and updated > self.updated_before)
+        if self.updated_before is not None and updated > self.updated_before:
+            return False
+        return self.text is None or self.text.matches(session.feature_request)
 
     def sort_key(self, session: Session) -> tuple[datetime, str]:
         moment = session.created_at
@@ -152,7 +170,11 @@ class SessionQuery:
         return ordered[self.offset : end]
 
     def apply(self, sessions: Iterable[Session]) -> list[Session]:
-        """Filter, order and window ``sessions``: the reference answer of any store."""
+        """Filter, order and window ``sessions``: the reference answer of any store.
+
+        Without an index there is no search rank; ``order_by="rank"`` then
+        orders by creation.
+        """
         chosen = [s for s in sessions if self.matches(s)]
         chosen.sort(key=self.sort_key, reverse=self.descending)
         return self.window(chosen)
@@ -191,6 +213,10 @@ class SessionStore(Protocol):
 
     def query(self, query: SessionQuery) -> list[Session]:
         """Sessions matching ``query``, ordered and windowed; unreadable ones skipped."""
+        ...
+
+    def count(self, query: SessionQuery) -> int:
+        """How many sessions match ``query``'s filters (its window ignored)."""
         ...
 
     def scan(self) -> Iterator[ScanEntry]:

@@ -59,9 +59,17 @@ from maestro.errors import (
     UnsafePathError,
 )
 from maestro.ids import check_session_id, is_session_id
-from maestro.models import SCHEMA_VERSION, Session
+from maestro.models import SCHEMA_VERSION, Session, session_from_trusted_record
 from maestro.schema import migrate, validate_record
 from maestro.stores.base import ScanEntry, SessionQuery, Transform
+from maestro.stores.index import (
+    RACY_NS,
+    IndexRow,
+    IndexUnavailable,
+    SessionIndex,
+    Signature,
+    boot_id,
+)
 
 __all__ = ["METADATA", "FileSessionStore", "decode_record", "encode_record"]
 
@@ -72,6 +80,8 @@ LOCK = ".lock"
 TEMP_PREFIX = f".{METADATA}."
 TEMP_SUFFIX = ".tmp"
 TRASH_PREFIX = ".trash-"
+INDEX_FILE = "index.sqlite3"
+STALE_MARKER = "index.stale"
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -144,7 +154,9 @@ class FileSessionStore:
     """Sessions as ``<sessions_dir>/<id>/metadata.json`` (see the module docstring).
 
     ``lock_timeout`` bounds how long a writer waits for another one;
-    ``durable=False`` skips the fsyncs (tests and throw-away stores only).
+    ``durable=False`` skips the fsyncs (tests and throw-away stores only);
+    ``index=False`` answers every query by reading all the files instead of
+    keeping the SQLite index beside them (see :mod:`maestro.stores.index`).
     """
 
     def __init__(
@@ -153,10 +165,17 @@ class FileSessionStore:
         *,
         lock_timeout: float = 10.0,
         durable: bool = True,
+        index: bool = True,
     ) -> None:
         self.sessions_dir = Path(sessions_dir).absolute()
         self.lock_timeout = lock_timeout
         self.durable = durable
+        self.index: SessionIndex | None = (
+            SessionIndex(self.sessions_dir.parent / INDEX_FILE, timeout=lock_timeout)
+            if index
+            else None
+        )
+        self._fallback_warned = False
 
     def __repr__(self) -> str:
         return f"FileSessionStore({str(self.sessions_dir)!r})"
@@ -205,7 +224,7 @@ class FileSessionStore:
                 raise SessionNotFoundError(session_id, "not a directory") from None
             raise StorageError(session_id, "opening the session directory", error) from error
 
-    def _read(self, sess_fd: int, session_id: str) -> bytes:
+    def _read(self, sess_fd: int, session_id: str) -> tuple[bytes, os.stat_result]:
         try:
             fd = os.open(METADATA, _READ_FLAGS, dir_fd=sess_fd)
         except FileNotFoundError:
@@ -223,7 +242,7 @@ class FileSessionStore:
             chunks = []
             while chunk := os.read(fd, max(info.st_size + 1, 65536)):
                 chunks.append(chunk)
-            return b"".join(chunks)
+            return b"".join(chunks), info
         except OSError as error:
             if isinstance(error, SessionError):
                 raise
@@ -232,10 +251,17 @@ class FileSessionStore:
             _close(fd)
 
     def _load_at(self, sess_fd: int, session_id: str) -> Session:
-        return decode_record(session_id, self._read(sess_fd, session_id))
+        return decode_record(session_id, self._read(sess_fd, session_id)[0])
 
-    def _write(self, sess_fd: int, session: Session) -> None:
-        """Atomically replace ``metadata.json``: temp, fsync, rename, fsync dir."""
+    def _load_signed(self, sess_fd: int, session_id: str) -> tuple[Session, Signature]:
+        raw, info = self._read(sess_fd, session_id)
+        return decode_record(session_id, raw), Signature.of(info)
+
+    def _write(self, sess_fd: int, session: Session) -> Signature:
+        """Atomically replace ``metadata.json``: temp, fsync, rename, fsync dir.
+
+        Returns the signature of the new file, for the index.
+        """
         data = encode_record(session)
         session_id = session.session_id
         temp = f"{TEMP_PREFIX}{secrets.token_hex(6)}{TEMP_SUFFIX}"
@@ -249,12 +275,14 @@ class FileSessionStore:
                     view = view[written:]
                 if self.durable:
                     os.fsync(fd)
+                signature = Signature.of(os.fstat(fd))
             finally:
                 os.close(fd)
             os.replace(temp, METADATA, src_dir_fd=sess_fd, dst_dir_fd=sess_fd)
             replaced = True
             if self.durable:
                 os.fsync(sess_fd)
+            return signature
         except OSError as error:
             if not replaced:
                 with contextlib.suppress(OSError):
@@ -379,9 +407,11 @@ class FileSessionStore:
                 # is made by the first writer that needs it.
                 sess_fd = os.open(session_id, _NOFOLLOW_DIR, dir_fd=root_fd)
                 try:
-                    self._write(sess_fd, stored)
+                    self._index_begin(session_id)
+                    signature = self._write(sess_fd, stored)
                 finally:
                     os.close(sess_fd)
+                self._index_commit(stored, signature)
             except BaseException:
                 self._remove_empty(root_fd, session_id)
                 raise
@@ -423,7 +453,8 @@ class FileSessionStore:
             if updated.session_id != session_id:
                 raise SessionValidationError("session_id is read-only", session_id=session_id)
             self._sweep_temp_files(sess_fd)
-            self._write(sess_fd, updated)
+            self._index_begin(session_id)
+            self._index_commit(updated, self._write(sess_fd, updated))
             return updated
 
     def delete(self, session_id: str, *, expected_revision: int | None = None) -> None:
@@ -442,10 +473,12 @@ class FileSessionStore:
                 and expected_revision != current.revision
             ):
                 raise ConflictError(session_id, expected_revision, current.revision)
+            self._index_begin(session_id)
             try:
                 os.rename(session_id, trash, src_dir_fd=root_fd, dst_dir_fd=root_fd)
             except OSError as error:
                 raise StorageError(session_id, "deleting the session", error) from error
+            self._index_forget(session_id)
             try:
                 if self.durable:
                     os.fsync(root_fd)
@@ -486,7 +519,243 @@ class FileSessionStore:
             _close(root_fd)
 
     def query(self, query: SessionQuery) -> list[Session]:
+        if self.index is not None:
+            try:
+                return self._query_indexed(self.index, query)
+            except IndexUnavailable as error:
+                self._warn_fallback(error)
         return query.apply(self._readable())
+
+    def count(self, query: SessionQuery) -> int:
+        """How many sessions match ``query`` (its window ignored), from the index."""
+        query = dataclasses.replace(query, limit=None, offset=0)
+        if self.index is not None:
+            try:
+                root_fd = self._open_root(create=False)
+                if root_fd is None:
+                    return 0
+                try:
+                    self._refresh(self.index, root_fd)
+                finally:
+                    _close(root_fd)
+                return self.index.count(query, query.text)
+            except IndexUnavailable as error:
+                self._warn_fallback(error)
+        return sum(1 for s in self._readable() if query.matches(s))
+
+    # ------------------------------------------------------------ the index
+
+    def _warn_fallback(self, error: Exception) -> None:
+        if not self._fallback_warned:
+            self._fallback_warned = True
+            log.warning("session index unavailable (%s); scanning the session files", error)
+
+    def _stale_marker(self) -> Path:
+        return self.sessions_dir.parent / STALE_MARKER
+
+    def _index_begin(self, session_id: str) -> None:
+        """Before a write: mark the session pending, or the whole index stale."""
+        if self.index is None:
+            return
+        try:
+            self.index.mark_pending(session_id)
+        except IndexUnavailable as error:
+            try:
+                fd = os.open(self._stale_marker(), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+                os.close(fd)
+            except OSError as marker_error:
+                raise StorageError(
+                    session_id,
+                    f"the index cannot be kept in step ({error}); marking it stale",
+                    marker_error,
+                ) from marker_error
+
+    def _index_commit(self, session: Session, signature: Signature) -> None:
+        """After a write: store the session's row and clear its pending mark."""
+        if self.index is None:
+            return
+        try:
+            self.index.store([(session, signature)])
+        except IndexUnavailable as error:
+            log.warning(
+                "session %s: index not updated (%s); repaired on the next query",
+                session.session_id,
+                error,
+            )
+
+    def _index_forget(self, session_id: str) -> None:
+        if self.index is None:
+            return
+        try:
+            self.index.remove([session_id])
+        except IndexUnavailable as error:
+            log.warning(
+                "session %s: index not updated (%s); repaired on the next query", session_id, error
+            )
+
+    def rebuild_index(self) -> int:
+        """Re-read every session file into the index; returns the sessions indexed."""
+        if self.index is None:
+            raise SessionValidationError("this store keeps no index")
+        root_fd = self._open_root(create=False)
+        if root_fd is None:
+            self.index.remove(self.index.known())
+            return 0
+        try:
+            return self._reconcile(self.index, root_fd, reread=True)
+        finally:
+            _close(root_fd)
+
+    def _refresh(self, index: SessionIndex, root_fd: int) -> None:
+        """Bring the index in step with the files before it answers."""
+        stale = self._stale_marker().exists()
+        if stale or index.get_meta("boot") != boot_id():
+            self._reconcile(index, root_fd, verify=True)
+            index.set_meta(boot=boot_id())
+            if stale:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._stale_marker())
+        for session_id in index.pending():
+            self._repair(index, session_id)
+        here = os.fstat(root_fd)
+        seen = index.get_meta("directory")
+        if seen != _directory_key(here):
+            self._reconcile(index, root_fd)
+
+    def _repair(self, index: SessionIndex, session_id: str) -> None:
+        """A pending mark with no writer behind it: re-read the file under the lock."""
+        try:
+            with self._locked(session_id) as (_, sess_fd):
+                try:
+                    session, signature = self._load_signed(sess_fd, session_id)
+                except SessionNotFoundError:
+                    index.remove([session_id])
+                    return
+                except SessionError:
+                    index.remove([session_id])
+                    return
+                index.store([(session, signature)])
+        except LockTimeoutError as error:
+            raise IndexUnavailable(f"session {session_id} is locked") from error
+        except SessionNotFoundError:
+            index.remove([session_id])
+        except SessionError:
+            index.remove([session_id])
+
+    def _reconcile(
+        self, index: SessionIndex, root_fd: int, *, verify: bool = False, reread: bool = False
+    ) -> int:
+        """Index what is new in ``sessions/``, drop what is gone.
+
+        ``verify`` also re-reads every file whose signature changed since it
+        was indexed; ``reread`` re-reads every file.  The directory's own
+        signature is taken first, so a change made during the listing is seen
+        by the next query.  Returns how many rows were written.
+        """
+        here = os.fstat(root_fd)
+        started_ns = time.time_ns()
+        known = index.known()
+        listed = {name for name in os.listdir(root_fd) if is_session_id(name)}
+        index.remove(
+            sid for sid, (_, _, at) in known.items() if sid not in listed and at < started_ns
+        )
+
+        def wanted() -> Iterator[str]:
+            for sid in listed:
+                entry = known.get(sid)
+                if entry is None or reread:
+                    yield sid
+                elif verify:
+                    signature, racy, _ = entry
+                    try:
+                        info = os.stat(f"{sid}/{METADATA}", dir_fd=root_fd, follow_symlinks=False)
+                    except OSError:
+                        yield sid
+                        continue
+                    if racy or Signature.of(info) != signature:
+                        yield sid
+
+        def fresh() -> Iterator[tuple[Session, Signature]]:
+            for sid in wanted():
+                try:
+                    sess_fd = self._open_session(root_fd, sid)
+                except SessionError:
+                    continue
+                try:
+                    yield self._load_signed(sess_fd, sid)
+                except SessionNotFoundError:
+                    continue
+                except SessionError as error:
+                    log.warning("skipping session %s: %s", sid, error)
+                finally:
+                    _close(sess_fd)
+
+        written = index.store(fresh(), only_if_newer=True, clear_pending=False)
+        now_ns = time.time_ns()
+        key = _directory_key(here)
+        # An mtime this recent may hide a change made in the same clock tick.
+        racy = now_ns - here.st_mtime_ns < RACY_NS
+        index.set_meta(directory="racy" if racy else key)
+        return written
+
+    def _query_indexed(self, index: SessionIndex, query: SessionQuery) -> list[Session]:
+        root_fd = self._open_root(create=False)
+        if root_fd is None:
+            return []
+        try:
+            self._refresh(index, root_fd)
+            needed = None if query.limit is None else query.offset + query.limit
+            found: list[Session] = []
+            for row in index.select(query, query.text):
+                session = self._verified(index, root_fd, row, query)
+                if session is None:
+                    continue
+                found.append(session)
+                if needed is not None and len(found) >= needed:
+                    break
+            if query.order_by != "rank":
+                # a row repaired on the way may have moved in the order
+                found.sort(key=query.sort_key, reverse=query.descending)
+            return query.window(found)
+        finally:
+            _close(root_fd)
+
+    def _verified(
+        self, index: SessionIndex, root_fd: int, row: IndexRow, query: SessionQuery
+    ) -> Session | None:
+        """The session of ``row`` if its file still says what the row says, else re-read."""
+        sid = row.session_id
+        try:
+            info = os.stat(f"{sid}/{METADATA}", dir_fd=root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            index.remove([sid])
+            return None
+        except OSError:
+            info = None
+        if info is not None and not row.racy and Signature.of(info) == row.signature:
+            return session_from_trusted_record(row.session_record())
+        try:
+            sess_fd = self._open_session(root_fd, sid)
+            try:
+                session, signature = self._load_signed(sess_fd, sid)
+            finally:
+                _close(sess_fd)
+        except SessionNotFoundError:
+            index.remove([sid])
+            return None
+        except SessionError as error:
+            log.warning("skipping session %s: %s", sid, error)
+            return None
+        if signature != row.signature or not signature.racy(time.time_ns()):
+            with contextlib.suppress(IndexUnavailable):
+                index.store([(session, signature)], only_if_newer=True, clear_pending=False)
+        if not query.matches(session):
+            if query.text is None or session.feature_request != row.feature_request:
+                return None
+            # The index's tokenizer matched this text; only the other filters count.
+            if not dataclasses.replace(query, text=None).matches(session):
+                return None
+        return session
 
     def _readable(self) -> Iterator[Session]:
         for entry in self.scan():
@@ -494,6 +763,10 @@ class FileSessionStore:
                 yield entry.session
             elif not isinstance(entry.error, SessionNotFoundError):
                 log.warning("skipping session %s: %s", entry.session_id, entry.error)
+
+
+def _directory_key(info: os.stat_result) -> str:
+    return f"{info.st_dev}:{info.st_ino}:{info.st_mtime_ns}"
 
 
 def _with_revision(session: Session, revision: int) -> Session:

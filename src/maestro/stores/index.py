@@ -1,0 +1,525 @@
+"""The derived SQLite index of the file store.
+
+``<root>/.flow/maestro/index.sqlite3`` (WAL mode) holds, for every session,
+the fields queries filter and sort on, a compact copy of the record, the
+signature of the ``metadata.json`` it was made from (inode, size, mtime) and
+an FTS5 table over the feature requests.  It is derived data: deleting it
+loses nothing, and it is rebuilt from the JSON files whenever it is missing,
+its format version changes, or :meth:`FileSessionStore.rebuild_index` is
+called.  This module is the SQL layer; :class:`FileSessionStore` decides when
+to consult, repair or bypass it.
+
+How it stays truthful (the JSON files are the source of truth):
+
+* Every write marks the session *pending* in the index, writes the JSON file,
+  then stores the new row and clears the mark, all under the session's lock.
+  A writer killed in between leaves the mark; the next query takes the lock,
+  re-reads the file and repairs the row.
+* Commits use ``synchronous=NORMAL``: they survive a killed process, not a
+  power cut.  The index remembers the boot it was written in; after a reboot
+  every row is checked against its file's signature once.
+* Sessions added or removed behind the library's back change the mtime of
+  ``sessions/``; a query that sees a new mtime lists the directory (names
+  only) and indexes what is new.  Coarse timestamps are handled as git does:
+  an mtime too close to the moment it was recorded is not trusted.
+* Query results are checked against their files' signatures; a row whose file
+  changed is re-read from the file and the filter applied again, so a stale
+  row can cost a re-read, never a wrong session.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+from maestro.models import Session
+from maestro.search import SearchTerms
+from maestro.stores.base import SessionQuery
+
+__all__ = [
+    "INDEX_FORMAT",
+    "RACY_NS",
+    "IndexRow",
+    "IndexUnavailable",
+    "SessionIndex",
+    "Signature",
+    "boot_id",
+    "to_micros",
+]
+
+#: Bump when the tables change: an index of another format is rebuilt.
+INDEX_FORMAT = 1
+#: A file mtime closer than this to the moment it was recorded is not trusted
+#: to reveal a later change (filesystem timestamps can be seconds coarse).
+RACY_NS = 2_000_000_000
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+_BATCH = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    phase TEXT,
+    branch TEXT NOT NULL,
+    worktree TEXT,
+    created_us INTEGER NOT NULL,
+    updated_us INTEGER NOT NULL,
+    revision INTEGER NOT NULL,
+    feature_request TEXT NOT NULL,
+    record BLOB NOT NULL,
+    ino INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    racy INTEGER NOT NULL,
+    indexed_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_us, session_id);
+CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated_us, session_id);
+CREATE INDEX IF NOT EXISTS sessions_status ON sessions (status, created_us, session_id);
+CREATE INDEX IF NOT EXISTS sessions_branch ON sessions (branch, created_us, session_id);
+CREATE TABLE IF NOT EXISTS pending (session_id TEXT PRIMARY KEY);
+CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
+    feature_request,
+    content = 'sessions',
+    content_rowid = 'id',
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+"""
+_TABLES = ("fts", "pending", "sessions", "meta")
+
+
+class IndexUnavailable(Exception):
+    """SQLite cannot be used now (read-only, locked too long, broken); scan instead."""
+
+
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (no float rounding)."""
+    return (moment - _EPOCH) // _MICRO
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What identifies one version of a ``metadata.json`` without reading it."""
+
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, info: os.stat_result) -> Signature:
+        return cls(info.st_ino, info.st_size, info.st_mtime_ns)
+
+    def racy(self, now_ns: int) -> bool:
+        """True while a later change could still go unnoticed by the mtime."""
+        return now_ns - self.mtime_ns < RACY_NS
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One candidate result: enough to verify it and to rebuild the session."""
+
+    session_id: str
+    signature: Signature
+    racy: bool
+    record: bytes
+    feature_request: str
+
+    def session_record(self) -> dict[str, object]:
+        record: dict[str, object] = orjson.loads(self.record)
+        record["feature_request"] = self.feature_request
+        return record
+
+
+_boot: str | None = None
+
+
+def boot_id() -> str:
+    """An identifier of the running boot: it changes when the machine restarts."""
+    global _boot
+    if _boot is None:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+                _boot = handle.read().strip()
+        except OSError:
+            # Elsewhere: the boot time, to the minute.  A change (even a
+            # spurious one after a sleep) only costs one extra verification.
+            _boot = str(int(time.time() - time.monotonic()) // 60)
+    return _boot
+
+
+def _row_values(session: Session, signature: Signature, now_ns: int) -> tuple[object, ...]:
+    record = session.to_dict()
+    del record["feature_request"]  # kept once, in its own column, for FTS5
+    return (
+        session.session_id,
+        session.status.value,
+        session.current_phase.value if session.current_phase else None,
+        session.git_context.branch,
+        session.git_context.worktree_name,
+        to_micros(session.created_at),
+        to_micros(session.updated_at or session.created_at),
+        session.revision,
+        session.feature_request,
+        orjson.dumps(record),
+        signature.ino,
+        signature.size,
+        signature.mtime_ns,
+        int(signature.racy(now_ns)),
+        now_ns,
+    )
+
+
+class SessionIndex:
+    """The SQL side of the index: one connection per thread (and per process)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"SessionIndex({str(self.path)!r})"
+
+    # ------------------------------------------------------------ connection
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened (and the schema checked) on first use."""
+        held: tuple[int, sqlite3.Connection] | None = getattr(self._local, "held", None)
+        if held is not None and held[0] == os.getpid():
+            return held[1]
+        try:
+            conn = self._open()
+        except sqlite3.DatabaseError as error:
+            if isinstance(error, sqlite3.OperationalError):
+                raise IndexUnavailable(str(error)) from error
+            # Not a database any more (a torn copy, garbage): it is derived
+            # data, so start afresh.
+            self.discard()
+            try:
+                conn = self._open()
+            except sqlite3.Error as again:
+                raise IndexUnavailable(str(again)) from again
+        self._local.held = (os.getpid(), conn)
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        if not self.path.parent.is_dir():
+            raise IndexUnavailable(f"{self.path.parent} does not exist")
+        conn = sqlite3.connect(
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=True
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._check_format(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _check_format(self, conn: sqlite3.Connection) -> None:
+        if self._format(conn) == INDEX_FORMAT:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self._format(conn) != INDEX_FORMAT:
+                for table in _TABLES:
+                    conn.execute(f"DROP TABLE IF EXISTS {table}")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('format', ?)", (str(INDEX_FORMAT),)
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _format(conn: sqlite3.Connection) -> int | None:
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):
+                return None
+            raise
+        return int(row[0]) if row else None
+
+    def close(self) -> None:
+        held: tuple[int, sqlite3.Connection] | None = getattr(self._local, "held", None)
+        if held is not None:
+            if held[0] == os.getpid():
+                held[1].close()
+            self._local.held = None
+
+    def discard(self) -> None:
+        """Delete the index files (they hold nothing that the JSON files lack)."""
+        self.close()
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.unlink(f"{self.path}{suffix}")
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                raise IndexUnavailable(f"cannot remove a broken index: {error}") from error
+
+    def _write(self, statements: Iterable[tuple[str, tuple[object, ...]]]) -> None:
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    conn.execute(sql, params)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            raise IndexUnavailable(str(error)) from error
+
+    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        try:
+            return list(self.connection().execute(sql, params))
+        except sqlite3.Error as error:
+            raise IndexUnavailable(str(error)) from error
+
+    # ------------------------------------------------------------ meta
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, **values: str) -> None:
+        self._write(
+            ("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            for key, value in values.items()
+        )
+
+    # ------------------------------------------------------------ writes
+
+    def mark_pending(self, session_id: str) -> None:
+        """Before a JSON write: the row may be about to go stale."""
+        self._write([("INSERT OR IGNORE INTO pending (session_id) VALUES (?)", (session_id,))])
+
+    def store(
+        self,
+        items: Iterable[tuple[Session, Signature]],
+        *,
+        only_if_newer: bool = False,
+        clear_pending: bool = True,
+    ) -> int:
+        """Insert or replace rows (in batches); returns how many were written.
+
+        ``only_if_newer`` keeps an existing row of a higher revision: a
+        rebuild reads files without locks and must not undo a concurrent
+        writer's row.
+        """
+        written = 0
+        batch: list[tuple[Session, Signature]] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) >= _BATCH:
+                written += self._store_batch(batch, only_if_newer, clear_pending)
+                batch = []
+        if batch:
+            written += self._store_batch(batch, only_if_newer, clear_pending)
+        return written
+
+    def _store_batch(
+        self, batch: list[tuple[Session, Signature]], only_if_newer: bool, clear_pending: bool
+    ) -> int:
+        conn = self.connection()
+        now_ns = time.time_ns()
+        written = 0
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for session, signature in batch:
+                    if self._store_one(conn, session, signature, now_ns, only_if_newer):
+                        written += 1
+                    if clear_pending:
+                        conn.execute(
+                            "DELETE FROM pending WHERE session_id = ?", (session.session_id,)
+                        )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            raise IndexUnavailable(str(error)) from error
+        return written
+
+    @staticmethod
+    def _store_one(
+        conn: sqlite3.Connection,
+        session: Session,
+        signature: Signature,
+        now_ns: int,
+        only_if_newer: bool,
+    ) -> bool:
+        values = _row_values(session, signature, now_ns)
+        old = conn.execute(
+            "SELECT id, revision, feature_request FROM sessions WHERE session_id = ?",
+            (session.session_id,),
+        ).fetchone()
+        if old is None:
+            cursor = conn.execute(
+                "INSERT INTO sessions (session_id, status, phase, branch, worktree, created_us,"
+                " updated_us, revision, feature_request, record, ino, size, mtime_ns, racy,"
+                " indexed_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+            conn.execute(
+                "INSERT INTO fts (rowid, feature_request) VALUES (?, ?)",
+                (cursor.lastrowid, session.feature_request),
+            )
+            return True
+        rowid, revision, old_text = old
+        if only_if_newer and revision > session.revision:
+            return False
+        conn.execute(
+            "UPDATE sessions SET status = ?, phase = ?, branch = ?, worktree = ?,"
+            " created_us = ?, updated_us = ?, revision = ?, feature_request = ?, record = ?,"
+            " ino = ?, size = ?, mtime_ns = ?, racy = ?, indexed_ns = ? WHERE id = ?",
+            (*values[1:], rowid),
+        )
+        if old_text != session.feature_request:
+            conn.execute(
+                "INSERT INTO fts (fts, rowid, feature_request) VALUES ('delete', ?, ?)",
+                (rowid, old_text),
+            )
+            conn.execute(
+                "INSERT INTO fts (rowid, feature_request) VALUES (?, ?)",
+                (rowid, session.feature_request),
+            )
+        return True
+
+    def remove(self, session_ids: Iterable[str]) -> None:
+        """Drop the rows (and pending marks) of sessions that no longer exist."""
+        ids = list(session_ids)
+        for start in range(0, len(ids), _BATCH):
+            chunk = ids[start : start + _BATCH]
+            conn = self.connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for session_id in chunk:
+                        self._remove_one(conn, session_id)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as error:
+                raise IndexUnavailable(str(error)) from error
+
+    @staticmethod
+    def _remove_one(conn: sqlite3.Connection, session_id: str) -> None:
+        old = conn.execute(
+            "SELECT id, feature_request FROM sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        if old is not None:
+            conn.execute(
+                "INSERT INTO fts (fts, rowid, feature_request) VALUES ('delete', ?, ?)", old
+            )
+            conn.execute("DELETE FROM sessions WHERE id = ?", (old[0],))
+        conn.execute("DELETE FROM pending WHERE session_id = ?", (session_id,))
+
+    # ------------------------------------------------------------ reads
+
+    def pending(self) -> list[str]:
+        return [str(row[0]) for row in self._read("SELECT session_id FROM pending")]
+
+    def known(self) -> dict[str, tuple[Signature, bool, int]]:
+        """Every indexed session: (file signature, racy, indexed at ns)."""
+        try:
+            rows = self.connection().execute(
+                "SELECT session_id, ino, size, mtime_ns, racy, indexed_ns FROM sessions"
+            )
+            return {
+                sid: (Signature(ino, size, mtime), bool(racy), at)
+                for sid, ino, size, mtime, racy, at in rows
+            }
+        except sqlite3.Error as error:
+            raise IndexUnavailable(str(error)) from error
+
+    def select(self, query: SessionQuery, terms: SearchTerms | None) -> Iterator[IndexRow]:
+        """Candidate rows in the query's order (its window is applied by the caller)."""
+        body, params = _body(query, terms)
+        sql = (
+            "SELECT s.session_id, s.ino, s.size, s.mtime_ns, s.racy, s.record, s.feature_request"
+            f" {body} ORDER BY {_order(query, terms)}"
+        )
+        try:
+            for sid, ino, size, mtime, racy, record, text in self.connection().execute(sql, params):
+                yield IndexRow(
+                    sid, Signature(ino, size, mtime), bool(racy), bytes(record), str(text)
+                )
+        except sqlite3.Error as error:
+            raise IndexUnavailable(str(error)) from error
+
+    def count(self, query: SessionQuery, terms: SearchTerms | None) -> int:
+        body, params = _body(query, terms)
+        rows = self._read(f"SELECT count(*) {body}", params)
+        return int(str(rows[0][0]))
+
+
+def _body(query: SessionQuery, terms: SearchTerms | None) -> tuple[str, tuple[object, ...]]:
+    """``FROM ... WHERE ...`` of a query.  Only fixed SQL fragments are pasted
+    together; every value travels as a parameter."""
+    where, params = _where(query)
+    source = "FROM sessions s"
+    if terms is not None:
+        source = "FROM fts JOIN sessions s ON s.id = fts.rowid"
+        where.insert(0, "fts MATCH ?")
+        params.insert(0, terms.fts_query())
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    return source + clause, tuple(params)
+
+
+def _where(query: SessionQuery) -> tuple[list[str], list[object]]:
+    clauses: list[str] = []
+    params: list[object] = []
+    for column, values in (("s.status", query.statuses), ("s.phase", query.phases)):
+        if values is not None:
+            if not values:
+                clauses.append("0")
+                continue
+            clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+            params.extend(sorted(values))
+    for column, value in (("s.branch", query.branch), ("s.worktree", query.worktree)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    bounds = (
+        ("s.created_us >= ?", query.created_after),
+        ("s.created_us <= ?", query.created_before),
+        ("s.updated_us >= ?", query.updated_after),
+        ("s.updated_us <= ?", query.updated_before),
+    )
+    for clause, moment in bounds:
+        if moment is not None:
+            clauses.append(clause)
+            params.append(to_micros(moment))
+    return clauses, params
+
+
+def _order(query: SessionQuery, terms: SearchTerms | None) -> str:
+    direction = "DESC" if query.descending else "ASC"
+    column = "s.updated_us" if query.order_by == "updated" else "s.created_us"
+    by_time = f"{column} {direction}, s.session_id {direction}"
+    if query.order_by == "rank" and terms is not None:
+        return f"bm25(fts), {by_time}"
+    return by_time
