@@ -224,6 +224,7 @@ sessions = st.builds(
     statistics=statistics,
     configuration=configurations,
     paused_from=st.none() | st.sampled_from(SessionStatus),
+    heartbeat_at=st.none() | moments,
     history=st.lists(changes, max_size=4),
     revision=st.integers(0, 10**6),
     extra=st.dictionaries(

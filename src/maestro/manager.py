@@ -13,14 +13,20 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-from maestro import lifecycle
-from maestro.errors import InvalidTransitionError, SessionValidationError
+from maestro import lifecycle, maintenance
+from maestro.errors import (
+    ConflictError,
+    InvalidTransitionError,
+    SessionNotFoundError,
+    SessionValidationError,
+)
 from maestro.gitctx import capture_git_context, find_toplevel
 from maestro.ids import check_session_id, new_session_id
+from maestro.maintenance import DoctorReport, ExportResult, ImportResult, Progress
 from maestro.models import (
     GitContext,
     PRDReference,
@@ -31,6 +37,7 @@ from maestro.models import (
     SessionStatus,
     utcnow,
 )
+from maestro.stats import SessionStats, summarize
 from maestro.stores.base import SessionQuery, SessionStore
 from maestro.stores.files import FileSessionStore
 
@@ -274,6 +281,7 @@ class SessionManager:
         worktree: str | None = None,
         updated_after: datetime | str | None = None,
         updated_before: datetime | str | None = None,
+        active_before: datetime | str | None = None,
         text: str | None = None,
         order_by: str | None = None,
         descending: bool = True,
@@ -298,6 +306,7 @@ class SessionManager:
             created_before=created_before,
             updated_after=updated_after,
             updated_before=updated_before,
+            active_before=active_before,
             text=text,
             order_by=order_by,
             descending=descending,
@@ -317,6 +326,7 @@ class SessionManager:
         worktree: str | None = None,
         updated_after: datetime | str | None = None,
         updated_before: datetime | str | None = None,
+        active_before: datetime | str | None = None,
         text: str | None = None,
     ) -> int:
         """How many sessions match the filters of :meth:`query_sessions`, without loading them."""
@@ -329,6 +339,7 @@ class SessionManager:
             created_before=created_before,
             updated_after=updated_after,
             updated_before=updated_before,
+            active_before=active_before,
             text=text,
         )
         return self.store.count(query)
@@ -436,6 +447,158 @@ class SessionManager:
             return dataclasses.replace(session, statistics=statistics, updated_at=self._now())
 
         return self.store.modify(session_id, change, expected_revision=expected_revision)
+
+    # ------------------------------------------------------------ keeping sessions honest
+
+    def heartbeat(self, session_id: str, *, expected_revision: int | None = None) -> Session:
+        """Record that the worker driving an active session is alive (``heartbeat_at``).
+
+        A heartbeat is not a change of the session's data: ``updated_at`` stays.
+        """
+        check_session_id(session_id)
+
+        def change(session: Session) -> Session:
+            if session.is_terminal:
+                raise SessionValidationError(
+                    f"the session is {session.status.value}; there is nothing to keep alive",
+                    session_id=session.session_id,
+                )
+            session.heartbeat_at = self._now()
+            return session
+
+        return self.store.modify(session_id, change, expected_revision=expected_revision)
+
+    def find_stale_sessions(self, older_than: timedelta | None = None) -> list[Session]:
+        """Running sessions nobody has touched for too long: zombies of a crashed worker.
+
+        A session is stale when its last activity (update or heartbeat) is
+        older than ``older_than`` or, when that is not given, than its own
+        ``configuration.timeout_minutes``.  Paused sessions are idle on
+        purpose and never stale.  Oldest activity first.
+        """
+        if older_than is not None and older_than <= timedelta(0):
+            raise SessionValidationError("older_than must be a positive duration")
+        now = self._now()
+        bound = now - (older_than or timedelta(minutes=1))  # the shortest timeout allowed
+        running = sorted(lifecycle.ACTIVE_STATES - {SessionStatus.PAUSED})
+        candidates = self.query_sessions(status=running, active_before=bound)
+        if older_than is None:
+            candidates = [
+                s
+                for s in candidates
+                if now - s.last_activity > timedelta(minutes=s.configuration.timeout_minutes)
+            ]
+        return sorted(candidates, key=lambda s: (s.last_activity, s.session_id))
+
+    def reap_stale_sessions(
+        self, older_than: timedelta | None = None, *, reason: str = "timed out"
+    ) -> list[Session]:
+        """Fail every stale session (see :meth:`find_stale_sessions`) with ``reason``.
+
+        A session that shows a sign of life between the check and the reaping
+        (its revision moved) is left alone.
+        """
+        reaped = []
+        for stale in self.find_stale_sessions(older_than):
+            try:
+                reaped.append(
+                    self.transition_state(
+                        stale.session_id,
+                        SessionStatus.FAILED,
+                        reason=reason,
+                        expected_revision=stale.revision,
+                    )
+                )
+            except (ConflictError, SessionNotFoundError):
+                continue
+        return reaped
+
+    def gc(
+        self,
+        older_than: timedelta,
+        *,
+        status: Iterable[SessionStatus | str] = (SessionStatus.COMPLETED, SessionStatus.FAILED),
+        dry_run: bool = False,
+    ) -> list[Session]:
+        """Delete sessions in ``status`` whose last activity is older than ``older_than``.
+
+        Returns the sessions removed (or, with ``dry_run``, that would be).
+        A session changed meanwhile is kept.
+        """
+        if older_than <= timedelta(0):
+            raise SessionValidationError("older_than must be a positive duration")
+        chosen = self.query_sessions(
+            status=list(status),
+            active_before=self._now() - older_than,
+            order_by="created",
+            descending=False,
+        )
+        if dry_run:
+            return chosen
+        removed = []
+        for session in chosen:
+            try:
+                self.delete_session(session.session_id, expected_revision=session.revision)
+            except (ConflictError, SessionNotFoundError):
+                continue
+            removed.append(session)
+        return removed
+
+    def stats(self, **filters: Any) -> SessionStats:
+        """Counts, success rate, time per state and sessions per branch.
+
+        ``filters`` are those of :meth:`query_sessions` (``status``,
+        ``branch``, ``created_after``...).
+        """
+        return summarize(self.query_sessions(**filters), self._now())
+
+    # ------------------------------------------------------------ whole directories
+
+    def _file_store(self, action: str) -> FileSessionStore:
+        if not isinstance(self.store, FileSessionStore):
+            raise SessionValidationError(f"{action} needs the file store")
+        return self.store
+
+    def export_sessions(
+        self,
+        target: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+        **filters: Any,
+    ) -> ExportResult:
+        """Write the chosen sessions' directories, every file in them, to a ``.tar.gz``.
+
+        ``filters`` are those of :meth:`query_sessions`; none exports all.
+        """
+        chosen = self.query_sessions(**filters)
+        return maintenance.export_sessions(
+            self._file_store("export"), chosen, target, progress=progress or _quiet
+        )
+
+    def import_sessions(
+        self, source: str | os.PathLike[str], *, progress: Progress | None = None
+    ) -> ImportResult:
+        """Bring in an export: checked whole first, idempotent, the higher revision wins."""
+        return maintenance.import_sessions(
+            self._file_store("import"), source, progress=progress or _quiet
+        )
+
+    def doctor(
+        self, *, fix: bool = False, reindex: bool = False, progress: Progress | None = None
+    ) -> DoctorReport:
+        """Look for corrupt records, leftovers of crashed writers and a stale index.
+
+        ``fix`` quarantines corrupt sessions in ``.flow/maestro/quarantine/``
+        (never deletes them), removes leftovers and rebuilds the index;
+        ``reindex`` only rebuilds the index.
+        """
+        return maintenance.doctor(
+            self._file_store("doctor"), fix=fix, reindex=reindex, progress=progress or _quiet
+        )
+
+
+def _quiet(done: int, total: int) -> None:
+    return None
 
 
 def _status(value: object) -> str:

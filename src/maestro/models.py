@@ -418,6 +418,7 @@ KNOWN_FIELDS = (
     "configuration",
     "revision",
     "paused_from",
+    "heartbeat_at",
     "history",
 )
 
@@ -439,6 +440,7 @@ class Session:
     configuration: SessionConfiguration = field(default_factory=SessionConfiguration)
     # Beyond the prototype: all top-level, so its loader still reads our files.
     paused_from: SessionStatus | None = None
+    heartbeat_at: datetime | None = None
     history: list[StateChange] = field(default_factory=list)
     revision: int = 0
     schema_version: int = SCHEMA_VERSION
@@ -471,6 +473,7 @@ class Session:
             raise SessionValidationError("configuration must be a SessionConfiguration")
         if self.paused_from is not None:
             self.paused_from = _require_enum(SessionStatus, self.paused_from, "paused_from")
+        self.heartbeat_at = _optional_timestamp(self.heartbeat_at, "heartbeat_at")
         if not isinstance(self.history, list):
             raise SessionValidationError("history must be a list")
         self.history = [
@@ -491,6 +494,12 @@ class Session:
     def is_terminal(self) -> bool:
         """True for completed and failed sessions: nothing leaves those states."""
         return self.status in (SessionStatus.COMPLETED, SessionStatus.FAILED)
+
+    @property
+    def last_activity(self) -> datetime:
+        """The latest of creation, last update and last heartbeat."""
+        moments = [self.created_at, self.updated_at, self.heartbeat_at]
+        return max(m for m in moments if m is not None)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as stored in ``metadata.json`` (JSON-ready, ``None`` left out)."""
@@ -515,6 +524,8 @@ class Session:
         data["revision"] = self.revision
         if self.paused_from is not None:
             data["paused_from"] = self.paused_from.value
+        if self.heartbeat_at is not None:
+            data["heartbeat_at"] = format_timestamp(self.heartbeat_at)
         data["history"] = [entry.to_dict() for entry in self.history]
         data.update(self.extra)
         return data
@@ -560,6 +571,7 @@ class Session:
                 else SessionConfiguration()
             ),
             paused_from=mapping.get("paused_from"),
+            heartbeat_at=mapping.get("heartbeat_at"),
             history=[StateChange.from_dict(entry) for entry in history],
             revision=mapping.get("revision", 0),
             schema_version=mapping.get("schema_version", SCHEMA_VERSION),
@@ -596,6 +608,7 @@ def session_from_trusted_record(record: Mapping[str, Any]) -> Session:
     stats = record["statistics"]
     phase = record.get("current_phase")
     paused_from = record.get("paused_from")
+    heartbeat_at = record.get("heartbeat_at")
     updated_at = record.get("updated_at")
     completed_at = record.get("completed_at")
     statuses = _BY_VALUE[SessionStatus]
@@ -630,6 +643,7 @@ def session_from_trusted_record(record: Mapping[str, Any]) -> Session:
             ),
             "configuration": _bare(SessionConfiguration, dict(record["configuration"])),
             "paused_from": None if paused_from is None else statuses[paused_from],
+            "heartbeat_at": None if heartbeat_at is None else _instant(heartbeat_at),
             "history": [
                 _bare(
                     StateChange,

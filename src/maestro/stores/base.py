@@ -59,8 +59,10 @@ class SessionQuery:
     """Filters, order and window of a session query.
 
     Every filter is optional; given ones must all hold.  Time bounds are
-    inclusive and compared as instants.  ``text`` requires every word of a
-    full-text search (see :mod:`maestro.search`).  Results are ordered by
+    inclusive and compared as instants; ``active_before`` bounds the last
+    activity (creation, update or heartbeat, whichever is latest).  ``text``
+    requires every word of a full-text search (see :mod:`maestro.search`).
+    Results are ordered by
     ``order_by``: creation (the default), last update, or search rank (the
     default when ``text`` is given; best match first, then newest), newest
     first unless ``descending`` is false, with the session id breaking ties
@@ -75,6 +77,7 @@ class SessionQuery:
     created_before: datetime | None = None
     updated_after: datetime | None = None
     updated_before: datetime | None = None
+    active_before: datetime | None = None
     text: SearchTerms | None = None
     order_by: OrderBy = "created"
     descending: bool = True
@@ -93,6 +96,7 @@ class SessionQuery:
         created_before: object = None,
         updated_after: object = None,
         updated_before: object = None,
+        active_before: object = None,
         text: str | None = None,
         order_by: str | None = None,
         descending: bool = True,
@@ -124,6 +128,7 @@ class SessionQuery:
             created_before=_as_time(created_before, "created_before"),
             updated_after=_as_time(updated_after, "updated_after"),
             updated_before=_as_time(updated_before, "updated_before"),
+            active_before=_as_time(active_before, "active_before"),
             text=terms,
             order_by="rank"
             if order_by == "rank"
@@ -155,6 +160,8 @@ class SessionQuery:
         if self.updated_after is not None and updated < self.updated_after:
             return False
         if self.updated_before is not None and updated > self.updated_before:
+            return False
+        if self.active_before is not None and session.last_activity > self.active_before:
             return False
         return self.text is None or self.text.matches(session.feature_request)
 

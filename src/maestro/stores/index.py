@@ -34,9 +34,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     worktree TEXT,
     created_us INTEGER NOT NULL,
     updated_us INTEGER NOT NULL,
+    active_us INTEGER NOT NULL,
     revision INTEGER NOT NULL,
     feature_request TEXT NOT NULL,
     record BLOB NOT NULL,
@@ -109,8 +110,7 @@ def to_micros(moment: datetime) -> int:
     return (moment - _EPOCH) // _MICRO
 
 
-@dataclass(frozen=True)
-class Signature:
+class Signature(NamedTuple):
     """What identifies one version of a ``metadata.json`` without reading it."""
 
     ino: int
@@ -126,8 +126,7 @@ class Signature:
         return now_ns - self.mtime_ns < RACY_NS
 
 
-@dataclass(frozen=True)
-class IndexRow:
+class IndexRow(NamedTuple):
     """One candidate result: enough to verify it and to rebuild the session."""
 
     session_id: str
@@ -170,6 +169,7 @@ def _row_values(session: Session, signature: Signature, now_ns: int) -> tuple[ob
         session.git_context.worktree_name,
         to_micros(session.created_at),
         to_micros(session.updated_at or session.created_at),
+        to_micros(session.last_activity),
         session.revision,
         session.feature_request,
         orjson.dumps(record),
@@ -378,8 +378,8 @@ class SessionIndex:
         if old is None:
             cursor = conn.execute(
                 "INSERT INTO sessions (session_id, status, phase, branch, worktree, created_us,"
-                " updated_us, revision, feature_request, record, ino, size, mtime_ns, racy,"
-                " indexed_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " updated_us, active_us, revision, feature_request, record, ino, size, mtime_ns,"
+                " racy, indexed_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 values,
             )
             conn.execute(
@@ -392,7 +392,8 @@ class SessionIndex:
             return False
         conn.execute(
             "UPDATE sessions SET status = ?, phase = ?, branch = ?, worktree = ?,"
-            " created_us = ?, updated_us = ?, revision = ?, feature_request = ?, record = ?,"
+            " created_us = ?, updated_us = ?, active_us = ?, revision = ?, feature_request = ?,"
+            " record = ?,"
             " ino = ?, size = ?, mtime_ns = ?, racy = ?, indexed_ns = ? WHERE id = ?",
             (*values[1:], rowid),
         )
@@ -464,9 +465,7 @@ class SessionIndex:
         )
         try:
             for sid, ino, size, mtime, racy, record, text in self.connection().execute(sql, params):
-                yield IndexRow(
-                    sid, Signature(ino, size, mtime), bool(racy), bytes(record), str(text)
-                )
+                yield IndexRow(sid, Signature(ino, size, mtime), racy, record, text)
         except sqlite3.Error as error:
             raise IndexUnavailable(str(error)) from error
 
@@ -508,6 +507,7 @@ def _where(query: SessionQuery) -> tuple[list[str], list[object]]:
         ("s.created_us <= ?", query.created_before),
         ("s.updated_us >= ?", query.updated_after),
         ("s.updated_us <= ?", query.updated_before),
+        ("s.active_us <= ?", query.active_before),
     )
     for clause, moment in bounds:
         if moment is not None:
