@@ -464,3 +464,20 @@ def test_clock_defaults_to_aware_utc(tmp_path: Path) -> None:
     session = SessionManager(tmp_path).create_session("x", git_context=GIT)
     assert session.created_at.tzinfo is not None
     assert abs(session.created_at - datetime.now(UTC)) < timedelta(minutes=5)
+
+
+def test_resolve_session_id_accepts_unique_prefixes(manager: SessionManager) -> None:
+    first = manager.create_session("a").session_id
+    assert manager.resolve_session_id(first) == first
+    assert manager.resolve_session_id(first[:8]) == first
+    with pytest.raises(SessionNotFoundError, match="no session id starts"):
+        manager.resolve_session_id("ffffff" if not first.startswith("ffffff") else "000000")
+    with pytest.raises(ValueError):
+        manager.resolve_session_id(first[:5])
+    with pytest.raises(ValueError):
+        manager.resolve_session_id("../../etc")
+    twin = first[:6] + ("0" if first[6] != "0" else "1") + first[7:]
+    (manager.sessions_dir / twin).mkdir()
+    with pytest.raises(SessionValidationError, match="ambiguous"):
+        manager.resolve_session_id(first[:6])
+    assert manager.resolve_session_id(first[:7]) == first

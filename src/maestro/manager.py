@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,12 +21,13 @@ from typing import Any, ClassVar
 from maestro import lifecycle, maintenance
 from maestro.errors import (
     ConflictError,
+    InvalidSessionIdError,
     InvalidTransitionError,
     SessionNotFoundError,
     SessionValidationError,
 )
 from maestro.gitctx import capture_git_context, find_toplevel
-from maestro.ids import check_session_id, new_session_id
+from maestro.ids import check_session_id, is_session_id, new_session_id
 from maestro.maintenance import DoctorReport, ExportResult, ImportResult, Progress
 from maestro.models import (
     GitContext,
@@ -44,6 +46,10 @@ from maestro.stores.files import FileSessionStore
 __all__ = ["READ_ONLY_FIELDS", "UPDATABLE_FIELDS", "SessionManager", "resolve_root"]
 
 log = logging.getLogger("maestro")
+
+#: Shortest id prefix accepted in place of a full session id.
+MIN_ID_PREFIX = 6
+_ID_PREFIX = re.compile(r"[0-9a-f-]+")
 
 #: Fields ``update_session`` may change.
 UPDATABLE_FIELDS = frozenset(
@@ -175,6 +181,38 @@ class SessionManager:
             configuration=config,
         )
         return self.store.create(session)
+
+    def resolve_session_id(self, prefix: str) -> str:
+        """The full id of the one session whose id starts with ``prefix`` (6+ characters).
+
+        A full id is returned as it is.  ``SessionNotFoundError`` when nothing
+        matches, ``SessionValidationError`` when the prefix is too short or
+        matches several sessions.
+        """
+        if is_session_id(prefix):
+            return prefix
+        if (
+            not isinstance(prefix, str)
+            or len(prefix) < MIN_ID_PREFIX
+            or not _ID_PREFIX.fullmatch(prefix)
+        ):
+            raise InvalidSessionIdError(prefix)
+        lister = getattr(self.store, "session_ids", None)
+        if lister is not None:
+            matches: list[str] = lister(prefix)
+        else:
+            matches = sorted(
+                s.session_id for s in self.query_sessions() if s.session_id.startswith(prefix)
+            )
+        if not matches:
+            raise SessionNotFoundError(prefix, "no session id starts with it")
+        if len(matches) > 1:
+            shown = ", ".join(m[:13] for m in matches[:5])
+            raise SessionValidationError(
+                f"id prefix {prefix} is ambiguous: it matches {len(matches)} sessions "
+                f"({shown}{', ...' if len(matches) > 5 else ''}); give more characters"
+            )
+        return matches[0]
 
     def get_session(self, session_id: str) -> Session:
         """The stored session.  ``SessionNotFoundError``, ``CorruptSessionError``."""

@@ -496,6 +496,16 @@ class FileSessionStore:
         except OSError as error:
             log.warning("could not remove %s: %s (doctor removes it later)", name, error)
 
+    def session_ids(self, prefix: str = "") -> list[str]:
+        """Names of the session directories (canonical ids) starting with ``prefix``."""
+        try:
+            names = os.listdir(self.sessions_dir)
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise StorageError(None, "listing the sessions", error) from error
+        return sorted(n for n in names if n.startswith(prefix) and is_session_id(n))
+
     def scan(self) -> Iterator[ScanEntry]:
         root_fd = self._open_root(create=False)
         if root_fd is None:
