@@ -100,7 +100,10 @@ def parse_timestamp(value: str | datetime, *, name: str = "timestamp") -> dateti
         return moment
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise SessionValidationError(f"{name} is out of range once converted to UTC") from None
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -187,7 +190,9 @@ def _require_enum(enum: type[_E], value: object, name: str) -> _E:
         if member is not None:
             return member
     choices = ", ".join(member.value for member in enum)
-    shown = repr(value) if isinstance(value, str) and len(value) <= 40 else type(value).__name__
+    # The value itself is not quoted: it may come from a damaged file and hold
+    # any text, the feature request included.
+    shown = "another string" if isinstance(value, str) else f"a {type(value).__name__}"
     raise SessionValidationError(f"{name} must be one of {choices}; got {shown}")
 
 

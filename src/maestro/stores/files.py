@@ -82,6 +82,7 @@ TEMP_SUFFIX = ".tmp"
 TRASH_PREFIX = ".trash-"
 INDEX_FILE = "index.sqlite3"
 STALE_MARKER = "index.stale"
+TRASH_MARKER = "trash.pending"
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -176,6 +177,7 @@ class FileSessionStore:
             else None
         )
         self._fallback_warned = False
+        self._trash_left = False
 
     def __repr__(self) -> str:
         return f"FileSessionStore({str(self.sessions_dir)!r})"
@@ -189,6 +191,8 @@ class FileSessionStore:
         except FileNotFoundError:
             if not create:
                 return None
+        except OSError as error:
+            raise StorageError(None, f"opening {self.sessions_dir}", error) from error
         try:
             missing = [p for p in (self.sessions_dir, *self.sessions_dir.parents) if not p.exists()]
             self.sessions_dir.mkdir(parents=True, exist_ok=True)
@@ -426,6 +430,11 @@ class FileSessionStore:
     def _remove_empty(self, root_fd: int, session_id: str) -> None:
         """Undo a failed create: remove the directory if only our files are in it."""
         with contextlib.suppress(OSError):
+            # The failed write removed its temp file, so the directory is
+            # normally empty, and removing it needs no descriptor.
+            os.rmdir(session_id, dir_fd=root_fd)
+            return
+        with contextlib.suppress(OSError):
             sess_fd = os.open(session_id, _NOFOLLOW_DIR, dir_fd=root_fd)
             try:
                 names = os.listdir(sess_fd)
@@ -488,13 +497,43 @@ class FileSessionStore:
                     session_id, "syncing the directory after the delete", error, committed=True
                 ) from error
         self._purge(trash)
+        self._sweep_trash()
 
     def _purge(self, name: str) -> None:
-        """Remove a renamed-away session directory (symlinks inside are not followed)."""
+        """Remove a renamed-away session directory (symlinks inside are not followed).
+
+        If that fails, a marker makes the next delete sweep every leftover
+        (``maestro doctor --fix`` removes them too): checking for the marker
+        costs a delete one ``stat``, where listing ``sessions/`` every time
+        would cost a scan of every session name.
+        """
         try:
             shutil.rmtree(self.sessions_dir / name)
+        except FileNotFoundError:
+            pass
         except OSError as error:
-            log.warning("could not remove %s: %s (doctor removes it later)", name, error)
+            log.warning("could not remove %s: %s (the next delete retries)", name, error)
+            self._trash_left = True  # in case the marker cannot be made either
+            with contextlib.suppress(OSError):
+                os.close(os.open(self._trash_marker(), os.O_WRONLY | os.O_CREAT, 0o666))
+
+    def _trash_marker(self) -> Path:
+        return self.sessions_dir.parent / TRASH_MARKER
+
+    def _sweep_trash(self) -> None:
+        """After a delete: remove leftovers of earlier deletes, if any were left."""
+        marker = self._trash_marker()
+        if not (self._trash_left or marker.exists()):
+            return
+        self._trash_left = False
+        with contextlib.suppress(OSError):
+            os.unlink(marker)
+        try:
+            names = [n for n in os.listdir(self.sessions_dir) if n.startswith(TRASH_PREFIX)]
+        except OSError:
+            return
+        for name in names:
+            self._purge(name)
 
     def session_ids(self, prefix: str = "") -> list[str]:
         """Names of the session directories (canonical ids) starting with ``prefix``."""
