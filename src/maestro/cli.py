@@ -2,27 +2,49 @@
 
 Each command opens a manager, makes a few library calls and renders the
 result: Rich tables for people, ``--json`` for scripts.  Expected errors are
-one line on stderr and a distinct exit code, never a traceback.
+one line on stderr and a distinct exit code, never a traceback.  Rich is
+imported only when something is drawn, so ``--help`` and shell completion
+start quickly.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
+import re
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-from rich.console import Console
 
 from maestro import errors
+from maestro.lifecycle import ACTIVE_STATES, active_seconds, phase_durations
 from maestro.manager import SessionManager
-from maestro.models import Session
+from maestro.models import (
+    PRDReference,
+    Session,
+    SessionPhase,
+    SessionStatistics,
+    SessionStatus,
+    format_timestamp,
+    parse_timestamp,
+    utcnow,
+)
 
-__all__ = ["EXIT_CODES", "cli", "main"]
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+    from rich.console import Console
+
+    from maestro.render import Glyphs
+
+__all__ = ["EXIT_CODES", "CommandError", "cli", "main", "parse_age", "parse_assignments"]
 
 #: Exit codes, documented in ``maestro --help`` and the README.
 EXIT_OK = 0
@@ -45,6 +67,48 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 session not found,
             4 invalid transition, 5 revision conflict.
 """
 
+_MAIN_EPILOG = (
+    _EPILOG
+    + """
+\b
+IDs: a full session id, or a unique prefix of 6 or more characters.
+Ages: 30m, 2h, 2d, 1w; dates: 2026-01-07 or 2026-01-07T13:00:00+02:00.
+\b
+Shell completion (commands, options, states, session ids):
+  bash  eval "$(_MAESTRO_COMPLETE=bash_source maestro)"    in ~/.bashrc
+  zsh   eval "$(_MAESTRO_COMPLETE=zsh_source maestro)"     in ~/.zshrc
+  fish  _MAESTRO_COMPLETE=fish_source maestro | source     in
+        ~/.config/fish/completions/maestro.fish
+"""
+)
+
+STATUSES = [s.value for s in SessionStatus]
+PHASES = [p.value for p in SessionPhase]
+TERMINAL = ("completed", "failed")
+
+Progress = Callable[[int, int], None]
+
+
+def _no_progress(done: int, total: int) -> None:
+    return None
+
+
+class CommandError(Exception):
+    """An expected failure the command line detects itself (not the library)."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _console(*, stderr: bool) -> Console:
+    from rich.console import Console
+
+    no_color = bool(os.environ.get("NO_COLOR"))
+    return Console(
+        stderr=stderr, no_color=no_color or None, highlight=False, emoji=False, soft_wrap=False
+    )
+
 
 @dataclass
 class Context:
@@ -52,24 +116,81 @@ class Context:
 
     root: Path | None
     as_json: bool
-    out: Console
-    err: Console
+    _manager: SessionManager | None = field(default=None, repr=False)
+    _out: Console | None = field(default=None, repr=False)
+    _err: Console | None = field(default=None, repr=False)
+
+    @property
+    def out(self) -> Console:
+        if self._out is None:
+            self._out = _console(stderr=False)
+        return self._out
+
+    @property
+    def err(self) -> Console:
+        if self._err is None:
+            self._err = _console(stderr=True)
+        return self._err
 
     def manager(self) -> SessionManager:
-        return SessionManager(self.root)
+        if self._manager is None:
+            self._manager = SessionManager(self.root)
+        return self._manager
+
+    def resolve(self, prefix: str) -> str:
+        """The full id of the session ``prefix`` names (a unique prefix of 6+ characters)."""
+        try:
+            return self.manager().resolve_session_id(prefix.strip().lower())
+        except errors.InvalidSessionIdError:
+            raise
+        except errors.SessionValidationError as error:  # an ambiguous prefix
+            raise CommandError(str(error), EXIT_USAGE) from None
 
     def emit_json(self, payload: Any) -> None:
         click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
 
+    def glyphs(self) -> Glyphs:
+        from maestro.render import ASCII_GLYPHS, UNICODE_GLYPHS
 
-def _consoles() -> tuple[Console, Console]:
-    no_color = bool(os.environ.get("NO_COLOR"))
-    out = Console(no_color=no_color, highlight=False, soft_wrap=False)
-    err = Console(stderr=True, no_color=no_color, highlight=False)
-    return out, err
+        encoding = (self.out.encoding or "").lower().replace("-", "")
+        return UNICODE_GLYPHS if encoding.startswith("utf") else ASCII_GLYPHS
+
+    @contextmanager
+    def progress(self, label: str) -> Iterator[Progress]:
+        """A progress callback: a bar on stderr when it is a terminal, else nothing."""
+        if not self.err.is_terminal:
+            yield _no_progress
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+        from rich.progress import Progress as Bar
+
+        with Bar(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(label, total=None)
+
+            def update(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total or None)
+
+            yield update
+
+
+# ---------------------------------------------------------------- errors
 
 
 def _exit_code(error: Exception) -> int:
+    if isinstance(error, CommandError):
+        return error.code
     if isinstance(error, errors.InvalidSessionIdError):
         return EXIT_USAGE
     if isinstance(error, errors.SessionNotFoundError):
@@ -81,25 +202,38 @@ def _exit_code(error: Exception) -> int:
     return EXIT_ERROR
 
 
-def _hint(error: Exception) -> str:
+def _hint(error: Exception, ctx: Context) -> str:
+    """What to do about ``error``, when its message does not say it already."""
+    command = click.get_current_context().command_path
     if isinstance(error, errors.InvalidSessionIdError):
-        return "copy the id from `maestro list`"
+        return "give a full id or a unique prefix of 6+ characters, see `maestro list`"
     if isinstance(error, errors.SessionNotFoundError):
-        return "see `maestro list` for the sessions under this root (or pass --root)"
-    if isinstance(error, errors.ConflictError):
-        return "someone else changed it; show it again and retry"
+        root = ctx.manager().repo_root
+        return f"see `maestro list` for the sessions under {root}, or pass --root"
     if isinstance(error, errors.CorruptSessionError):
-        return "run `maestro doctor`"
+        return "run `maestro doctor --fix` to quarantine it"
+    if isinstance(error, errors.UnsafePathError):
+        return "run `maestro doctor --fix`"
     if isinstance(error, errors.LockTimeoutError):
-        return "another process is writing this session; retry"
+        return "retry in a moment"
+    if isinstance(error, errors.InvalidTransitionError | errors.ConflictError | CommandError):
+        return ""
+    if isinstance(error, errors.SessionValidationError):
+        return f"see `{command} --help`"
+    if isinstance(error, OSError):
+        return "check the path, free space and permissions"
     return ""
 
 
 def fail(ctx: Context, error: Exception) -> NoReturn:
     """Print one line for an expected error and exit with its code."""
-    hint = _hint(error)
-    message = str(error) + (f" ({hint})" if hint else "")
-    ctx.err.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+    from rich.text import Text
+
+    message = " ".join(str(error).split()) or type(error).__name__
+    hint = _hint(error, ctx)
+    if hint:
+        message += f" ({hint})"
+    ctx.err.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     sys.exit(_exit_code(error))
 
 
@@ -107,24 +241,245 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handled(func: F) -> F:
-    """Turn library errors raised by a command into one red line and an exit code."""
+    """Turn expected errors raised by a command into one red line and an exit code."""
 
+    @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = click.get_current_context().find_object(Context)
         assert ctx is not None
         try:
             return func(*args, **kwargs)
-        except errors.SessionError as error:
-            fail(ctx, error)
-        except OSError as error:
+        except (errors.SessionError, CommandError, OSError) as error:
             fail(ctx, error)
 
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+class _StderrHandler(logging.Handler):
+    """Library warnings (skipped unreadable sessions...) as ``warning:`` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {' '.join(self.format(record).split())}", err=True)
+
+
+def _install_log_handler() -> None:
+    log = logging.getLogger("maestro")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler(logging.WARNING)
+        log.addHandler(handler)
+
+
+# ---------------------------------------------------------------- argument types
+
+_AGE = re.compile(r"(\d+)\s*(s|m|h|d|w)", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> timedelta | None:
+    """``30m``, ``2h``, ``2d``, ``1w`` (also ``90s``, ``1d12h``) as a duration; else ``None``."""
+    compact = text.strip().lower()
+    if not compact or _AGE.sub("", compact).strip():
+        return None
+    seconds = sum(int(n) * _UNIT_SECONDS[unit.lower()] for n, unit in _AGE.findall(compact))
+    return timedelta(seconds=seconds)
+
+
+def _age_callback(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> timedelta | None:
+    """An option holding a positive duration: ``30m``, ``2h``, ``2d``, ``1w``."""
+    if value is None:
+        return None
+    age = parse_age(value)
+    if age is None:
+        raise click.BadParameter(
+            f"{value!r} is not an age such as 30m, 2h, 2d or 1w", ctx=ctx, param=param
+        )
+    if age <= timedelta(0):
+        raise click.BadParameter(f"{value!r} must be longer than zero", ctx=ctx, param=param)
+    return age
+
+
+def _moment_callback(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> datetime | None:
+    """An option holding a point in time: an age before now (``2d``) or an ISO date or time."""
+    if value is None:
+        return None
+    age = parse_age(value)
+    if age is not None:
+        return utcnow() - age
+    try:
+        return parse_timestamp(value)
+    except errors.SessionValidationError:
+        raise click.BadParameter(
+            f"{value!r} is neither an age (30m, 2h, 2d, 1w) nor an ISO date "
+            "(2026-01-07, 2026-01-07T13:00:00Z)",
+            ctx=ctx,
+            param=param,
+        ) from None
+
+
+def _no_nan(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _value(raw: str) -> Any:
+    """A ``--set`` value: JSON when it parses (numbers, booleans, null, objects), else text."""
+    try:
+        return json.loads(raw, parse_constant=_no_nan)
+    except ValueError:
+        return raw
+
+
+def parse_assignments(assignments: Sequence[str]) -> dict[str, Any]:
+    """``["statistics.total_tasks=10", ...]`` as nested updates; ``ValueError`` if malformed."""
+    updates: dict[str, Any] = {}
+    for assignment in assignments:
+        key, equals, raw = assignment.partition("=")
+        if not equals:
+            raise ValueError(f"{assignment!r} is not KEY=VALUE (e.g. statistics.total_tasks=10)")
+        parts = key.strip().split(".")
+        if any(not part.strip() for part in parts):
+            raise ValueError(f"{assignment!r} has an empty key (e.g. statistics.total_tasks=10)")
+        target = updates
+        for depth, part in enumerate(parts[:-1]):
+            inner = target.setdefault(part, {})
+            if not isinstance(inner, dict):
+                raise ValueError(f"{'.'.join(parts[: depth + 1])} is set twice")
+            target = inner
+        if parts[-1] in target:
+            raise ValueError(f"{key.strip()} is set twice")
+        target[parts[-1]] = _value(raw)
+    return updates
+
+
+def _assignments_callback(
+    ctx: click.Context, param: click.Parameter, value: Sequence[str]
+) -> dict[str, Any]:
+    try:
+        return parse_assignments(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+
+
+def _complete_session_ids(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Session ids starting with what was typed, each with its feature request as help."""
+    from click.shell_completion import CompletionItem
+
+    root = ctx.find_root().params.get("root")
+    prefix = incomplete.strip().lower()
+    try:
+        manager = SessionManager(root)
+        lister = getattr(manager.store, "session_ids", None)
+        if lister is not None:
+            ids: list[str] = lister(prefix)
+        else:
+            ids = [
+                s.session_id for s in manager.query_sessions() if s.session_id.startswith(prefix)
+            ]
+    except (errors.SessionError, OSError, ValueError):
+        return []
+    items = []
+    for sid in ids[:200]:
+        help_text = None
+        if len(ids) <= 30:
+            try:
+                help_text = manager.get_session(sid).feature_request[:60]
+            except (errors.SessionError, OSError, ValueError):
+                help_text = None
+        items.append(CompletionItem(sid, help=help_text))
+    return items
+
+
+# ---------------------------------------------------------------- shared options
+
+
+def session_id_argument(func: F) -> F:
+    return click.argument("session_id", metavar="ID", shell_complete=_complete_session_ids)(func)
+
+
+def expected_revision_option(func: F) -> F:
+    return click.option(
+        "--expected-revision",
+        type=click.IntRange(min=0),
+        metavar="N",
+        help="Only if the stored revision is N (compare-and-swap); else exit 5.",
+    )(func)
+
+
+def filter_options(func: F) -> F:
+    """--status, --phase, --branch, --since, --until, --active."""
+    options = [
+        click.option(
+            "--status",
+            "statuses",
+            multiple=True,
+            type=click.Choice(STATUSES),
+            metavar="STATE",
+            help="Only sessions in this state (repeatable).",
+        ),
+        click.option(
+            "--phase",
+            "phases",
+            multiple=True,
+            type=click.Choice(PHASES),
+            metavar="PHASE",
+            help="Only sessions in this phase (repeatable).",
+        ),
+        click.option("--branch", help="Only sessions created on this git branch."),
+        click.option(
+            "--since",
+            metavar="WHEN",
+            callback=_moment_callback,
+            help="Created at or after: an age (2d, 3h) or a date.",
+        ),
+        click.option(
+            "--until",
+            metavar="WHEN",
+            callback=_moment_callback,
+            help="Created at or before: an age (2d, 3h) or a date.",
+        ),
+        click.option("--active", is_flag=True, help="Only sessions not completed or failed."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _filters(
+    statuses: Sequence[str],
+    phases: Sequence[str],
+    branch: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    active: bool,
+) -> dict[str, Any]:
+    """The ``query_sessions`` keyword arguments of the filter options."""
+    if active and statuses:
+        raise click.UsageError("--active and --status cannot be combined; use one")
+    filters: dict[str, Any] = {}
+    if active:
+        filters["status"] = sorted(s.value for s in ACTIVE_STATES)
+    elif statuses:
+        filters["status"] = list(statuses)
+    if phases:
+        filters["phase"] = list(phases)
+    if branch is not None:
+        filters["branch"] = branch
+    if since is not None:
+        filters["created_after"] = since
+    if until is not None:
+        filters["created_before"] = until
+    return filters
+
+
+# ---------------------------------------------------------------- the group
+
+
+@click.group(epilog=_MAIN_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
@@ -137,15 +492,783 @@ def handled(func: F) -> F:
 def cli(click_ctx: click.Context, root: Path | None, as_json: bool) -> None:
     """Record, query and steer the sessions of the Maestro orchestrator.
 
+    Sessions live in <root>/.flow/maestro/sessions, one directory each.
+    Tables and charts are for people; --json prints the same data as JSON
+    (timestamps ISO 8601 UTC) for scripts.  Colours are off when the
+    output is not a terminal or NO_COLOR is set.
+
     \b
     Example:
-      maestro demo
+      maestro create "Add OAuth login"
+      maestro list --active --since 2d
+      maestro show 3f01b5
+      maestro --json list --status failed | jq '.[].session_id'
     """
-    out, err = _consoles()
-    click_ctx.obj = Context(root=root, as_json=as_json, out=out, err=err)
+    _install_log_handler()
+    click_ctx.obj = Context(root=root, as_json=as_json)
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+
+def _moved(ctx: Context, session: Session) -> None:
+    """Report a state change: the record as JSON, or one line."""
+    if ctx.as_json:
+        ctx.emit_json(session.to_dict())
+        return
+    from rich.text import Text
+
+    from maestro.render import short_id, status_text
+
+    change = session.history[-1]
+    line = Text(f"{short_id(session.session_id)}  ")
+    line.append_text(status_text(change.from_status))
+    line.append(" → ")
+    line.append_text(status_text(change.to_status))
+    if session.current_phase is not None:
+        line.append(f"  phase {session.current_phase.value}")
+    if change.reason:
+        line.append(f"  ({change.reason})")
+    ctx.out.print(line)
+
+
+def _prd(path: str) -> PRDReference:
+    return PRDReference(filename=os.path.basename(path.rstrip("/")) or path, path=path)
+
+
+# ---------------------------------------------------------------- create and read
+
+
+@cli.command(epilog=_EPILOG)
+@click.argument("feature_request", metavar="REQUEST")
+@click.option("--max-iterations", type=click.IntRange(min=1), metavar="N", help="Default 3.")
+@click.option("--timeout-minutes", type=click.IntRange(min=1), metavar="N", help="Default 120.")
+@click.option("--no-auto-checkpoint", is_flag=True, help="Turn automatic checkpoints off.")
+@click.option("--prd", metavar="PATH", help="The PRD of the session (stored as given).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the new id.")
+@pass_ctx
+@handled
+def create(
+    ctx: Context,
+    feature_request: str,
+    max_iterations: int | None,
+    timeout_minutes: int | None,
+    no_auto_checkpoint: bool,
+    prd: str | None,
+    quiet: bool,
+) -> None:
+    """Start a session for REQUEST (in state initializing) and print its id.
+
+    The git branch and commit of the root are recorded with it.
+
+    \b
+    Example:
+      maestro create "Add OAuth login" --max-iterations 5 --prd docs/prd-oauth.md
+      sid=$(maestro create --quiet "Fix the flaky login test")
+    """
+    configuration: dict[str, Any] = {}
+    if max_iterations is not None:
+        configuration["max_iterations"] = max_iterations
+    if timeout_minutes is not None:
+        configuration["timeout_minutes"] = timeout_minutes
+    if no_auto_checkpoint:
+        configuration["auto_checkpoint"] = False
+    session = ctx.manager().create_session(
+        feature_request, configuration, prd_reference=_prd(prd) if prd else None
+    )
+    if ctx.as_json:
+        ctx.emit_json(session.to_dict())
+    elif quiet:
+        click.echo(session.session_id)
+    else:
+        click.echo(f"created session {session.session_id} on branch {session.git_context.branch}")
+
+
+@cli.command(epilog=_EPILOG)
+@session_id_argument
+@pass_ctx
+@handled
+def show(ctx: Context, session_id: str) -> None:
+    """Show a session: its record, a timeline of its states, statistics, history.
+
+    The timeline has one row per state over the session's whole life, so
+    the order of the phases, loops and paused time are visible, with the
+    time spent in each state and its share.
+
+    \b
+    Example:
+      maestro show 3f01b541
+      maestro --json show 3f01b541 | jq .seconds_in_state
+    """
+    session = ctx.manager().get_session(ctx.resolve(session_id))
+    now = utcnow()
+    if ctx.as_json:
+        from maestro.render import timeline_segments
+
+        end = session.completed_at if session.is_terminal and session.completed_at else now
+        spent = phase_durations(session, end)
+        ctx.emit_json(
+            {
+                "session": session.to_dict(),
+                "timeline": [
+                    {
+                        "state": piece.state.value,
+                        "start": format_timestamp(piece.start),
+                        "end": format_timestamp(piece.end),
+                        "seconds": piece.seconds,
+                    }
+                    for piece in timeline_segments(session, end)
+                ],
+                "seconds_in_state": {state.value: seconds for state, seconds in spent.items()},
+                "active_seconds": active_seconds(session, end),
+                "paused_seconds": spent.get(SessionStatus.PAUSED, 0.0),
+            }
+        )
+        return
+    from maestro.render import show_view
+
+    ctx.out.print(show_view(session, now, width=ctx.out.width, glyphs=ctx.glyphs()))
+
+
+def _print_sessions(ctx: Context, sessions: list[Session], total: int | None = None) -> None:
+    if ctx.as_json:
+        ctx.emit_json([s.to_dict() for s in sessions])
+        return
+    if not sessions:
+        click.echo("no sessions match")
+        return
+    from maestro.render import sessions_table
+
+    ctx.out.print(sessions_table(sessions, utcnow(), width=ctx.out.width))
+    count = len(sessions)
+    if total is not None and total > count:
+        click.echo(f"{count} of {total} sessions (raise --limit to see more)")
+    else:
+        click.echo(f"{count} session{'s' if count != 1 else ''}")
+
+
+@cli.command("list", epilog=_EPILOG)
+@filter_options
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N sessions.")
+@pass_ctx
+@handled
+def list_sessions(
+    ctx: Context,
+    statuses: tuple[str, ...],
+    phases: tuple[str, ...],
+    branch: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    active: bool,
+    limit: int | None,
+) -> None:
+    """List sessions, newest first.
+
+    --since and --until bound the creation time: an age (30m, 2h, 2d, 1w)
+    counts back from now, or give an ISO date or time.
+
+    \b
+    Example:
+      maestro list --active
+      maestro list --status failed --status paused --since 1w
+      maestro list --branch main --until 2026-01-31 --limit 20
+    """
+    filters = _filters(statuses, phases, branch, since, until, active)
+    manager = ctx.manager()
+    sessions = manager.query_sessions(limit=limit, **filters)
+    total = manager.count_sessions(**filters) if limit is not None else None
+    _print_sessions(ctx, sessions, total)
+
+
+@cli.command(epilog=_EPILOG)
+@click.argument("words", nargs=-1, required=True, metavar="TEXT...")
+@filter_options
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N sessions.")
+@pass_ctx
+@handled
+def search(
+    ctx: Context,
+    words: tuple[str, ...],
+    statuses: tuple[str, ...],
+    phases: tuple[str, ...],
+    branch: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    active: bool,
+    limit: int | None,
+) -> None:
+    """Full-text search of the feature requests, best match first.
+
+    Every word must occur (case and accents ignored); a word ending in *
+    matches as a prefix.
+
+    \b
+    Example:
+      maestro search oauth login
+      maestro search 'auth*' --status failed
+    """
+    filters = _filters(statuses, phases, branch, since, until, active)
+    text = " ".join(words)
+    manager = ctx.manager()
+    sessions = manager.query_sessions(text=text, limit=limit, **filters)
+    total = manager.count_sessions(text=text, **filters) if limit is not None else None
+    _print_sessions(ctx, sessions, total)
+
+
+# ---------------------------------------------------------------- the state machine
+
+
+@cli.command(epilog=_EPILOG)
+@session_id_argument
+@click.argument("state", type=click.Choice(STATUSES), metavar="STATE")
+@click.option("--reason", help="Why; kept in the history.")
+@expected_revision_option
+@pass_ctx
+@handled
+def transition(
+    ctx: Context,
+    session_id: str,
+    state: str,
+    reason: str | None,
+    expected_revision: int | None,
+) -> None:
+    """Move a session to STATE, if the state machine allows it (else exit 4).
+
+    \b
+    initializing → planning → generating_tasks → implementing ⇄ validating
+      → generating_report → completed; any active state → paused, failed.
+
+    \b
+    Example:
+      maestro transition 3f01b541 planning
+      maestro transition 3f01b541 implementing --reason "2 tests failed"
+    """
+    session = ctx.manager().transition_state(
+        ctx.resolve(session_id), state, reason=reason, expected_revision=expected_revision
+    )
+    _moved(ctx, session)
+
+
+@cli.command(epilog=_EPILOG)
+@session_id_argument
+@click.option("--reason", help="Why; kept in the history.")
+@expected_revision_option
+@pass_ctx
+@handled
+def pause(ctx: Context, session_id: str, reason: str | None, expected_revision: int | None) -> None:
+    """Pause an active session; `maestro resume` takes it back where it was.
+
+    \b
+    Example:
+      maestro pause 3f01b541 --reason "waiting for review"
+    """
+    session = ctx.manager().pause_session(
+        ctx.resolve(session_id), reason=reason, expected_revision=expected_revision
+    )
+    _moved(ctx, session)
+
+
+@cli.command(epilog=_EPILOG)
+@session_id_argument
+@click.option("--reason", help="Why; kept in the history.")
+@expected_revision_option
+@pass_ctx
+@handled
+def resume(
+    ctx: Context, session_id: str, reason: str | None, expected_revision: int | None
+) -> None:
+    """Resume a paused session in the state it was paused from.
+
+    \b
+    Example:
+      maestro resume 3f01b541 --reason "review approved"
+    """
+    session = ctx.manager().resume_session(
+        ctx.resolve(session_id), reason=reason, expected_revision=expected_revision
+    )
+    _moved(ctx, session)
+
+
+def _non_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise click.BadParameter("must not be empty", ctx=ctx, param=param)
+    return value
+
+
+@cli.command("fail", epilog=_EPILOG)
+@session_id_argument
+@click.option("--reason", required=True, callback=_non_empty, help="Why it failed (required).")
+@expected_revision_option
+@pass_ctx
+@handled
+def fail_session(ctx: Context, session_id: str, reason: str, expected_revision: int | None) -> None:
+    """Mark a session failed, with the reason.
+
+    \b
+    Example:
+      maestro fail 3f01b541 --reason "the build is broken upstream"
+    """
+    session = ctx.manager().transition_state(
+        ctx.resolve(session_id),
+        SessionStatus.FAILED,
+        reason=reason,
+        expected_revision=expected_revision,
+    )
+    _moved(ctx, session)
+
+
+@cli.command(epilog=_EPILOG)
+@session_id_argument
+@click.option("--reason", help="A note kept in the history.")
+@expected_revision_option
+@pass_ctx
+@handled
+def complete(
+    ctx: Context, session_id: str, reason: str | None, expected_revision: int | None
+) -> None:
+    """Mark a session completed (from generating_report only, else exit 4).
+
+    \b
+    Example:
+      maestro complete 3f01b541
+    """
+    session = ctx.manager().transition_state(
+        ctx.resolve(session_id),
+        SessionStatus.COMPLETED,
+        reason=reason,
+        expected_revision=expected_revision,
+    )
+    _moved(ctx, session)
+
+
+# ---------------------------------------------------------------- other changes
+
+
+@cli.command(epilog=_EPILOG)
+@session_id_argument
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_assignments_callback,
+    help="A field to change (repeatable); dots reach nested fields.",
+)
+@click.option("--prd", metavar="PATH", help="Set the PRD (file name = its base name).")
+@click.option("--reason", help="Kept in the history when --set status=... changes the state.")
+@expected_revision_option
+@pass_ctx
+@handled
+def update(
+    ctx: Context,
+    session_id: str,
+    assignments: dict[str, Any],
+    prd: str | None,
+    reason: str | None,
+    expected_revision: int | None,
+) -> None:
+    """Change fields of a session in one atomic write.
+
+    VALUE is read as JSON when it parses (10, true, null, {"a": 1}) and
+    as text otherwise; quote a number to store it as text ('"42"').
+    Nested objects merge: statistics.total_tasks=10 keeps the other
+    counters.  Fields: feature_request, status, current_phase,
+    statistics.*, configuration.*, git_context.*, prd_reference.*.
+
+    \b
+    Example:
+      maestro update 3f01b541 --set statistics.total_tasks=10 --set configuration.max_iterations=5
+      maestro update 3f01b541 --set feature_request="Add OAuth and SAML login"
+      maestro update 3f01b541 --prd docs/prd-oauth-v2.md
+    """
+    updates: dict[str, Any] = dict(assignments)
+    if prd is not None:
+        if "prd_reference" in updates:
+            raise click.UsageError("give the PRD with --prd or --set prd_reference..., not both")
+        updates["prd_reference"] = _prd(prd)
+    if not updates:
+        raise click.UsageError("nothing to change: give --set KEY=VALUE or --prd PATH")
+    session = ctx.manager().update_session(
+        ctx.resolve(session_id), updates, expected_revision=expected_revision, reason=reason
+    )
+    if ctx.as_json:
+        ctx.emit_json(session.to_dict())
+        return
+    from maestro.render import short_id
+
+    changed = ", ".join(sorted(_leaves(updates)))
+    click.echo(f"{short_id(session.session_id)}  updated {changed}  (revision {session.revision})")
+
+
+def _leaves(updates: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in updates.items():
+        if isinstance(value, Mapping) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+@cli.command(epilog=_EPILOG, context_settings={"ignore_unknown_options": True})
+@session_id_argument
+@click.argument("counter", type=click.Choice(SessionStatistics.COUNTERS), metavar="COUNTER")
+@click.argument("amount", type=int, default=1, required=False, metavar="[N]")
+@expected_revision_option
+@pass_ctx
+@handled
+def increment(
+    ctx: Context, session_id: str, counter: str, amount: int, expected_revision: int | None
+) -> None:
+    """Add N (default 1, may be negative) to a statistics counter, atomically.
+
+    COUNTER: total_tasks, completed_tasks, failed_tasks, decisions_made,
+    checkpoints_created, error_recovery_count.
+
+    \b
+    Example:
+      maestro increment 3f01b541 completed_tasks
+      maestro increment 3f01b541 failed_tasks -1
+    """
+    session = ctx.manager().increment_statistics(
+        ctx.resolve(session_id), expected_revision=expected_revision, **{counter: amount}
+    )
+    if ctx.as_json:
+        ctx.emit_json(session.to_dict())
+        return
+    from maestro.render import short_id
+
+    value = getattr(session.statistics, counter)
+    click.echo(f"{short_id(session.session_id)}  {counter} {value} ({amount:+d})")
+
+
+@cli.command(epilog=_EPILOG)
+@session_id_argument
+@pass_ctx
+@handled
+def heartbeat(ctx: Context, session_id: str) -> None:
+    """Record that the worker driving a session is alive (keeps it from going stale).
+
+    \b
+    Example:
+      maestro heartbeat 3f01b541
+      while sleep 60; do maestro heartbeat "$sid"; done &
+    """
+    session = ctx.manager().heartbeat(ctx.resolve(session_id))
+    if ctx.as_json:
+        ctx.emit_json(session.to_dict())
+        return
+    from maestro.render import short_id
+
+    assert session.heartbeat_at is not None
+    click.echo(
+        f"{short_id(session.session_id)}  heartbeat at "
+        f"{session.heartbeat_at.strftime('%Y-%m-%d %H:%M:%S')} UTC"
+    )
+
+
+def _stdin_is_tty() -> bool:
+    return sys.stdin.isatty()
+
+
+@cli.command(epilog=_EPILOG)
+@session_id_argument
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@expected_revision_option
+@pass_ctx
+@handled
+def delete(ctx: Context, session_id: str, yes: bool, expected_revision: int | None) -> None:
+    """Delete a session's directory and every file in it.
+
+    Asks for confirmation on a terminal; without one (scripts, pipes)
+    --yes is required.
+
+    \b
+    Example:
+      maestro delete 3f01b541
+      maestro delete 3f01b541 --yes
+    """
+    manager = ctx.manager()
+    sid = ctx.resolve(session_id)
+    if not yes:
+        if not _stdin_is_tty():
+            raise CommandError(
+                f"refusing to delete session {sid} without confirmation: stdin is not "
+                "a terminal; pass --yes",
+                EXIT_USAGE,
+            )
+        session = manager.get_session(sid)
+        request = session.feature_request.replace("\n", " ")
+        if len(request) > 50:
+            request = request[:49] + "…"
+        if not click.confirm(
+            f"delete session {sid} ({session.status.value}, {request!r}) and all its files?",
+            default=False,
+            err=True,
+        ):
+            raise CommandError("not confirmed; nothing was deleted")
+        if expected_revision is None:
+            expected_revision = session.revision  # delete what was shown, nothing newer
+    manager.delete_session(sid, expected_revision=expected_revision)
+    if ctx.as_json:
+        ctx.emit_json({"deleted": sid})
+    else:
+        click.echo(f"deleted session {sid}")
+
+
+# ---------------------------------------------------------------- many sessions
+
+
+@cli.command(epilog=_EPILOG)
+@filter_options
+@pass_ctx
+@handled
+def stats(
+    ctx: Context,
+    statuses: tuple[str, ...],
+    phases: tuple[str, ...],
+    branch: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    active: bool,
+) -> None:
+    """Counts by status, success rate, time per state (median, p90), sessions per branch.
+
+    \b
+    Example:
+      maestro stats
+      maestro stats --since 1w --branch main
+    """
+    summary = ctx.manager().stats(**_filters(statuses, phases, branch, since, until, active))
+    if ctx.as_json:
+        ctx.emit_json(summary.to_dict())
+        return
+    from maestro.render import stats_view
+
+    ctx.out.print(stats_view(summary, width=ctx.out.width, glyphs=ctx.glyphs()))
+
+
+def _sessions_brief(ctx: Context, sessions: Sequence[Session], now: datetime) -> None:
+    """A table of sessions with their last activity and timeout."""
+    from maestro.render import activity_table
+
+    ctx.out.print(activity_table(sessions, now, width=ctx.out.width))
+
+
+@cli.command(epilog=_EPILOG)
+@click.option(
+    "--older-than",
+    metavar="AGE",
+    callback=_age_callback,
+    help="Idle for longer than this (default: each session's timeout_minutes).",
+)
+@click.option("--reap", is_flag=True, help='Fail the stale sessions, reason "timed out".')
+@pass_ctx
+@handled
+def stale(ctx: Context, older_than: timedelta | None, reap: bool) -> None:
+    """Running sessions without an update or heartbeat for too long.
+
+    A session is stale when its last activity is older than its own
+    timeout_minutes, or than --older-than.  Paused sessions never are.
+    --reap marks them failed with the reason "timed out".
+
+    \b
+    Example:
+      maestro stale
+      maestro stale --older-than 30m --reap
+    """
+    manager = ctx.manager()
+    if reap:
+        sessions = manager.reap_stale_sessions(older_than, reason="timed out")
+    else:
+        sessions = manager.find_stale_sessions(older_than)
+    if ctx.as_json:
+        ctx.emit_json([s.to_dict() for s in sessions])
+        return
+    if not sessions:
+        click.echo("no stale sessions")
+        return
+    _sessions_brief(ctx, sessions, utcnow())
+    count = len(sessions)
+    noun = f"{count} session{'s' if count != 1 else ''}"
+    if reap:
+        click.echo(f"{noun} failed (timed out)")
+    else:
+        click.echo(f"{noun} stale; `maestro stale --reap` fails them")
+
+
+@cli.command(epilog=_EPILOG)
+@click.option(
+    "--older-than",
+    metavar="AGE",
+    required=True,
+    callback=_age_callback,
+    help="Last activity older than this: 30d, 2w...",
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(STATUSES),
+    metavar="STATE",
+    help="States to remove (repeatable; default completed and failed).",
+)
+@click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
+@pass_ctx
+@handled
+def gc(ctx: Context, older_than: timedelta, statuses: tuple[str, ...], dry_run: bool) -> None:
+    """Delete old finished sessions (retention), and print what was removed.
+
+    A session changed while gc runs is kept.
+
+    \b
+    Example:
+      maestro gc --older-than 30d --dry-run
+      maestro gc --older-than 30d --status completed --status failed
+    """
+    manager = ctx.manager()
+    chosen = manager.gc(older_than, status=list(statuses or TERMINAL), dry_run=True)
+    removed: list[Session] = []
+    if dry_run:
+        removed = chosen
+    else:
+        with ctx.progress("removing sessions") as progress:
+            for number, session in enumerate(chosen, 1):
+                try:
+                    manager.delete_session(session.session_id, expected_revision=session.revision)
+                    removed.append(session)
+                except (errors.ConflictError, errors.SessionNotFoundError):
+                    pass  # changed or removed meanwhile: kept, as gc does
+                progress(number, len(chosen))
+    if ctx.as_json:
+        ctx.emit_json({"dry_run": dry_run, "removed": [s.to_dict() for s in removed]})
+        return
+    if not removed:
+        click.echo("nothing to remove")
+        return
+    _sessions_brief(ctx, removed, utcnow())
+    count = len(removed)
+    noun = f"{count} session{'s' if count != 1 else ''}"
+    click.echo(f"would remove {noun} (dry run)" if dry_run else f"removed {noun}")
+
+
+@cli.command("export", epilog=_EPILOG)
+@filter_options
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The archive to write (.tar.gz).",
+)
+@pass_ctx
+@handled
+def export_cmd(
+    ctx: Context,
+    statuses: tuple[str, ...],
+    phases: tuple[str, ...],
+    branch: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    active: bool,
+    output: Path,
+) -> None:
+    """Write whole session directories (every file in them) to a .tar.gz.
+
+    Without filters every session is exported.
+
+    \b
+    Example:
+      maestro export -o sessions.tar.gz
+      maestro export --status completed --since 1w -o last-week.tar.gz
+    """
+    filters = _filters(statuses, phases, branch, since, until, active)
+    with ctx.progress("exporting") as progress:
+        result = ctx.manager().export_sessions(output, progress=progress, **filters)
+    if ctx.as_json:
+        ctx.emit_json(
+            {
+                "sessions": result.sessions,
+                "files": result.files,
+                "bytes": result.bytes,
+                "path": str(result.path),
+            }
+        )
+        return
+    click.echo(
+        f"exported {result.sessions} session{'s' if result.sessions != 1 else ''} "
+        f"({result.files} files, {result.bytes} bytes) to {result.path}"
+    )
+
+
+@cli.command("import", epilog=_EPILOG)
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_ctx
+@handled
+def import_cmd(ctx: Context, archive: Path) -> None:
+    """Bring in the sessions of an export.
+
+    The whole archive is checked before anything is written; a session
+    already here is replaced only by a higher revision, so importing
+    twice changes nothing.
+
+    \b
+    Example:
+      maestro import sessions.tar.gz
+    """
+    with ctx.progress("importing") as progress:
+        result = ctx.manager().import_sessions(archive, progress=progress)
+    if ctx.as_json:
+        ctx.emit_json(
+            {"created": result.created, "updated": result.updated, "unchanged": result.unchanged}
+        )
+        return
+    click.echo(
+        f"imported {archive.name}: {len(result.created)} created, "
+        f"{len(result.updated)} updated, {len(result.unchanged)} unchanged"
+    )
+
+
+@cli.command(epilog=_EPILOG)
+@click.option("--reindex", is_flag=True, help="Rebuild the query index.")
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Quarantine corrupt sessions (never deleted), remove leftovers, rebuild the index.",
+)
+@pass_ctx
+@handled
+def doctor(ctx: Context, reindex: bool, fix: bool) -> None:
+    """Look for corrupt records, leftover temp files and a stale index.
+
+    --fix moves corrupt sessions to .flow/maestro/quarantine/ and repairs
+    the index.  Exits 1 while problems remain.
+
+    \b
+    Example:
+      maestro doctor
+      maestro doctor --fix
+    """
+    manager = ctx.manager()
+    with ctx.progress("checking sessions") as progress:
+        report = manager.doctor(fix=fix, reindex=reindex, progress=progress)
+    after = None
+    if fix:
+        # The report lists what was found; look again to see what is left.
+        with ctx.progress("checking again") as progress:
+            after = manager.doctor(progress=progress)
+    final = after or report
+    if ctx.as_json:
+        payload = report.to_dict()
+        payload["healthy"] = final.healthy
+        payload["remaining"] = after.to_dict() if after is not None else None
+        ctx.emit_json(payload)
+    else:
+        from maestro.render import doctor_view
+
+        ctx.out.print(doctor_view(report, after))
+    if not final.healthy:
+        raise CommandError(
+            "problems remain" + ("" if fix else "; `maestro doctor --fix` repairs them")
+        )
 
 
 @cli.command(epilog=_EPILOG)

@@ -1,22 +1,51 @@
-"""Terminal rendering of sessions (Rich): tables, panels, relative times."""
+"""Terminal rendering of sessions (Rich): tables, timelines, charts, relative times.
+
+Nothing here reads or writes sessions: every function turns library objects
+into Rich renderables.  Text that comes from users (feature requests,
+reasons, branch names) always goes in as :class:`rich.text.Text`, never as a
+markup string, so brackets in it are printed as they are.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from maestro.lifecycle import TERMINAL_STATES, phase_durations
+from maestro.maintenance import DoctorReport
 from maestro.models import Session, SessionStatus, utcnow
+from maestro.stats import SessionStats
 
 __all__ = [
+    "ASCII_GLYPHS",
     "STATUS_STYLE",
+    "UNICODE_GLYPHS",
+    "Glyphs",
+    "Segment",
+    "activity_table",
+    "bar",
+    "doctor_view",
+    "fitted_table",
     "format_duration",
     "history_table",
     "relative_time",
     "session_details",
+    "session_statistics",
+    "session_view",
+    "sessions_table",
+    "short_id",
+    "show_view",
+    "stats_view",
     "status_text",
+    "timeline",
+    "timeline_segments",
 ]
 
 STATUS_STYLE: dict[SessionStatus, str] = {
@@ -31,9 +60,33 @@ STATUS_STYLE: dict[SessionStatus, str] = {
     SessionStatus.PAUSED: "dim",
 }
 
+#: Width of the longest status name ("generating_report").
+STATUS_WIDTH = max(len(s.value) for s in SessionStatus)
+SHORT_ID = 8
+
+
+@dataclass(frozen=True)
+class Glyphs:
+    """The characters charts are drawn with."""
+
+    full: str
+    part: str
+    paused: str
+    end: str
+    rule: str
+
+
+UNICODE_GLYPHS = Glyphs(full="█", part="▌", paused="░", end="◆", rule="─")
+ASCII_GLYPHS = Glyphs(full="#", part="+", paused=".", end="*", rule="-")
+
 
 def status_text(status: SessionStatus) -> Text:
     return Text(status.value, style=STATUS_STYLE.get(status, ""))
+
+
+def short_id(session_id: str) -> str:
+    """The first characters of an id: enough to tell sessions apart in a table."""
+    return session_id[:SHORT_ID]
 
 
 def format_duration(seconds: float) -> str:
@@ -58,8 +111,8 @@ def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
     if moment is None:
         return "-"
     seconds = ((now or utcnow()) - moment).total_seconds()
-    if seconds < 0:
-        return "in the future"
+    if seconds < -45:
+        return "in future"
     if seconds < 45:
         return "just now"
     if seconds < 90 * 60:
@@ -75,28 +128,47 @@ def _timestamp(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def session_details(session: Session) -> Table:
-    """A two-column key/value table of the record."""
+def _when(moment: datetime | None, now: datetime | None) -> Text:
+    text = Text(_timestamp(moment))
+    if moment is not None and now is not None:
+        text.append(f"  ({relative_time(moment, now)})", style="dim")
+    return text
+
+
+def session_details(session: Session, now: datetime | None = None) -> Table:
+    """A two-column key/value table of the record.
+
+    With ``now``, timestamps also say how long ago they were, and the
+    heartbeat and the configuration are listed.
+    """
     table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
+    table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     git = session.git_context
-    where = f"{git.branch} @ {git.commit[:12]}"
+    where = Text(f"{git.branch} @ {git.commit[:12]}")
     if git.is_worktree:
-        where += f" (worktree {git.worktree_name})"
+        where.append(f" (worktree {git.worktree_name})")
     status = status_text(session.status)
     if session.paused_from is not None:
         status.append(f"  (from {session.paused_from.value})", style="dim")
     stats = session.statistics
     rows: list[tuple[str, RenderableType]] = [
         ("id", session.session_id),
-        ("request", session.feature_request),
+        ("request", Text(session.feature_request)),
         ("status", status),
         ("phase", session.current_phase.value if session.current_phase else "-"),
         ("git", where),
-        ("created", _timestamp(session.created_at)),
-        ("updated", _timestamp(session.updated_at)),
-        ("completed", _timestamp(session.completed_at)),
+    ]
+    if session.prd_reference is not None:
+        rows.append(("prd", Text(session.prd_reference.path)))
+    rows += [
+        ("created", _when(session.created_at, now)),
+        ("updated", _when(session.updated_at, now)),
+        ("completed", _when(session.completed_at, now)),
+    ]
+    if now is not None and session.heartbeat_at is not None:
+        rows.append(("heartbeat", _when(session.heartbeat_at, now)))
+    rows += [
         (
             "tasks",
             f"{stats.completed_tasks}/{stats.total_tasks} done, {stats.failed_tasks} failed",
@@ -104,20 +176,28 @@ def session_details(session: Session) -> Table:
         ("duration", format_duration(stats.duration_seconds)),
         ("revision", str(session.revision)),
     ]
-    if session.prd_reference is not None:
-        rows.insert(5, ("prd", session.prd_reference.path))
+    if now is not None:
+        config = session.configuration
+        rows.append(
+            (
+                "config",
+                f"{config.max_iterations} iterations, {config.timeout_minutes} min timeout, "
+                f"checkpoints {'on' if config.auto_checkpoint else 'off'}, "
+                f"recovery {'on' if config.error_recovery_enabled else 'off'}",
+            )
+        )
     for key, value in rows:
         table.add_row(key, value)
     return table
 
 
-def history_table(session: Session) -> Table:
+def history_table(session: Session, now: datetime | None = None) -> Table:
     """One row per state change: when, from, to, how long it lasted, why."""
     table = Table(title="history", title_justify="left", expand=False)
     table.add_column("at (UTC)", no_wrap=True)
     table.add_column("from", no_wrap=True)
     table.add_column("to", no_wrap=True)
-    table.add_column("lasted", justify="right")
+    table.add_column("lasted", justify="right", no_wrap=True)
     table.add_column("reason", overflow="fold")
     entries = session.history
     for index, entry in enumerate(entries):
@@ -128,16 +208,435 @@ def history_table(session: Session) -> Table:
         if following is not None:
             lasted = format_duration((following - entry.at).total_seconds())
         elif not session.is_terminal:
-            lasted = format_duration((utcnow() - entry.at).total_seconds()) + "+"
+            lasted = format_duration(((now or utcnow()) - entry.at).total_seconds()) + "+"
         table.add_row(
             entry.at.strftime("%H:%M:%S.%f")[:-3],
             status_text(entry.from_status),
             status_text(entry.to_status),
             lasted,
-            entry.reason or "",
+            Text(entry.reason or ""),
         )
     return table
 
 
 def session_view(session: Session) -> Group:
     return Group(session_details(session), Text(""), history_table(session))
+
+
+# ---------------------------------------------------------------- the timeline
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of a session's life spent in one state."""
+
+    state: SessionStatus
+    start: datetime
+    end: datetime
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+
+def timeline_segments(session: Session, until: datetime) -> list[Segment]:
+    """The session's life in order, one segment per stay in a state.
+
+    A session still running is drawn up to ``until``; a finished one ends at
+    its last state change (the terminal state itself takes no time).
+    """
+    pieces: list[Segment] = []
+    start = session.created_at
+    state = session.history[0].from_status if session.history else session.status
+    for entry in session.history:
+        end = max(entry.at, start)
+        pieces.append(Segment(state, start, end))
+        start, state = end, entry.to_status
+    if state not in TERMINAL_STATES:
+        pieces.append(Segment(state, start, max(until, start)))
+    return pieces
+
+
+def _axis_format(seconds: float) -> str:
+    if seconds < 60:
+        return "%H:%M:%S"
+    if seconds < 86400:
+        return "%H:%M"
+    return "%m-%d %H:%M"
+
+
+def _track(segments: Sequence[Segment], origin: datetime, total: float, width: int) -> list[float]:
+    """Seconds of ``segments`` falling into each of ``width`` cells of ``total`` seconds.
+
+    A segment of no length still marks its cell with a token amount, so
+    every stay in a state is visible.
+    """
+    cell = total / width
+    filled = [0.0] * width
+    for piece in segments:
+        begin = (piece.start - origin).total_seconds()
+        finish = (piece.end - origin).total_seconds()
+        if finish <= begin:
+            index = min(width - 1, int(begin / cell))
+            filled[index] = max(filled[index], 1e-12)
+            continue
+        first = min(width - 1, int(begin / cell))
+        last = min(width - 1, max(first, math.ceil(finish / cell) - 1))
+        for index in range(first, last + 1):
+            overlap = min(finish, (index + 1) * cell) - max(begin, index * cell)
+            if overlap > 0:
+                filled[index] += overlap
+            elif index == first:
+                filled[index] = max(filled[index], 1e-12)
+    return filled
+
+
+def timeline(
+    session: Session, now: datetime, *, width: int = 80, glyphs: Glyphs = UNICODE_GLYPHS
+) -> Group:
+    """The session's life as a chart: one row per state, time running left to right.
+
+    Each row is a bar over the whole life of the session, filled where the
+    session was in that state, so the rows read like a Gantt chart: the
+    order of the phases, the loops between implementing and validating,
+    and the time spent paused (drawn in its own pattern) are all visible.
+    The right-hand columns give the time spent in each state and its share
+    of the session's life.  The chart never exceeds ``width`` columns.
+    """
+    end = session.completed_at if session.is_terminal and session.completed_at else now
+    segments = timeline_segments(session, end)
+    origin = session.created_at
+    finish = max(end, origin)
+    life = (finish - origin).total_seconds()
+    total = life if life > 0 else 1e-9
+    spent = phase_durations(session, end)
+    paused = spent.get(SessionStatus.PAUSED, 0.0)
+
+    label_width = STATUS_WIDTH
+    right = 2 + 8 + 1 + 4  # gap, duration, gap, percentage
+    track_width = max(10, min(60, width - 2 - label_width - 2 - right))
+
+    heading = Text("timeline", style="bold")
+    span = f"{origin.strftime('%Y-%m-%d %H:%M:%S')} → {finish.strftime('%H:%M:%S')} UTC"
+    if (finish - origin).days >= 1 or finish.date() != origin.date():
+        span = f"{origin.strftime('%Y-%m-%d %H:%M')} → {finish.strftime('%Y-%m-%d %H:%M')} UTC"
+    heading.append(f"  {span}, {format_duration(life)}", style="")
+    if paused:
+        heading.append(f" ({format_duration(paused)} paused)", style="dim")
+    if not session.is_terminal:
+        heading.append(" so far", style="")
+    lines: list[RenderableType] = [heading]
+
+    states = [s for s in SessionStatus if any(p.state is s for p in segments)]
+    for state in states:
+        mine = [p for p in segments if p.state is state]
+        filled = _track(mine, origin, total, track_width)
+        cell = total / track_width
+        row = Text("  ")
+        row.append(state.value.ljust(label_width), style=STATUS_STYLE[state])
+        row.append("  ")
+        chars = []
+        for seconds in filled:
+            if seconds <= 0:
+                chars.append(" ")
+            elif state is SessionStatus.PAUSED:
+                chars.append(glyphs.paused)
+            else:
+                chars.append(glyphs.full if seconds >= cell / 2 else glyphs.part)
+        row.append("".join(chars), style=STATUS_STYLE[state])
+        seconds_in_state = spent.get(state, 0.0)
+        share = seconds_in_state / life if life > 0 else 0.0
+        row.append(f"  {format_duration(seconds_in_state):>8} {share:>4.0%}")
+        lines.append(row)
+    if session.is_terminal:
+        row = Text("  ")
+        row.append(session.status.value.ljust(label_width), style=STATUS_STYLE[session.status])
+        row.append("  ")
+        row.append(" " * (track_width - 1) + glyphs.end, style=STATUS_STYLE[session.status])
+        row.append(f"  {'at ' + finish.strftime('%H:%M'):>8}")
+        lines.append(row)
+
+    axis_format = _axis_format(life)
+    left = origin.strftime(axis_format)
+    right_label = finish.strftime(axis_format)
+    gap = track_width - len(left) - len(right_label)
+    axis = Text(" " * (2 + label_width + 2), style="dim")
+    if gap >= 2:
+        axis.append(left + " " + glyphs.rule * (gap - 2) + " " + right_label, style="dim")
+    else:
+        axis.append(glyphs.rule * track_width, style="dim")
+    lines.append(axis)
+    return Group(*lines)
+
+
+def session_statistics(session: Session, now: datetime) -> Table:
+    """The counters of a session, and its working and paused time."""
+    stats = session.statistics
+    end = session.completed_at if session.is_terminal and session.completed_at else now
+    spent = phase_durations(session, end)
+    paused = spent.get(SessionStatus.PAUSED, 0.0)
+    working = sum(spent.values()) - paused
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_row(
+        "tasks total",
+        str(stats.total_tasks),
+        "decisions made",
+        str(stats.decisions_made),
+    )
+    table.add_row(
+        "completed",
+        str(stats.completed_tasks),
+        "checkpoints",
+        str(stats.checkpoints_created),
+    )
+    table.add_row(
+        "failed",
+        str(stats.failed_tasks),
+        "error recoveries",
+        str(stats.error_recovery_count),
+    )
+    table.add_row("working", format_duration(working), "paused", format_duration(paused))
+    return table
+
+
+def show_view(
+    session: Session, now: datetime, *, width: int = 80, glyphs: Glyphs = UNICODE_GLYPHS
+) -> Group:
+    """Everything ``maestro show`` prints: record, timeline, statistics, history."""
+    parts: list[RenderableType] = [
+        session_details(session, now),
+        Text(""),
+        timeline(session, now, width=width, glyphs=glyphs),
+        Text(""),
+        Text("statistics", style="bold"),
+        session_statistics(session, now),
+    ]
+    if session.history:
+        parts += [Text(""), history_table(session, now)]
+    return Group(*parts)
+
+
+# ---------------------------------------------------------------- lists of sessions
+
+
+Cell = str | Text
+
+
+def fitted_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Cell]],
+    *,
+    width: int,
+    flexible: int,
+    caps: dict[int, int] | None = None,
+    right: Sequence[int] = (),
+) -> Table:
+    """A borderless table that fits ``width``: every column as wide as its contents
+    (at most ``caps[column]``), the ``flexible`` one cut to what is left."""
+    natural = [
+        max([len(header)] + [len(row[column]) for row in rows])
+        for column, header in enumerate(headers)
+    ]
+    for column, cap in (caps or {}).items():
+        natural[column] = max(len(headers[column]), min(natural[column], cap))
+    gaps = 2 * (len(headers) - 1)
+    fixed = sum(size for column, size in enumerate(natural) if column != flexible)
+    room = width - gaps - fixed
+    for column in caps or {}:  # a narrow terminal: capped columns give way first
+        if room >= 10:
+            break
+        give = min(natural[column] - len(headers[column]), 10 - room)
+        natural[column] -= give
+        room += give
+    natural[flexible] = max(len(headers[flexible]), min(natural[flexible], room))
+    table = Table(
+        box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True
+    )
+    for column, (header, size) in enumerate(zip(headers, natural, strict=True)):
+        table.add_column(
+            header,
+            no_wrap=True,
+            overflow="ellipsis",
+            width=size,
+            justify="right" if column in right else "left",
+        )
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _one_line(text: str) -> Text:
+    return Text(" ".join(text.split()))
+
+
+def sessions_table(sessions: Sequence[Session], now: datetime, *, width: int = 80) -> Table:
+    """One row per session: short id, status, phase, branch, age, request cut to fit."""
+    rows = [
+        (
+            short_id(session.session_id),
+            status_text(session.status),
+            session.current_phase.value if session.current_phase else "-",
+            Text(session.git_context.branch),
+            relative_time(session.created_at, now),
+            _one_line(session.feature_request),
+        )
+        for session in sessions
+    ]
+    return fitted_table(
+        ("id", "status", "phase", "branch", "age", "request"),
+        rows,
+        width=width,
+        flexible=5,
+        caps={3: 20},
+    )
+
+
+def activity_table(sessions: Sequence[Session], now: datetime, *, width: int = 80) -> Table:
+    """One row per session: short id, status, last activity, timeout, request."""
+    rows = [
+        (
+            short_id(session.session_id),
+            status_text(session.status),
+            relative_time(session.last_activity, now),
+            f"{session.configuration.timeout_minutes} min",
+            _one_line(session.feature_request),
+        )
+        for session in sessions
+    ]
+    return fitted_table(
+        ("id", "status", "last activity", "timeout", "request"),
+        rows,
+        width=width,
+        flexible=4,
+        right=(3,),
+    )
+
+
+# ---------------------------------------------------------------- charts
+
+
+def bar(value: float, maximum: float, width: int, glyphs: Glyphs = UNICODE_GLYPHS) -> str:
+    """A horizontal bar of ``value`` against ``maximum``, at most ``width`` cells.
+
+    Any non-zero value shows at least a sliver.
+    """
+    if maximum <= 0 or value <= 0:
+        return ""
+    cells = value / maximum * width
+    whole = int(cells)
+    text = glyphs.full * whole
+    if cells - whole >= 0.5 or whole == 0:
+        text += glyphs.part
+    return text[:width]
+
+
+def stats_view(stats: SessionStats, *, width: int = 80, glyphs: Glyphs = UNICODE_GLYPHS) -> Group:
+    """Counts by status and branch as bar charts, and the time spent per state."""
+    if stats.total == 0:
+        return Group(Text("no sessions match"))
+    finished = stats.by_status.get("completed", 0) + stats.by_status.get("failed", 0)
+    summary = Text(f"{stats.total} session{'s' if stats.total != 1 else ''}", style="bold")
+    if stats.success_rate is None:
+        summary.append("  success rate -  (none finished yet)")
+    else:
+        summary.append(
+            f"  success rate {stats.success_rate:.0%}  "
+            f"({stats.by_status.get('completed', 0)} of {finished} finished)"
+        )
+    bar_width = max(10, min(40, width - STATUS_WIDTH - 2 - 2 - 2 - 6))
+    parts: list[RenderableType] = [summary, Text("")]
+
+    by_status = Table.grid(padding=(0, 2))
+    by_status.add_column(no_wrap=True, min_width=STATUS_WIDTH)
+    by_status.add_column(no_wrap=True, min_width=bar_width)
+    by_status.add_column(justify="right", no_wrap=True)
+    top = max(stats.by_status.values())
+    for name, count in stats.by_status.items():
+        status = SessionStatus(name)
+        by_status.add_row(
+            status_text(status),
+            Text(bar(count, top, bar_width, glyphs), style=STATUS_STYLE[status]),
+            str(count),
+        )
+    parts += [Text("by status", style="bold"), by_status, Text("")]
+
+    if stats.durations:
+        durations = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        durations.add_column("time in state", no_wrap=True, min_width=STATUS_WIDTH)
+        durations.add_column("sessions", justify="right", no_wrap=True)
+        durations.add_column("median", justify="right", no_wrap=True)
+        durations.add_column("p90", justify="right", no_wrap=True)
+        durations.add_column("total", justify="right", no_wrap=True)
+        for name, summary_of_state in stats.durations.items():
+            durations.add_row(
+                status_text(SessionStatus(name)),
+                str(summary_of_state.sessions),
+                format_duration(summary_of_state.median_seconds),
+                format_duration(summary_of_state.p90_seconds),
+                format_duration(summary_of_state.total_seconds),
+            )
+        parts += [durations, Text("")]
+
+    by_branch = Table.grid(padding=(0, 2))
+    by_branch.add_column(no_wrap=True, overflow="ellipsis", max_width=STATUS_WIDTH + 7)
+    by_branch.add_column(no_wrap=True)
+    by_branch.add_column(justify="right", no_wrap=True)
+    shown = list(stats.by_branch.items())[:10]
+    top = max(count for _, count in shown)
+    for name, count in shown:
+        by_branch.add_row(Text(name), Text(bar(count, top, bar_width, glyphs)), str(count))
+    parts += [Text("by branch", style="bold"), by_branch]
+    hidden = len(stats.by_branch) - len(shown)
+    if hidden > 0:
+        parts.append(Text(f"... and {hidden} more branch{'es' if hidden != 1 else ''}"))
+    return Group(*parts)
+
+
+# ---------------------------------------------------------------- doctor
+
+
+def doctor_view(report: DoctorReport, after: DoctorReport | None = None) -> Group:
+    """What ``doctor`` found, what it fixed and, after a fix, what is left."""
+    lines: list[RenderableType] = [
+        Text(f"{report.sessions} readable session{'s' if report.sessions != 1 else ''}")
+    ]
+
+    def problem(kind: str, items: Sequence[str]) -> None:
+        if items:
+            lines.append(Text(f"{kind} ({len(items)}):", style="bold red"))
+            lines.extend(Text(f"  {item}") for item in items)
+
+    problem("corrupt", [f"{sid}: {why}" for sid, why in report.corrupt.items()])
+    problem("unsafe", [f"{sid}: {why}" for sid, why in report.unsafe.items()])
+    problem("temp files of interrupted writes", report.temp_files)
+    problem("leftovers of interrupted deletes or imports", report.leftovers)
+    if report.without_metadata:
+        lines.append(
+            Text(
+                f"{len(report.without_metadata)} director"
+                f"{'ies' if len(report.without_metadata) != 1 else 'y'} without metadata.json "
+                "(files of other components; left alone)",
+                style="dim",
+            )
+        )
+    index_ok = report.index in ("ok", "off", "rebuilt")
+    lines.append(Text(f"index: {report.index}", style="" if index_ok else "bold red"))
+    if report.fixed:
+        lines.append(Text("fixed:", style="bold green"))
+        lines.extend(Text(f"  {item}") for item in report.fixed)
+    final = after if after is not None else report
+    if final.healthy:
+        lines.append(Text("healthy", style="bold green"))
+    else:
+        remaining = (
+            len(final.corrupt) + len(final.unsafe) + len(final.temp_files) + len(final.leftovers)
+        )
+        summary = f"problems remain: {remaining} item(s)"
+        if final.index not in ("ok", "off", "rebuilt"):
+            summary += ", index " + final.index
+        lines.append(Text(summary, style="bold red"))
+    return Group(*lines)
