@@ -590,7 +590,7 @@ class Session:
 def _bare(cls: type[_D], values: dict[str, Any]) -> _D:
     """An instance of a dataclass with ``values`` set and ``__post_init__`` skipped."""
     instance = object.__new__(cls)
-    instance.__dict__.update(values)
+    instance.__dict__ = values
     return instance
 
 
@@ -663,7 +663,9 @@ def session_from_trusted_record(record: Mapping[str, Any]) -> Session:
             ],
             "revision": record["revision"],
             "schema_version": record["schema_version"],
-            "extra": {k: v for k, v in record.items() if k not in _KNOWN},
+            "extra": {}
+            if record.keys() <= _KNOWN
+            else {k: v for k, v in record.items() if k not in _KNOWN},
         },
     )
 

@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import gc
 import logging
 import os
 import secrets
@@ -753,41 +754,44 @@ class FileSessionStore:
             return []
         try:
             self._refresh(index, root_fd)
-            needed = None if query.limit is None else query.offset + query.limit
-            found: list[Session] = []
-            reread = False
-            stat = os.stat
-            for row in index.select(query, query.text):
-                # The common case inline: the file is the one the row was made
-                # from, so the row's copy of the record is the record.
-                try:
-                    info = stat(
-                        f"{row.session_id}/{METADATA}", dir_fd=root_fd, follow_symlinks=False
-                    )
-                except OSError:
-                    info = None
-                if (
-                    info is not None
-                    and not row.racy
-                    and info.st_mtime_ns == row.signature.mtime_ns
-                    and info.st_ino == row.signature.ino
-                    and info.st_size == row.signature.size
-                ):
-                    found.append(session_from_trusted_record(row.session_record()))
-                else:
-                    reread = True
-                    session = self._verified(index, root_fd, row, query)
-                    if session is None:
-                        continue
-                    found.append(session)
-                if needed is not None and len(found) >= needed:
-                    break
-            if reread and query.order_by != "rank":
-                # a row re-read on the way may have moved in the order
-                found.sort(key=query.sort_key, reverse=query.descending)
-            return query.window(found)
+            with _collector_paused():
+                return self._collect(index, root_fd, query)
         finally:
             _close(root_fd)
+
+    def _collect(self, index: SessionIndex, root_fd: int, query: SessionQuery) -> list[Session]:
+        """Verified sessions of the index's candidates, in order, windowed."""
+        needed = None if query.limit is None else query.offset + query.limit
+        found: list[Session] = []
+        reread = False
+        stat = os.stat
+        for row in index.select(query, query.text):
+            # The common case inline: the file is the one the row was made
+            # from, so the row's copy of the record is the record.
+            try:
+                info = stat(f"{row.session_id}/{METADATA}", dir_fd=root_fd, follow_symlinks=False)
+            except OSError:
+                info = None
+            if (
+                info is not None
+                and not row.racy
+                and info.st_mtime_ns == row.signature.mtime_ns
+                and info.st_ino == row.signature.ino
+                and info.st_size == row.signature.size
+            ):
+                found.append(session_from_trusted_record(row.session_record()))
+            else:
+                reread = True
+                session = self._verified(index, root_fd, row, query)
+                if session is None:
+                    continue
+                found.append(session)
+            if needed is not None and len(found) >= needed:
+                break
+        if reread and query.order_by != "rank":
+            # a row re-read on the way may have moved in the order
+            found.sort(key=query.sort_key, reverse=query.descending)
+        return query.window(found)
 
     def _verified(
         self, index: SessionIndex, root_fd: int, row: IndexRow, query: SessionQuery
@@ -823,6 +827,25 @@ class FileSessionStore:
                 yield entry.session
             elif not isinstance(entry.error, SessionNotFoundError):
                 log.warning("skipping session %s: %s", entry.session_id, entry.error)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large result is built.
+
+    Tens of thousands of new objects set off collection after collection,
+    each walking everything built so far, though none of it is garbage
+    (records hold no cycles; reference counting frees what is dropped).
+    Measured: a third of the time of a 75,000-session listing.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _directory_key(info: os.stat_result) -> str:

@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 #: Bump when the tables change: an index of another format is rebuilt.
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 #: A file mtime closer than this to the moment it was recorded is not trusted
 #: to reveal a later change (filesystem timestamps can be seconds coarse).
 RACY_NS = 2_000_000_000
