@@ -175,7 +175,7 @@ class Context:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=self.err,
-            transient=True,
+            transient=False,
         ) as bar:
             task = bar.add_task(label, total=None)
 
@@ -204,7 +204,7 @@ def _exit_code(error: Exception) -> int:
 
 def _hint(error: Exception, ctx: Context) -> str:
     """What to do about ``error``, when its message does not say it already."""
-    command = click.get_current_context().command_path
+    command = " ".join(["maestro", *click.get_current_context().command_path.split()[1:]])
     if isinstance(error, errors.InvalidSessionIdError):
         return "give a full id or a unique prefix of 6+ characters, see `maestro list`"
     if isinstance(error, errors.SessionNotFoundError):
@@ -256,17 +256,30 @@ def handled(func: F) -> F:
 
 
 class _StderrHandler(logging.Handler):
-    """Library warnings (skipped unreadable sessions...) as ``warning:`` lines on stderr."""
+    """Library warnings (skipped unreadable sessions...) as ``warning:`` lines on stderr.
+
+    A warning repeated within one command (a query may meet the same broken
+    session twice) is printed once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"warning: {' '.join(self.format(record).split())}", err=True)
+        message = " ".join(self.format(record).split())
+        if message not in self.seen:
+            self.seen.add(message)
+            click.echo(f"warning: {message}", err=True)
 
 
 def _install_log_handler() -> None:
     log = logging.getLogger("maestro")
-    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
-        handler = _StderrHandler(logging.WARNING)
-        log.addHandler(handler)
+    for handler in log.handlers:
+        if isinstance(handler, _StderrHandler):
+            handler.seen.clear()
+            return
+    log.addHandler(_StderrHandler())
 
 
 # ---------------------------------------------------------------- argument types
@@ -523,7 +536,7 @@ def _moved(ctx: Context, session: Session) -> None:
     change = session.history[-1]
     line = Text(f"{short_id(session.session_id)}  ")
     line.append_text(status_text(change.from_status))
-    line.append(" → ")
+    line.append(f" {ctx.glyphs().arrow} ")
     line.append_text(status_text(change.to_status))
     if session.current_phase is not None:
         line.append(f"  phase {session.current_phase.value}")

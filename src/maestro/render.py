@@ -74,10 +74,11 @@ class Glyphs:
     paused: str
     end: str
     rule: str
+    arrow: str
 
 
-UNICODE_GLYPHS = Glyphs(full="█", part="▌", paused="░", end="◆", rule="─")
-ASCII_GLYPHS = Glyphs(full="#", part="+", paused=".", end="*", rule="-")
+UNICODE_GLYPHS = Glyphs(full="█", part="▌", paused="░", end="◆", rule="─", arrow="→")
+ASCII_GLYPHS = Glyphs(full="#", part="+", paused=".", end="*", rule="-", arrow="->")
 
 
 def status_text(status: SessionStatus) -> Text:
@@ -191,10 +192,26 @@ def session_details(session: Session, now: datetime | None = None) -> Table:
     return table
 
 
-def history_table(session: Session, now: datetime | None = None) -> Table:
-    """One row per state change: when, from, to, how long it lasted, why."""
-    table = Table(title="history", title_justify="left", expand=False)
-    table.add_column("at (UTC)", no_wrap=True)
+def history_table(session: Session, now: datetime | None = None, *, compact: bool = False) -> Table:
+    """One row per state change: when, from, to, how long it lasted, why.
+
+    ``compact`` draws no frame (more room for the reasons) and dates the
+    changes, for sessions that span days.
+    """
+    if compact:
+        table = Table(
+            title="history",
+            title_justify="left",
+            title_style="bold",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            show_edge=False,
+            collapse_padding=True,
+        )
+        table.add_column("at (UTC)", no_wrap=True)
+    else:
+        table = Table(title="history", title_justify="left", expand=False)
+        table.add_column("at (UTC)", no_wrap=True)
     table.add_column("from", no_wrap=True)
     table.add_column("to", no_wrap=True)
     table.add_column("lasted", justify="right", no_wrap=True)
@@ -209,8 +226,13 @@ def history_table(session: Session, now: datetime | None = None) -> Table:
             lasted = format_duration((following - entry.at).total_seconds())
         elif not session.is_terminal:
             lasted = format_duration(((now or utcnow()) - entry.at).total_seconds()) + "+"
+        at = (
+            entry.at.strftime("%m-%d %H:%M:%S")
+            if compact
+            else entry.at.strftime("%H:%M:%S.%f")[:-3]
+        )
         table.add_row(
-            entry.at.strftime("%H:%M:%S.%f")[:-3],
+            at,
             status_text(entry.from_status),
             status_text(entry.to_status),
             lasted,
@@ -317,9 +339,12 @@ def timeline(
     track_width = max(10, min(60, width - 2 - label_width - 2 - right))
 
     heading = Text("timeline", style="bold")
-    span = f"{origin.strftime('%Y-%m-%d %H:%M:%S')} → {finish.strftime('%H:%M:%S')} UTC"
-    if (finish - origin).days >= 1 or finish.date() != origin.date():
-        span = f"{origin.strftime('%Y-%m-%d %H:%M')} → {finish.strftime('%Y-%m-%d %H:%M')} UTC"
+    arrow = glyphs.arrow
+    span = f"{origin.strftime('%Y-%m-%d %H:%M:%S')} {arrow} {finish.strftime('%H:%M:%S')} UTC"
+    if finish.date() != origin.date():
+        span = (
+            f"{origin.strftime('%Y-%m-%d %H:%M')} {arrow} {finish.strftime('%Y-%m-%d %H:%M')} UTC"
+        )
     heading.append(f"  {span}, {format_duration(life)}", style="")
     if paused:
         heading.append(f" ({format_duration(paused)} paused)", style="dim")
@@ -416,7 +441,7 @@ def show_view(
         session_statistics(session, now),
     ]
     if session.history:
-        parts += [Text(""), history_table(session, now)]
+        parts += [Text(""), history_table(session, now, compact=True)]
     return Group(*parts)
 
 
