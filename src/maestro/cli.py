@@ -909,7 +909,7 @@ def update(
         return
     from maestro.render import short_id
 
-    changed = ", ".join(sorted(_leaves(updates)))
+    changed = ", ".join(_leaves(updates))
     click.echo(f"{short_id(session.session_id)}  updated {changed}  (revision {session.revision})")
 
 
