@@ -249,6 +249,8 @@ def handled(func: F) -> F:
         assert ctx is not None
         try:
             return func(*args, **kwargs)
+        except BrokenPipeError:
+            raise  # the reader went away (`maestro list | head`): Click exits quietly
         except (errors.SessionError, CommandError, OSError) as error:
             fail(ctx, error)
 
