@@ -579,7 +579,7 @@ def create(
     \b
     Example:
       maestro create "Add OAuth login" --max-iterations 5 --prd docs/prd-oauth.md
-      sid=$(maestro create --quiet "Fix the flaky login test")
+      maestro create --quiet "Fix the flaky login test"
     """
     configuration: dict[str, Any] = {}
     if max_iterations is not None:
@@ -654,7 +654,7 @@ def _print_sessions(ctx: Context, sessions: list[Session], total: int | None = N
         return
     from maestro.render import sessions_table
 
-    ctx.out.print(sessions_table(sessions, utcnow(), width=ctx.out.width))
+    ctx.out.print(sessions_table(sessions, utcnow(), width=ctx.out.width, glyphs=ctx.glyphs()))
     count = len(sessions)
     if total is not None and total > count:
         click.echo(f"{count} of {total} sessions (raise --limit to see more)")
@@ -965,7 +965,7 @@ def heartbeat(ctx: Context, session_id: str) -> None:
     \b
     Example:
       maestro heartbeat 3f01b541
-      while sleep 60; do maestro heartbeat "$sid"; done &
+      maestro --json heartbeat 3f01b541 | jq .heartbeat_at
     """
     session = ctx.manager().heartbeat(ctx.resolve(session_id))
     if ctx.as_json:
@@ -1013,7 +1013,7 @@ def delete(ctx: Context, session_id: str, yes: bool, expected_revision: int | No
         session = manager.get_session(sid)
         request = session.feature_request.replace("\n", " ")
         if len(request) > 50:
-            request = request[:49] + "…"
+            request = request[:47] + "..."
         if not click.confirm(
             f"delete session {sid} ({session.status.value}, {request!r}) and all its files?",
             default=False,
@@ -1065,7 +1065,7 @@ def _sessions_brief(ctx: Context, sessions: Sequence[Session], now: datetime) ->
     """A table of sessions with their last activity and timeout."""
     from maestro.render import activity_table
 
-    ctx.out.print(activity_table(sessions, now, width=ctx.out.width))
+    ctx.out.print(activity_table(sessions, now, width=ctx.out.width, glyphs=ctx.glyphs()))
 
 
 @cli.command(epilog=_EPILOG)

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from rich import box
 from rich.console import Group, RenderableType
@@ -75,10 +76,14 @@ class Glyphs:
     end: str
     rule: str
     arrow: str
+    #: How text cut to fit ends: with an ellipsis, or simply cropped.
+    cut: Literal["ellipsis", "crop"]
 
 
-UNICODE_GLYPHS = Glyphs(full="█", part="▌", paused="░", end="◆", rule="─", arrow="→")
-ASCII_GLYPHS = Glyphs(full="#", part="+", paused=".", end="*", rule="-", arrow="->")
+UNICODE_GLYPHS = Glyphs(
+    full="█", part="▌", paused="░", end="◆", rule="─", arrow="→", cut="ellipsis"
+)
+ASCII_GLYPHS = Glyphs(full="#", part="+", paused=".", end="*", rule="-", arrow="->", cut="crop")
 
 
 def status_text(status: SessionStatus) -> Text:
@@ -459,6 +464,7 @@ def fitted_table(
     flexible: int,
     caps: dict[int, int] | None = None,
     right: Sequence[int] = (),
+    glyphs: Glyphs = UNICODE_GLYPHS,
 ) -> Table:
     """A borderless table that fits ``width``: every column as wide as its contents
     (at most ``caps[column]``), the ``flexible`` one cut to what is left."""
@@ -485,7 +491,7 @@ def fitted_table(
         table.add_column(
             header,
             no_wrap=True,
-            overflow="ellipsis",
+            overflow=glyphs.cut,
             width=size,
             justify="right" if column in right else "left",
         )
@@ -498,7 +504,13 @@ def _one_line(text: str) -> Text:
     return Text(" ".join(text.split()))
 
 
-def sessions_table(sessions: Sequence[Session], now: datetime, *, width: int = 80) -> Table:
+def sessions_table(
+    sessions: Sequence[Session],
+    now: datetime,
+    *,
+    width: int = 80,
+    glyphs: Glyphs = UNICODE_GLYPHS,
+) -> Table:
     """One row per session: short id, status, phase, branch, age, request cut to fit."""
     rows = [
         (
@@ -517,10 +529,17 @@ def sessions_table(sessions: Sequence[Session], now: datetime, *, width: int = 8
         width=width,
         flexible=5,
         caps={3: 20},
+        glyphs=glyphs,
     )
 
 
-def activity_table(sessions: Sequence[Session], now: datetime, *, width: int = 80) -> Table:
+def activity_table(
+    sessions: Sequence[Session],
+    now: datetime,
+    *,
+    width: int = 80,
+    glyphs: Glyphs = UNICODE_GLYPHS,
+) -> Table:
     """One row per session: short id, status, last activity, timeout, request."""
     rows = [
         (
@@ -538,6 +557,7 @@ def activity_table(sessions: Sequence[Session], now: datetime, *, width: int = 8
         width=width,
         flexible=4,
         right=(3,),
+        glyphs=glyphs,
     )
 
 
@@ -607,7 +627,7 @@ def stats_view(stats: SessionStats, *, width: int = 80, glyphs: Glyphs = UNICODE
         parts += [durations, Text("")]
 
     by_branch = Table.grid(padding=(0, 2))
-    by_branch.add_column(no_wrap=True, overflow="ellipsis", max_width=STATUS_WIDTH + 7)
+    by_branch.add_column(no_wrap=True, overflow=glyphs.cut, max_width=STATUS_WIDTH + 7)
     by_branch.add_column(no_wrap=True)
     by_branch.add_column(justify="right", no_wrap=True)
     shown = list(stats.by_branch.items())[:10]
