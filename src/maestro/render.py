@@ -284,12 +284,12 @@ def timeline_segments(session: Session, until: datetime) -> list[Segment]:
     return pieces
 
 
-def _axis_format(seconds: float) -> str:
-    if seconds < 60:
+def _axis_format(start: datetime, end: datetime) -> str:
+    if start.date() != end.date():
+        return "%m-%d %H:%M"
+    if (end - start).total_seconds() < 60:
         return "%H:%M:%S"
-    if seconds < 86400:
-        return "%H:%M"
-    return "%m-%d %H:%M"
+    return "%H:%M"
 
 
 def _track(segments: Sequence[Segment], origin: datetime, total: float, width: int) -> list[float]:
@@ -343,18 +343,22 @@ def timeline(
     right = 2 + 8 + 1 + 4  # gap, duration, gap, percentage
     track_width = max(10, min(60, width - 2 - label_width - 2 - right))
 
-    heading = Text("timeline", style="bold")
     arrow = glyphs.arrow
     span = f"{origin.strftime('%Y-%m-%d %H:%M:%S')} {arrow} {finish.strftime('%H:%M:%S')} UTC"
     if finish.date() != origin.date():
         span = (
             f"{origin.strftime('%Y-%m-%d %H:%M')} {arrow} {finish.strftime('%Y-%m-%d %H:%M')} UTC"
         )
-    heading.append(f"  {span}, {format_duration(life)}", style="")
+    summary = format_duration(life) + ("" if session.is_terminal else " so far")
     if paused:
-        heading.append(f" ({format_duration(paused)} paused)", style="dim")
-    if not session.is_terminal:
-        heading.append(" so far", style="")
+        summary += f" ({format_duration(paused)} paused)"
+    if not session.history:
+        summary += " (no state changes recorded)"
+    heading = Text("timeline", style="bold")
+    if len(f"timeline  {span}, {summary}") <= width:
+        heading.append(f"  {span}, {summary}")
+    else:  # the axis below still shows when it started and ended
+        heading.append(f"  {summary}")
     lines: list[RenderableType] = [heading]
 
     states = [s for s in SessionStatus if any(p.state is s for p in segments)]
@@ -386,7 +390,7 @@ def timeline(
         row.append(f"  {'at ' + finish.strftime('%H:%M'):>8}")
         lines.append(row)
 
-    axis_format = _axis_format(life)
+    axis_format = _axis_format(origin, finish)
     left = origin.strftime(axis_format)
     right_label = finish.strftime(axis_format)
     gap = track_width - len(left) - len(right_label)
