@@ -296,7 +296,10 @@ def parse_age(text: str) -> timedelta | None:
     if not compact or _AGE.sub("", compact).strip():
         return None
     seconds = sum(int(n) * _UNIT_SECONDS[unit.lower()] for n, unit in _AGE.findall(compact))
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        return None
 
 
 def _age_callback(
@@ -323,7 +326,12 @@ def _moment_callback(
         return None
     age = parse_age(value)
     if age is not None:
-        return utcnow() - age
+        try:
+            return utcnow() - age
+        except OverflowError:
+            raise click.BadParameter(
+                f"{value!r} reaches before year 1", ctx=ctx, param=param
+            ) from None
     try:
         return parse_timestamp(value)
     except errors.SessionValidationError:
