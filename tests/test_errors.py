@@ -23,6 +23,10 @@ from maestro import errors
         ),
         (errors.CorruptSessionError("s", "bad"), (json.JSONDecodeError, ValueError)),
         (errors.ConflictError("s", 1, 2), ()),
+        (
+            errors.AmbiguousSessionIdError("abcdef", ["a", "b"]),
+            (errors.SessionValidationError, ValueError),
+        ),
         (errors.SessionExistsError("s"), (FileExistsError,)),
         (errors.LockTimeoutError("s", 1.0), (TimeoutError,)),
         (errors.UnsafePathError("s", "link"), (PermissionError,)),
@@ -53,6 +57,7 @@ def test_storage_error_keeps_errno() -> None:
 
 def test_public_names_are_pinned() -> None:
     assert set(maestro.__all__) == {
+        "AmbiguousSessionIdError",
         "ConflictError",
         "CorruptSessionError",
         "FileSessionStore",

@@ -383,3 +383,22 @@ def test_session_index_close_is_idempotent(tmp_path: Path) -> None:
     index.connection()
     index.close()
     index.close()
+
+
+def test_an_unreadable_session_warns_on_every_query_and_returns_when_fixed(
+    manager: SessionManager, filled: list[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    manager.query_sessions()
+    bad = filled[1]
+    path = manager.sessions_dir / bad.session_id / "metadata.json"
+    good_bytes = path.read_bytes()
+    path.write_text("{broken")
+    for _ in range(3):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="maestro"):
+            assert bad.session_id not in ids(manager.query_sessions())
+            assert manager.count_sessions() == len(filled) - 1
+        assert any(bad.session_id in r.getMessage() for r in caplog.records)
+    path.write_bytes(good_bytes)  # repaired in place, no directory change
+    assert bad.session_id in ids(manager.query_sessions(status=bad.status))
+    assert manager.count_sessions() == len(filled)

@@ -13,6 +13,7 @@ session under ``<root>/.flow/maestro/sessions/<id>/metadata.json``::
 """
 
 from maestro.errors import (
+    AmbiguousSessionIdError,
     ConflictError,
     CorruptSessionError,
     InvalidSessionIdError,
@@ -42,6 +43,7 @@ from maestro.stores.files import FileSessionStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousSessionIdError",
     "ConflictError",
     "CorruptSessionError",
     "FileSessionStore",

@@ -141,9 +141,7 @@ class Context:
         """The full id of the session ``prefix`` names (a unique prefix of 6+ characters)."""
         try:
             return self.manager().resolve_session_id(prefix.strip().lower())
-        except errors.InvalidSessionIdError:
-            raise
-        except errors.SessionValidationError as error:  # an ambiguous prefix
+        except errors.AmbiguousSessionIdError as error:
             raise CommandError(str(error), EXIT_USAGE) from None
 
     def emit_json(self, payload: Any) -> None:
@@ -626,7 +624,7 @@ def show(ctx: Context, session_id: str) -> None:
     session = ctx.manager().get_session(ctx.resolve(session_id))
     now = utcnow()
     if ctx.as_json:
-        from maestro.render import timeline_segments
+        from maestro.lifecycle import segments
 
         end = session.completed_at if session.is_terminal and session.completed_at else now
         spent = phase_durations(session, end)
@@ -640,7 +638,7 @@ def show(ctx: Context, session_id: str) -> None:
                         "end": format_timestamp(piece.end),
                         "seconds": piece.seconds,
                     }
-                    for piece in timeline_segments(session, end)
+                    for piece in segments(session, end)
                 ],
                 "seconds_in_state": {state.value: seconds for state, seconds in spent.items()},
                 "active_seconds": active_seconds(session, end),
@@ -1147,20 +1145,10 @@ def gc(ctx: Context, older_than: timedelta, statuses: tuple[str, ...], dry_run: 
       maestro gc --older-than 30d --dry-run
       maestro gc --older-than 30d --status completed --status failed
     """
-    manager = ctx.manager()
-    chosen = manager.gc(older_than, status=list(statuses or TERMINAL), dry_run=True)
-    removed: list[Session] = []
-    if dry_run:
-        removed = chosen
-    else:
-        with ctx.progress("removing sessions") as progress:
-            for number, session in enumerate(chosen, 1):
-                try:
-                    manager.delete_session(session.session_id, expected_revision=session.revision)
-                    removed.append(session)
-                except (errors.ConflictError, errors.SessionNotFoundError):
-                    pass  # changed or removed meanwhile: kept, as gc does
-                progress(number, len(chosen))
+    with ctx.progress("removing sessions") as progress:
+        removed = ctx.manager().gc(
+            older_than, status=list(statuses or TERMINAL), dry_run=dry_run, progress=progress
+        )
     if ctx.as_json:
         ctx.emit_json({"dry_run": dry_run, "removed": [s.to_dict() for s in removed]})
         return

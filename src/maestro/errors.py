@@ -10,7 +10,8 @@ so ``except FileNotFoundError`` or ``except ValueError`` keep working::
     ├── SessionValidationError (ValueError)         unknown or read-only field, wrong type,
     │   │                                           out-of-range value, bad enum value,
     │   │                                           record failing the JSON Schema
-    │   └── InvalidTransitionError                  transition not in the whitelist
+    │   ├── InvalidTransitionError                  transition not in the whitelist
+    │   └── AmbiguousSessionIdError                 an id prefix matching several sessions
     ├── CorruptSessionError (json.JSONDecodeError)  stored record unreadable or invalid
     ├── ConflictError                               expected_revision did not match
     ├── SessionExistsError (FileExistsError)        a session with that id already exists
@@ -33,6 +34,7 @@ import errno as _errno
 import json
 
 __all__ = [
+    "AmbiguousSessionIdError",
     "ConflictError",
     "CorruptSessionError",
     "InvalidSessionIdError",
@@ -137,6 +139,20 @@ class InvalidTransitionError(SessionValidationError):
         self.current = current
         self.target = target
         self.allowed = allowed
+
+
+class AmbiguousSessionIdError(SessionValidationError):
+    """An id prefix names more than one session; ``matches`` lists them."""
+
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        shown = ", ".join(m[:13] for m in matches[:5])
+        more = ", ..." if len(matches) > 5 else ""
+        super().__init__(
+            f"id prefix {prefix} is ambiguous: it matches {len(matches)} sessions "
+            f"({shown}{more}); give more characters"
+        )
+        self.prefix = prefix
+        self.matches = matches
 
 
 class CorruptSessionError(SessionError, json.JSONDecodeError):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 
@@ -31,11 +32,13 @@ __all__ = [
     "PHASE_OF_STATUS",
     "TERMINAL_STATES",
     "TRANSITIONS",
+    "Segment",
     "active_seconds",
     "allowed_targets",
     "apply_transition",
     "check_transition",
     "phase_durations",
+    "segments",
 ]
 
 S = SessionStatus
@@ -161,32 +164,45 @@ def apply_transition(
     return moved
 
 
-def _segments(session: Session, until: datetime) -> list[tuple[SessionStatus, datetime, datetime]]:
-    """The session's life cut into (state, start, end) pieces from its history."""
-    pieces: list[tuple[SessionStatus, datetime, datetime]] = []
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of a session's life spent in one state."""
+
+    state: SessionStatus
+    start: datetime
+    end: datetime
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+
+def segments(session: Session, until: datetime) -> list[Segment]:
+    """The session's life in order, one segment per stay in a state.
+
+    A running session is followed up to ``until``; a finished one ends at its
+    last state change (the terminal state itself takes no time).
+    """
+    pieces: list[Segment] = []
     start = session.created_at
     state = session.history[0].from_status if session.history else session.status
     for entry in session.history:
-        pieces.append((state, start, max(entry.at, start)))
-        start = max(entry.at, start)
-        state = entry.to_status
+        end = max(entry.at, start)
+        pieces.append(Segment(state, start, end))
+        start, state = end, entry.to_status
     if state not in TERMINAL_STATES:
-        pieces.append((state, start, max(until, start)))
+        pieces.append(Segment(state, start, max(until, start)))
     return pieces
 
 
 def active_seconds(session: Session, until: datetime) -> float:
     """Seconds spent working: created → terminal (or ``until``), paused time excluded."""
-    return sum(
-        (end - start).total_seconds()
-        for state, start, end in _segments(session, until)
-        if state is not S.PAUSED
-    )
+    return sum(piece.seconds for piece in segments(session, until) if piece.state is not S.PAUSED)
 
 
 def phase_durations(session: Session, until: datetime) -> dict[SessionStatus, float]:
     """Seconds spent in each state (paused included, as its own entry)."""
     totals: dict[SessionStatus, float] = {}
-    for state, start, end in _segments(session, until):
-        totals[state] = totals.get(state, 0.0) + (end - start).total_seconds()
+    for piece in segments(session, until):
+        totals[piece.state] = totals.get(piece.state, 0.0) + piece.seconds
     return totals

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from maestro import lifecycle, maintenance
 from maestro.errors import (
+    AmbiguousSessionIdError,
     ConflictError,
     InvalidSessionIdError,
     InvalidTransitionError,
@@ -186,8 +187,8 @@ class SessionManager:
         """The full id of the one session whose id starts with ``prefix`` (6+ characters).
 
         A full id is returned as it is.  ``SessionNotFoundError`` when nothing
-        matches, ``SessionValidationError`` when the prefix is too short or
-        matches several sessions.
+        matches, ``InvalidSessionIdError`` when the prefix is too short or not
+        hexadecimal, ``AmbiguousSessionIdError`` when it matches several.
         """
         if is_session_id(prefix):
             return prefix
@@ -207,11 +208,7 @@ class SessionManager:
         if not matches:
             raise SessionNotFoundError(prefix, "no session id starts with it")
         if len(matches) > 1:
-            shown = ", ".join(m[:13] for m in matches[:5])
-            raise SessionValidationError(
-                f"id prefix {prefix} is ambiguous: it matches {len(matches)} sessions "
-                f"({shown}{', ...' if len(matches) > 5 else ''}); give more characters"
-            )
+            raise AmbiguousSessionIdError(prefix, matches)
         return matches[0]
 
     def get_session(self, session_id: str) -> Session:
@@ -557,6 +554,7 @@ class SessionManager:
         *,
         status: Iterable[SessionStatus | str] = (SessionStatus.COMPLETED, SessionStatus.FAILED),
         dry_run: bool = False,
+        progress: Progress | None = None,
     ) -> list[Session]:
         """Delete sessions in ``status`` whose last activity is older than ``older_than``.
 
@@ -574,12 +572,14 @@ class SessionManager:
         if dry_run:
             return chosen
         removed = []
-        for session in chosen:
+        report = progress or _quiet
+        for number, session in enumerate(chosen, 1):
             try:
                 self.delete_session(session.session_id, expected_revision=session.revision)
+                removed.append(session)
             except (ConflictError, SessionNotFoundError):
-                continue
-            removed.append(session)
+                pass  # changed or removed meanwhile: kept
+            report(number, len(chosen))
         return removed
 
     def stats(self, **filters: Any) -> SessionStats:

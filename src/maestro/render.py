@@ -19,7 +19,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from maestro.lifecycle import TERMINAL_STATES, phase_durations
+from maestro.lifecycle import Segment, phase_durations, segments
 from maestro.maintenance import DoctorReport
 from maestro.models import Session, SessionStatus, utcnow
 from maestro.stats import SessionStats
@@ -29,7 +29,6 @@ __all__ = [
     "STATUS_STYLE",
     "UNICODE_GLYPHS",
     "Glyphs",
-    "Segment",
     "activity_table",
     "bar",
     "doctor_view",
@@ -46,7 +45,6 @@ __all__ = [
     "stats_view",
     "status_text",
     "timeline",
-    "timeline_segments",
 ]
 
 STATUS_STYLE: dict[SessionStatus, str] = {
@@ -253,37 +251,6 @@ def session_view(session: Session) -> Group:
 # ---------------------------------------------------------------- the timeline
 
 
-@dataclass(frozen=True)
-class Segment:
-    """A stretch of a session's life spent in one state."""
-
-    state: SessionStatus
-    start: datetime
-    end: datetime
-
-    @property
-    def seconds(self) -> float:
-        return (self.end - self.start).total_seconds()
-
-
-def timeline_segments(session: Session, until: datetime) -> list[Segment]:
-    """The session's life in order, one segment per stay in a state.
-
-    A session still running is drawn up to ``until``; a finished one ends at
-    its last state change (the terminal state itself takes no time).
-    """
-    pieces: list[Segment] = []
-    start = session.created_at
-    state = session.history[0].from_status if session.history else session.status
-    for entry in session.history:
-        end = max(entry.at, start)
-        pieces.append(Segment(state, start, end))
-        start, state = end, entry.to_status
-    if state not in TERMINAL_STATES:
-        pieces.append(Segment(state, start, max(until, start)))
-    return pieces
-
-
 def _axis_format(start: datetime, end: datetime) -> str:
     if start.date() != end.date():
         return "%m-%d %H:%M"
@@ -292,15 +259,15 @@ def _axis_format(start: datetime, end: datetime) -> str:
     return "%H:%M"
 
 
-def _track(segments: Sequence[Segment], origin: datetime, total: float, width: int) -> list[float]:
-    """Seconds of ``segments`` falling into each of ``width`` cells of ``total`` seconds.
+def _track(pieces: Sequence[Segment], origin: datetime, total: float, width: int) -> list[float]:
+    """Seconds of ``pieces`` falling into each of ``width`` cells of ``total`` seconds.
 
     A segment of no length still marks its cell with a token amount, so
     every stay in a state is visible.
     """
     cell = total / width
     filled = [0.0] * width
-    for piece in segments:
+    for piece in pieces:
         begin = (piece.start - origin).total_seconds()
         finish = (piece.end - origin).total_seconds()
         if finish <= begin:
@@ -331,7 +298,7 @@ def timeline(
     of the session's life.  The chart never exceeds ``width`` columns.
     """
     end = session.completed_at if session.is_terminal and session.completed_at else now
-    segments = timeline_segments(session, end)
+    pieces = segments(session, end)
     origin = session.created_at
     finish = max(end, origin)
     life = (finish - origin).total_seconds()
@@ -361,9 +328,9 @@ def timeline(
         heading.append(f"  {summary}")
     lines: list[RenderableType] = [heading]
 
-    states = [s for s in SessionStatus if any(p.state is s for p in segments)]
+    states = [s for s in SessionStatus if any(p.state is s for p in pieces)]
     for state in states:
-        mine = [p for p in segments if p.state is state]
+        mine = [p for p in pieces if p.state is state]
         filled = _track(mine, origin, total, track_width)
         cell = total / track_width
         row = Text("  ")

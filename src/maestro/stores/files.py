@@ -671,6 +671,7 @@ class FileSessionStore:
         seen = index.get_meta("directory")
         if seen != _directory_key(here):
             self._reconcile(index, root_fd)
+        self._recheck_unreadable(index, root_fd)
 
     def _repair(self, index: SessionIndex, session_id: str) -> None:
         """A pending mark with no writer behind it: re-read the file under the lock."""
@@ -725,22 +726,26 @@ class FileSessionStore:
                     if racy or Signature.of(info) != signature:
                         yield sid
 
+        missing: list[str] = []
+        broken: list[tuple[str, Signature, str]] = []
+
         def fresh() -> Iterator[tuple[Session, Signature]]:
             for sid in wanted():
-                try:
-                    sess_fd = self._open_session(root_fd, sid)
-                except SessionError:
-                    continue
-                try:
-                    yield self._load_signed(sess_fd, sid)
-                except SessionNotFoundError:
-                    continue
-                except SessionError as error:
-                    log.warning("skipping session %s: %s", sid, error)
-                finally:
-                    _close(sess_fd)
+                outcome = self._read_for_index(root_fd, sid)
+                if outcome is None:
+                    missing.append(sid)
+                elif isinstance(outcome, _Unreadable):
+                    broken.append((sid, outcome.signature, outcome.problem))
+                else:
+                    yield outcome
 
         written = index.store(fresh(), only_if_newer=True, clear_pending=False)
+        # What a scan would skip has no row: a directory without metadata.json
+        # quietly, an unreadable record with a warning on every query.
+        index.remove(sid for sid in missing if sid in known)
+        for sid, signature, problem in broken:
+            log.warning("skipping %s", problem)
+            index.mark_unreadable(sid, signature, problem)
         now_ns = time.time_ns()
         key = _directory_key(here)
         # An mtime this recent may hide a change made in the same clock tick.
@@ -793,23 +798,74 @@ class FileSessionStore:
             found.sort(key=query.sort_key, reverse=query.descending)
         return query.window(found)
 
+    def _read_for_index(
+        self, root_fd: int, sid: str
+    ) -> tuple[Session, Signature] | _Unreadable | None:
+        """The session and its file's signature; ``None`` without metadata.json."""
+        try:
+            sess_fd = self._open_session(root_fd, sid)
+        except SessionNotFoundError:
+            return None
+        except SessionError as error:
+            return _Unreadable(Signature(0, 0, 0), str(error))
+        try:
+            raw, info = self._read(sess_fd, sid)
+            return decode_record(sid, raw), Signature.of(info)
+        except SessionNotFoundError:
+            return None
+        except SessionError as error:
+            signature = Signature(0, 0, 0)
+            with contextlib.suppress(OSError):
+                signature = Signature.of(os.stat(METADATA, dir_fd=sess_fd, follow_symlinks=False))
+            return _Unreadable(signature, str(error))
+        finally:
+            _close(sess_fd)
+
+    def _probe(self, root_fd: int, sid: str) -> Signature | None:
+        """A cheap look at an unreadable session: what ``_read_for_index`` would record.
+
+        (0, 0, 0) for a directory entry that is not a plain directory (a
+        symlink), ``None`` when something is missing, else the signature of
+        ``metadata.json`` itself (not followed).
+        """
+        try:
+            entry = os.stat(sid, dir_fd=root_fd, follow_symlinks=False)
+            if not stat.S_ISDIR(entry.st_mode):
+                return Signature(0, 0, 0)
+            return Signature.of(os.stat(f"{sid}/{METADATA}", dir_fd=root_fd, follow_symlinks=False))
+        except OSError:
+            return None
+
+    def _recheck_unreadable(self, index: SessionIndex, root_fd: int) -> None:
+        """Warn again about each unreadable session, or index it once it is readable."""
+        for sid, signature, problem in index.unreadable():
+            if self._probe(root_fd, sid) == signature:
+                log.warning("skipping %s", problem)
+                continue
+            outcome = self._read_for_index(root_fd, sid)
+            if outcome is None:
+                index.forget_unreadable([sid])
+            elif isinstance(outcome, _Unreadable):
+                log.warning("skipping %s", outcome.problem)
+                index.mark_unreadable(sid, outcome.signature, outcome.problem)
+            else:
+                index.store([outcome], clear_pending=False)
+
     def _verified(
         self, index: SessionIndex, root_fd: int, row: IndexRow, query: SessionQuery
     ) -> Session | None:
         """Re-read the file of a row that may be out of date, and filter it again."""
         sid = row.session_id
-        try:
-            sess_fd = self._open_session(root_fd, sid)
-            try:
-                session, signature = self._load_signed(sess_fd, sid)
-            finally:
-                _close(sess_fd)
-        except SessionNotFoundError:
-            index.remove([sid])
+        outcome = self._read_for_index(root_fd, sid)
+        if outcome is None or isinstance(outcome, _Unreadable):
+            with contextlib.suppress(IndexUnavailable):
+                if outcome is None:
+                    index.remove([sid])
+                else:
+                    log.warning("skipping %s", outcome.problem)
+                    index.mark_unreadable(sid, outcome.signature, outcome.problem)
             return None
-        except SessionError as error:
-            log.warning("skipping session %s: %s", sid, error)
-            return None
+        session, signature = outcome
         if signature != row.signature or not signature.racy(time.time_ns()):
             with contextlib.suppress(IndexUnavailable):
                 index.store([(session, signature)], only_if_newer=True, clear_pending=False)
@@ -826,7 +882,15 @@ class FileSessionStore:
             if entry.session is not None:
                 yield entry.session
             elif not isinstance(entry.error, SessionNotFoundError):
-                log.warning("skipping session %s: %s", entry.session_id, entry.error)
+                log.warning("skipping %s", entry.error)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unreadable:
+    """A session whose record cannot be read: its file's signature and why."""
+
+    signature: Signature
+    problem: str
 
 
 @contextlib.contextmanager

@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 #: Bump when the tables change: an index of another format is rebuilt.
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
 #: A file mtime closer than this to the moment it was recorded is not trusted
 #: to reveal a later change (filesystem timestamps can be seconds coarse).
 RACY_NS = 2_000_000_000
@@ -91,6 +91,13 @@ CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated_us, session_id)
 CREATE INDEX IF NOT EXISTS sessions_status ON sessions (status, created_us, session_id);
 CREATE INDEX IF NOT EXISTS sessions_branch ON sessions (branch, created_us, session_id);
 CREATE TABLE IF NOT EXISTS pending (session_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS unreadable (
+    session_id TEXT PRIMARY KEY,
+    ino INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    problem TEXT NOT NULL
+);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
     feature_request,
     content = 'sessions',
@@ -98,7 +105,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
     tokenize = 'unicode61 remove_diacritics 2'
 );
 """
-_TABLES = ("fts", "pending", "sessions", "meta")
+_TABLES = ("fts", "pending", "unreadable", "sessions", "meta")
 
 
 class IndexUnavailable(Exception):
@@ -354,6 +361,9 @@ class SessionIndex:
                         conn.execute(
                             "DELETE FROM pending WHERE session_id = ?", (session.session_id,)
                         )
+                    conn.execute(
+                        "DELETE FROM unreadable WHERE session_id = ?", (session.session_id,)
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -437,8 +447,33 @@ class SessionIndex:
             )
             conn.execute("DELETE FROM sessions WHERE id = ?", (old[0],))
         conn.execute("DELETE FROM pending WHERE session_id = ?", (session_id,))
+        conn.execute("DELETE FROM unreadable WHERE session_id = ?", (session_id,))
 
     # ------------------------------------------------------------ reads
+
+    def mark_unreadable(self, session_id: str, signature: Signature, problem: str) -> None:
+        """A session a scan would skip: no row, but remembered so every query warns."""
+        self.remove([session_id])
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO unreadable (session_id, ino, size, mtime_ns, problem)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (session_id, *signature, problem),
+                )
+            ]
+        )
+
+    def unreadable(self) -> list[tuple[str, Signature, str]]:
+        return [
+            (str(sid), Signature(int(str(ino)), int(str(size)), int(str(mtime))), str(problem))
+            for sid, ino, size, mtime, problem in self._read(
+                "SELECT session_id, ino, size, mtime_ns, problem FROM unreadable"
+            )
+        ]
+
+    def forget_unreadable(self, session_ids: Iterable[str]) -> None:
+        self._write(("DELETE FROM unreadable WHERE session_id = ?", (sid,)) for sid in session_ids)
 
     def pending(self) -> list[str]:
         return [str(row[0]) for row in self._read("SELECT session_id FROM pending")]
