@@ -342,7 +342,7 @@ def test_doctor_finds_and_fixes_problems(manager: SessionManager, tmp_path: Path
     assert (manager.sessions_dir / bad).exists()  # looking changes nothing
 
     fixed = manager.doctor(fix=True)
-    assert fixed.fixed
+    assert fixed.fixed and fixed.healthy, fixed.to_dict()
     quarantine = manager.sessions_dir.parent / "quarantine"
     moved = sorted(p.name[:36] for p in quarantine.iterdir())
     assert moved == sorted([bad, link.name])

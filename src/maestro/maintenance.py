@@ -455,13 +455,18 @@ class DoctorReport:
     leftovers: list[str] = field(default_factory=list)
     index: str = "ok"
     fixed: list[str] = field(default_factory=list)
+    #: The problems above that ``fix`` resolved (ids, temp file paths, leftover names).
+    resolved: set[str] = field(default_factory=set)
 
     @property
     def healthy(self) -> bool:
-        """No problem left (sessions without metadata.json are normal)."""
-        return not (
-            self.corrupt or self.unsafe or self.temp_files or self.leftovers
-        ) and self.index in ("ok", "off", "rebuilt")
+        """No problem left unresolved (sessions without metadata.json are normal)."""
+        found = [*self.corrupt, *self.unsafe, *self.temp_files, *self.leftovers]
+        return all(item in self.resolved for item in found) and self.index in (
+            "ok",
+            "off",
+            "rebuilt",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -474,6 +479,7 @@ class DoctorReport:
             "leftovers": self.leftovers,
             "index": self.index,
             "fixed": self.fixed,
+            "resolved": sorted(self.resolved),
         }
 
 
@@ -596,6 +602,7 @@ def _repair(store: FileSessionStore, root_fd: int, report: DoctorReport) -> None
             log.warning("could not quarantine %s: %s", sid, error)
             continue
         report.fixed.append(f"quarantined {sid} to {target.relative_to(store.sessions_dir.parent)}")
+        report.resolved.add(sid)
     for relative in report.temp_files:
         sid, name = relative.split("/", 1)
         try:
@@ -604,6 +611,9 @@ def _repair(store: FileSessionStore, root_fd: int, report: DoctorReport) -> None
         except (OSError, SessionError):
             continue
         report.fixed.append(f"removed {relative}")
+        report.resolved.add(relative)
     for name in report.leftovers:
         shutil.rmtree(store.sessions_dir / name, ignore_errors=True)
-        report.fixed.append(f"removed {name}")
+        if not (store.sessions_dir / name).exists():
+            report.fixed.append(f"removed {name}")
+            report.resolved.add(name)
