@@ -205,11 +205,21 @@ def _require_mapping(value: object, name: str) -> Mapping[str, Any]:
 _D = TypeVar("_D")
 
 
+_FIELD_NAMES: dict[type[Any], frozenset[str]] = {}
+
+
+def _field_names(cls: type[Any]) -> frozenset[str]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _from_mapping(cls: type[_D], data: object, name: str) -> _D:
     """Build a flat dataclass from a mapping, refusing unknown keys."""
     mapping = _require_mapping(data, name)
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(mapping) - known)
+    known = _field_names(cls)
+    unknown = [] if mapping.keys() <= known else sorted(map(str, set(mapping) - known))
     if unknown:
         raise SessionValidationError(f"{name} has unknown field(s): {', '.join(map(str, unknown))}")
     try:

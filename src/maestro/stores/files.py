@@ -244,8 +244,13 @@ class FileSessionStore:
                 raise UnsafePathError(session_id, f"{METADATA} is not a regular file")
             if info.st_size > MAX_RECORD_BYTES:
                 raise CorruptSessionError(session_id, "the file is larger than 64 MiB")
-            chunks = []
-            while chunk := os.read(fd, max(info.st_size + 1, 65536)):
+            # One read of the size fstat gave (plus one byte, to see a file
+            # that grew meanwhile) instead of a large fixed buffer per call.
+            data = os.read(fd, info.st_size + 1)
+            if len(data) <= info.st_size:
+                return data, info
+            chunks = [data]
+            while chunk := os.read(fd, 65536):
                 chunks.append(chunk)
             return b"".join(chunks), info
         except OSError as error:
@@ -739,7 +744,10 @@ class FileSessionStore:
                 else:
                     yield outcome
 
-        written = index.store(fresh(), only_if_newer=True, clear_pending=False)
+        if known:
+            written = index.store(fresh(), only_if_newer=True, clear_pending=False)
+        else:  # an empty index: the first query after it was made or deleted
+            written = index.load_fresh(fresh())
         # What a scan would skip has no row: a directory without metadata.json
         # quietly, an unreadable record with a warning on every query.
         index.remove(sid for sid in missing if sid in known)

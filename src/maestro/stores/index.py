@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import orjson
 
-from maestro.models import Session
+from maestro.models import Session, SessionStatus
 from maestro.search import SearchTerms
 from maestro.stores.base import SessionQuery
 
@@ -105,6 +105,10 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
     tokenize = 'unicode61 remove_diacritics 2'
 );
 """
+_WIDE_ROWS = (
+    "SELECT id, session_id, ino, size, mtime_ns, racy, record, feature_request"
+    " FROM sessions WHERE id IN ({})"
+)
 _TABLES = ("fts", "pending", "unreadable", "sessions", "meta")
 
 
@@ -345,6 +349,49 @@ class SessionIndex:
             written += self._store_batch(batch, only_if_newer, clear_pending)
         return written
 
+    def load_fresh(self, items: Iterable[tuple[Session, Signature]]) -> int:
+        """Fill an empty index fast: plain inserts in batches, full-text index at the end.
+
+        A row a concurrent writer stored meanwhile is newer and is kept
+        (``INSERT OR IGNORE``).  Returns how many rows were inserted.
+        """
+        conn = self.connection()
+        inserted = 0
+        batch: list[tuple[object, ...]] = []
+
+        def flush() -> None:
+            nonlocal inserted
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                before = conn.total_changes
+                conn.executemany(
+                    "INSERT OR IGNORE INTO sessions (session_id, status, phase, branch, worktree,"
+                    " created_us, updated_us, active_us, revision, feature_request, record, ino,"
+                    " size, mtime_ns, racy, indexed_ns)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    batch,
+                )
+                inserted += conn.total_changes - before
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            batch.clear()
+
+        try:
+            now_ns = time.time_ns()
+            for session, signature in items:
+                batch.append(_row_values(session, signature, now_ns))
+                if len(batch) >= 4 * _BATCH:
+                    flush()
+                    now_ns = time.time_ns()
+            if batch:
+                flush()
+            self._write([("INSERT INTO fts (fts) VALUES ('rebuild')", ())])
+        except sqlite3.Error as error:
+            raise IndexUnavailable(str(error)) from error
+        return inserted
+
     def _store_batch(
         self, batch: list[tuple[Session, Signature]], only_if_newer: bool, clear_pending: bool
     ) -> int:
@@ -492,15 +539,35 @@ class SessionIndex:
             raise IndexUnavailable(str(error)) from error
 
     def select(self, query: SessionQuery, terms: SearchTerms | None) -> Iterator[IndexRow]:
-        """Candidate rows in the query's order (its window is applied by the caller)."""
-        body, params = _body(query, terms)
-        sql = (
-            "SELECT s.session_id, s.ino, s.size, s.mtime_ns, s.racy, s.record, s.feature_request"
-            f" {body} ORDER BY {_order(query, terms)}"
-        )
+        """Candidate rows in the query's order (its window is applied by the caller).
+
+        Two steps: the ids in order, from the narrow columns and indexes
+        alone, then the wide rows (the record copies) a chunk at a time, as
+        the caller consumes them.  Sorting only ids keeps record copies out of
+        SQLite's sorter, and a caller that stops after ten rows fetches ten.
+        """
+        if terms is not None and query.order_by == "rank" and _only_text(query):
+            # Nothing to filter on but the text: rank inside FTS5 alone, without
+            # joining every match (ties: the most recently indexed first).
+            sql = "SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY bm25(fts), rowid DESC"
+            params: tuple[object, ...] = (terms.fts_query(),)
+        else:
+            body, params = _body(query, terms)
+            sql = f"SELECT s.id {body} ORDER BY {_order(query, terms)}"
         try:
-            for sid, ino, size, mtime, racy, record, text in self.connection().execute(sql, params):
-                yield IndexRow(sid, Signature(ino, size, mtime), racy, record, text)
+            conn = self.connection()
+            ordered = conn.execute(sql, params)
+            size = 64
+            while chunk := [row[0] for row in ordered.fetchmany(size)]:
+                # Only placeholders are pasted in; the ids travel as parameters.
+                wide_sql = _WIDE_ROWS.format(", ".join("?" * len(chunk)))
+                wide = {row[0]: row for row in conn.execute(wide_sql, chunk)}
+                for rowid in chunk:
+                    found = wide.get(rowid)
+                    if found is not None:
+                        _, sid, ino, fsize, mtime, racy, record, text = found
+                        yield IndexRow(sid, Signature(ino, fsize, mtime), racy, record, text)
+                size = min(size * 4, 4096)
         except sqlite3.Error as error:
             raise IndexUnavailable(str(error)) from error
 
@@ -508,6 +575,24 @@ class SessionIndex:
         body, params = _body(query, terms)
         rows = self._read(f"SELECT count(*) {body}", params)
         return int(str(rows[0][0]))
+
+
+def _only_text(query: SessionQuery) -> bool:
+    """True when the query filters on nothing but its text."""
+    return all(
+        value is None
+        for value in (
+            query.statuses,
+            query.phases,
+            query.branch,
+            query.worktree,
+            query.created_after,
+            query.created_before,
+            query.updated_after,
+            query.updated_before,
+            query.active_before,
+        )
+    )
 
 
 def _body(query: SessionQuery, terms: SearchTerms | None) -> tuple[str, tuple[object, ...]]:
@@ -531,6 +616,10 @@ def _where(query: SessionQuery) -> tuple[list[str], list[object]]:
             if not values:
                 clauses.append("0")
                 continue
+            if column == "s.status" and len(values) > len(SessionStatus) // 2:
+                # Most sessions pass: walking the time index in order beats
+                # gathering them by status and sorting them all afterwards.
+                column = "+s.status"
             clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
             params.extend(sorted(values))
     for column, value in (("s.branch", query.branch), ("s.worktree", query.worktree)):
