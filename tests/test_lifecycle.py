@@ -191,3 +191,10 @@ def test_pausing_twice_is_refused(manager: SessionManager) -> None:
     manager.pause_session(sid)
     with pytest.raises(InvalidTransitionError):
         manager.pause_session(sid)
+
+
+def test_an_explicit_empty_phase_wins_over_the_status(manager: SessionManager) -> None:
+    sid = manager.create_session("x").session_id
+    session = manager.update_session(sid, {"status": "planning", "current_phase": None})
+    assert session.status is S.PLANNING and session.current_phase is None
+    assert manager.get_session(sid).current_phase is None

@@ -263,13 +263,11 @@ class SessionManager:
                 if "status" in updates:
                     target = SessionStatus(_status(updates["status"]))
                     if target is not session.status:
-                        updated = lifecycle.apply_transition(
-                            updated,
-                            target,
-                            at=now,
-                            reason=reason,
-                            phase=updated.current_phase if "current_phase" in updates else None,
-                        )
+                        explicit_phase = updated.current_phase
+                        updated = lifecycle.apply_transition(updated, target, at=now, reason=reason)
+                        if "current_phase" in updates:
+                            # An explicit phase wins over the status's, None included.
+                            updated.current_phase = explicit_phase
             except SessionValidationError as error:
                 raise _with_session_id(error, session.session_id) from None
             return updated
