@@ -97,7 +97,30 @@ def _api_incrementer(root: str) -> Incrementer:
     return increment
 
 
-INCREMENTERS: dict[str, Callable[[str], Incrementer]] = {"api": _api_incrementer}
+def _cli_incrementer(root: str) -> Incrementer:
+    """Each increment is one run of the installed ``maestro`` command, a process of its own."""
+    command = [str(Path(sys.executable).with_name("maestro")), "--root", root, "--json"]
+
+    def increment(session_id: str) -> tuple[int, int]:
+        done = subprocess.run(
+            [*command, "increment", session_id, "completed_tasks"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"maestro increment exited {done.returncode}: {done.stderr}")
+        record = json.loads(done.stdout)
+        return record["statistics"]["completed_tasks"], record["revision"]
+
+    return increment
+
+
+INCREMENTERS: dict[str, Callable[[str], Incrementer]] = {
+    "api": _api_incrementer,
+    "cli": _cli_incrementer,
+}
 
 
 def _cmd_increment(options: argparse.Namespace) -> None:
