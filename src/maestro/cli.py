@@ -1290,27 +1290,30 @@ def demo(ctx: Context) -> None:
 
     It creates a session under the current root, takes it through planning,
     task generation, implementation (with a pause and a resume), a failed
-    validation and the fix, the report and completion, then prints the
-    record and its history.
+    validation and the fix, the report and completion, then shows it as
+    `maestro show` does.  Its clock plays about two and a half hours of work
+    in a moment, so that the timeline has something to show.
 
     \b
     Example:
       maestro demo
       maestro --json demo | jq .history
     """
-    from maestro.demo import run_demo
-    from maestro.render import session_view
+    from maestro.demo import demo_clock, run_demo
+    from maestro.render import show_view
 
-    manager = ctx.manager()
+    clock = demo_clock()
+    manager = SessionManager(ctx.root, clock=clock)
     say: Callable[[str], None] = (lambda _: None) if ctx.as_json else ctx.out.print
-    session: Session = run_demo(manager, say)
+    session: Session = run_demo(manager, say, pace=clock.advance)
     if ctx.as_json:
         ctx.emit_json(session.to_dict())
         return
     ctx.out.print()
-    ctx.out.print(session_view(session))
+    ctx.out.print(show_view(session, clock.now, width=ctx.out.width, glyphs=ctx.glyphs()))
     ctx.out.print()
     click.echo(f"stored in {manager.sessions_dir / session.session_id / 'metadata.json'}")
+    click.echo(f"see it again with: maestro show {session.session_id[:8]}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,7 +38,6 @@ __all__ = [
     "relative_time",
     "session_details",
     "session_statistics",
-    "session_view",
     "sessions_table",
     "short_id",
     "show_view",
@@ -242,10 +241,6 @@ def history_table(session: Session, now: datetime | None = None, *, compact: boo
             Text(entry.reason or ""),
         )
     return table
-
-
-def session_view(session: Session) -> Group:
-    return Group(session_details(session), Text(""), history_table(session))
 
 
 # ---------------------------------------------------------------- the timeline
