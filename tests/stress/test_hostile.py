@@ -604,6 +604,9 @@ class Progress:
         self.phase = 0
         self.stop = False
         self.done = threading.Event()
+        self.between = threading.Event()
+        self.quiet = threading.Event()
+        self.resume = threading.Event()
         self.failure: BaseException | None = None
 
     def wait_for(self, more: int) -> None:
@@ -611,6 +614,32 @@ class Progress:
         target = self.started + more
         while self.started < target and not self.stop:
             time.sleep(0)
+
+    # A swap made while an operation runs may land inside a writer's window
+    # between reading the record and renaming its new one into place (the
+    # swapper mostly runs while the writer waits in fsync); the writer's rename
+    # then replaces the link.  Swaps that must hold for a whole operation are
+    # therefore made between two operations, by this handshake.
+
+    def checkpoint(self) -> None:
+        """Main thread, between operations: let a waiting swapper act."""
+        if self.between.is_set():
+            self.between.clear()
+            self.quiet.set()
+            self.resume.wait(10)
+            self.resume.clear()
+
+    def between_operations(self, action: Callable[[], None]) -> None:
+        """Swapper thread: run ``action`` while no operation is under way."""
+        self.between.set()
+        while not self.quiet.wait(0.01):
+            if self.stop:
+                return
+        self.quiet.clear()
+        try:
+            action()
+        finally:
+            self.resume.set()
 
 
 def swap_metadata(folder: Path, decoy: Path, cycles: int, progress: Progress) -> None:
@@ -621,21 +650,28 @@ def swap_metadata(folder: Path, decoy: Path, cycles: int, progress: Progress) ->
     operation runs and then leave the real record for one whole operation.
     """
     meta, held, link = folder / "metadata.json", folder / ".held", folder / ".link"
+
+    def swap_in() -> None:
+        os.symlink(decoy, link)
+        while True:
+            try:
+                os.link(meta, held)
+                break
+            except FileNotFoundError:
+                # A writer renamed a new record over metadata.json between
+                # the lookup and the link: the name is there, try again.
+                continue
+        os.replace(link, meta)
+        progress.phase += 1
+
     try:
         for cycle in range(cycles):
             if progress.stop:
                 break
-            os.symlink(decoy, link)
-            while True:
-                try:
-                    os.link(meta, held)
-                    break
-                except FileNotFoundError:
-                    # A writer renamed a new record over metadata.json between
-                    # the lookup and the link: the name is there, try again.
-                    continue
-            os.replace(link, meta)
-            progress.phase += 1
+            if cycle % 2 == 0:
+                progress.between_operations(swap_in)
+            else:
+                swap_in()
             progress.wait_for(2 - cycle % 2)
             os.replace(held, meta)
             progress.phase += 1
@@ -644,6 +680,12 @@ def swap_metadata(folder: Path, decoy: Path, cycles: int, progress: Progress) ->
         progress.failure = error
     finally:
         progress.done.set()
+
+
+def swap_directory_in(real: Path, held: Path, decoy: Path, progress: Progress) -> None:
+    os.rename(real, held)
+    os.symlink(decoy, real)
+    progress.phase += 1
 
 
 def swap_directory(sessions: Path, sid: str, decoy: Path, cycles: int, progress: Progress) -> None:
@@ -657,9 +699,10 @@ def swap_directory(sessions: Path, sid: str, decoy: Path, cycles: int, progress:
         for cycle in range(cycles):
             if progress.stop:
                 break
-            os.rename(real, held)
-            os.symlink(decoy, real)
-            progress.phase += 1
+            if cycle % 2 == 0:
+                progress.between_operations(lambda: swap_directory_in(real, held, decoy, progress))
+            else:
+                swap_directory_in(real, held, decoy, progress)
             progress.wait_for(2 - cycle % 2)
             os.unlink(real)
             os.rename(held, real)
@@ -719,6 +762,7 @@ def test_symlinks_swapped_in_during_operations(tmp_path: Path, swapped: str) -> 
     try:
         step = 0
         while not progress.done.is_set():
+            progress.checkpoint()
             name, operation = RACE_OPERATIONS[step % len(RACE_OPERATIONS)]
             step += 1
             phase = progress.phase
@@ -757,14 +801,11 @@ def test_symlinks_swapped_in_during_operations(tmp_path: Path, swapped: str) -> 
     assert tree(outside) == outside_before, "something outside the root changed"
     assert tree(manager.sessions_dir / other) == other_before
     # Every operation seen to run wholly under a link was refused (checked
-    # above).  Even cycles hold the link for one whole operation, but a writer
-    # that read the record just before the swap may replace the link with its
-    # new record, and the check above only counts operations it can prove ran
-    # under one link: a twentieth of the cycles is well below what runs show
-    # (a twelfth to a quarter) and still proves the case was exercised.  Odd cycles
-    # hold the real record for one whole operation, which must have read it (a
-    # refused pause or resume also read it).
-    assert under_link["refused"] >= cycles // 20, (outcomes, under_link)
+    # above), and each even cycle, swapped in between two operations, held the
+    # link for one whole operation.  Odd cycles hold the real record for one
+    # whole operation, which must have read it (a refused pause or resume also
+    # read it).
+    assert under_link["refused"] >= (cycles + 1) // 2, (outcomes, under_link)
     real_reads = outcomes["succeeded"] + outcomes["InvalidTransitionError"]
     assert real_reads >= cycles // 2, outcomes
     final = manager.get_session(sid)
