@@ -290,15 +290,18 @@ def make_git_repository(path: Path) -> None:
 class CoreBenchmark:
     """Every measurement, run against one store in a scratch git repository."""
 
-    def __init__(self, root: Path, *, repeat: int, warmup: int, query_sessions: int) -> None:
+    def __init__(
+        self, root: Path, *, repeat: int, warmup: int, query_sessions: int, index: bool = True
+    ) -> None:
         self.root = root
         self.repeat = repeat
         self.warmup = warmup
         self.query_sessions = query_sessions
-        self.manager = SessionManager(root)
+        self.index = index
+        self.manager = SessionManager(root, index=index)
         # Setup that is not measured (filling stores, growing a long history)
         # skips the fsyncs; the records it writes are byte for byte the same.
-        self.setup = SessionManager(root, durable=False)
+        self.setup = SessionManager(root, durable=False, index=index)
         self.floor = DurableWriteFloor(root / "floor")
 
     def _measure(
@@ -410,14 +413,14 @@ class CoreBenchmark:
         # other groups left behind.  It sits inside the scratch repository, so
         # capture during setup reads the same small repository as everywhere.
         query_root = self.root / "query-store"
-        filler = SessionManager(query_root, durable=False)
+        filler = SessionManager(query_root, durable=False, index=self.index)
         session_ids: list[str] = []
         for k in range(self.query_sessions):
             session_id = filler.create_session(f"query {k}").session_id
             for target in QUERY_PATH[: k % (len(QUERY_PATH) + 1)]:
                 filler.transition_state(session_id, target)
             session_ids.append(session_id)
-        reader = SessionManager(query_root)
+        reader = SessionManager(query_root, index=self.index)
         expected = min(QUERY_LIMIT, len(reader.query_sessions(status=QUERY_STATUS)))
         if len(reader.query_sessions(status=QUERY_STATUS, limit=QUERY_LIMIT)) != expected:
             raise RuntimeError("the query store does not answer as set up")
@@ -586,6 +589,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="directory to create the scratch store in; its filesystem is the one "
         "measured (default: the current directory)",
     )
+    parser.add_argument(
+        "--no-index",
+        action="store_true",
+        help="measure the file store alone, without the SQLite query index",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--keep", action="store_true", help="leave the scratch directory in place")
     return parser.parse_args(argv)
@@ -605,7 +613,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         make_git_repository(root)
         bench = CoreBenchmark(
-            root, repeat=args.repeat, warmup=args.warmup, query_sessions=args.sessions
+            root,
+            repeat=args.repeat,
+            warmup=args.warmup,
+            query_sessions=args.sessions,
+            index=not args.no_index,
         )
         measurements = bench.run()
     finally:
