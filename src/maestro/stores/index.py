@@ -105,6 +105,8 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
     tokenize = 'unicode61 remove_diacritics 2'
 );
 """
+#: Results up to this size are fetched in two steps (ids, then wide rows).
+_ONE_STEP = 1000
 _WIDE_ROWS = (
     "SELECT id, session_id, ino, size, mtime_ns, racy, record, feature_request"
     " FROM sessions WHERE id IN ({})"
@@ -541,16 +543,34 @@ class SessionIndex:
     def select(self, query: SessionQuery, terms: SearchTerms | None) -> Iterator[IndexRow]:
         """Candidate rows in the query's order (its window is applied by the caller).
 
-        Two steps: the ids in order, from the narrow columns and indexes
-        alone, then the wide rows (the record copies) a chunk at a time, as
-        the caller consumes them.  Sorting only ids keeps record copies out of
-        SQLite's sorter, and a caller that stops after ten rows fetches ten.
+        Small windows and searches take two steps: the ids in order, from the
+        narrow columns and indexes alone, then the wide rows (the record
+        copies) a chunk at a time, as the caller consumes them; sorting only
+        ids keeps record copies out of SQLite's sorter, and a caller that
+        stops after ten rows fetches ten.  Large results come in one statement.
         """
+        wanted = None if query.limit is None else query.offset + query.limit
         if terms is not None and query.order_by == "rank" and _only_text(query):
             # Nothing to filter on but the text: rank inside FTS5 alone, without
             # joining every match (ties: the most recently indexed first).
             sql = "SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY bm25(fts), rowid DESC"
             params: tuple[object, ...] = (terms.fts_query(),)
+        elif terms is None and (wanted is None or wanted > _ONE_STEP):
+            # A large result walks the time index anyway: one statement, wide
+            # rows straight from it, is cheaper than two steps.
+            body, params = _body(query, terms)
+            sql = (
+                "SELECT s.session_id, s.ino, s.size, s.mtime_ns, s.racy, s.record,"
+                f" s.feature_request {body} ORDER BY {_order(query, terms)}"
+            )
+            try:
+                for sid, ino, fsize, mtime, racy, record, text in self.connection().execute(
+                    sql, params
+                ):
+                    yield IndexRow(sid, Signature(ino, fsize, mtime), racy, record, text)
+            except sqlite3.Error as error:
+                raise IndexUnavailable(str(error)) from error
+            return
         else:
             body, params = _body(query, terms)
             sql = f"SELECT s.id {body} ORDER BY {_order(query, terms)}"
