@@ -44,6 +44,7 @@ from maestro.stores.files import (
     TRASH_PREFIX,
     FileSessionStore,
     decode_record,
+    replace_file,
 )
 from maestro.stores.index import IndexUnavailable, Signature
 
@@ -67,7 +68,6 @@ EXPORT_FORMAT = 1
 IMPORT_PREFIX = ".import-"
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _noop(done: int, total: int) -> None:
@@ -262,23 +262,7 @@ def _write_file(dir_fd: int, relative: str, data: bytes, durable: bool) -> None:
             current = os.open(folder, _DIR_FLAGS, dir_fd=current)
             fds.append(current)
         temp = f".{name}.{secrets.token_hex(4)}.import.tmp"
-        fd = os.open(temp, _NEW_FILE, 0o666, dir_fd=current)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.replace(temp, name, src_dir_fd=current, dst_dir_fd=current)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=current)
-            raise
-        if durable:
-            os.fsync(current)
+        replace_file(current, name, data, temp=temp, durable=durable)
     finally:
         for fd in reversed(fds):
             os.close(fd)

@@ -143,6 +143,45 @@ def decode_record(session_id: str, raw: bytes) -> Session:
     return session
 
 
+class NotDurableError(OSError):
+    """The new file is in place, but the directory fsync after the rename failed."""
+
+
+def replace_file(
+    dir_fd: int, name: str, data: bytes, *, temp: str, durable: bool
+) -> os.stat_result:
+    """Put ``data`` at ``name`` in ``dir_fd`` atomically; the new file's ``stat``.
+
+    Temp file in the same directory, written in full, fsynced, renamed over
+    ``name``, then the directory fsynced (without it the rename itself can be
+    lost in a power cut).  An ``OSError`` means nothing changed and the temp
+    file is gone; :class:`NotDurableError` means the new file is in place but
+    its rename was not confirmed durable.
+    """
+    try:
+        fd = os.open(temp, _TEMP_FLAGS, 0o666, dir_fd=dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+            info = os.fstat(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=dir_fd)
+        raise
+    if durable:
+        try:
+            os.fsync(dir_fd)
+        except OSError as error:
+            raise NotDurableError(error.errno, error.strerror) from error
+    return info
+
+
 def _close(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
@@ -275,35 +314,18 @@ class FileSessionStore:
         data = encode_record(session)
         session_id = session.session_id
         temp = f"{TEMP_PREFIX}{secrets.token_hex(6)}{TEMP_SUFFIX}"
-        replaced = False
         try:
-            fd = os.open(temp, _TEMP_FLAGS, 0o666, dir_fd=sess_fd)
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                if self.durable:
-                    os.fsync(fd)
-                signature = Signature.of(os.fstat(fd))
-            finally:
-                os.close(fd)
-            os.replace(temp, METADATA, src_dir_fd=sess_fd, dst_dir_fd=sess_fd)
-            replaced = True
-            if self.durable:
-                os.fsync(sess_fd)
-            return signature
-        except OSError as error:
-            if not replaced:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp, dir_fd=sess_fd)
-                raise StorageError(session_id, "writing the record", error) from error
+            info = replace_file(sess_fd, METADATA, data, temp=temp, durable=self.durable)
+        except NotDurableError as error:
             raise StorageError(
                 session_id,
                 "syncing the directory after the new record was put in place",
                 error,
                 committed=True,
             ) from error
+        except OSError as error:
+            raise StorageError(session_id, "writing the record", error) from error
+        return Signature.of(info)
 
     def _sweep_temp_files(self, sess_fd: int) -> None:
         """Remove temp files a killed writer left; only called under the lock."""

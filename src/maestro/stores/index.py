@@ -29,6 +29,7 @@ How it stays truthful (the JSON files are the source of truth):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -289,19 +290,29 @@ class SessionIndex:
             except OSError as error:
                 raise IndexUnavailable(f"cannot remove a broken index: {error}") from error
 
-    def _write(self, statements: Iterable[tuple[str, tuple[object, ...]]]) -> None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: committed on success, rolled back on any error.
+
+        ``BEGIN IMMEDIATE`` takes SQLite's write lock at once (waiting up to
+        the timeout), so a transaction never fails half-way for a lock.
+        """
         conn = self.connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for sql, params in statements:
-                    conn.execute(sql, params)
+                yield conn
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as error:
             raise IndexUnavailable(str(error)) from error
+
+    def _write(self, statements: Iterable[tuple[str, tuple[object, ...]]]) -> None:
+        with self._transaction() as conn:
+            for sql, params in statements:
+                conn.execute(sql, params)
 
     def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         try:
@@ -357,14 +368,12 @@ class SessionIndex:
         A row a concurrent writer stored meanwhile is newer and is kept
         (``INSERT OR IGNORE``).  Returns how many rows were inserted.
         """
-        conn = self.connection()
         inserted = 0
         batch: list[tuple[object, ...]] = []
 
         def flush() -> None:
             nonlocal inserted
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction() as conn:
                 before = conn.total_changes
                 conn.executemany(
                     "INSERT OR IGNORE INTO sessions (session_id, status, phase, branch, worktree,"
@@ -374,51 +383,31 @@ class SessionIndex:
                     batch,
                 )
                 inserted += conn.total_changes - before
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             batch.clear()
 
-        try:
-            now_ns = time.time_ns()
-            for session, signature in items:
-                batch.append(_row_values(session, signature, now_ns))
-                if len(batch) >= 4 * _BATCH:
-                    flush()
-                    now_ns = time.time_ns()
-            if batch:
+        now_ns = time.time_ns()
+        for session, signature in items:
+            batch.append(_row_values(session, signature, now_ns))
+            if len(batch) >= 4 * _BATCH:
                 flush()
-            self._write([("INSERT INTO fts (fts) VALUES ('rebuild')", ())])
-        except sqlite3.Error as error:
-            raise IndexUnavailable(str(error)) from error
+                now_ns = time.time_ns()
+        if batch:
+            flush()
+        self._write([("INSERT INTO fts (fts) VALUES ('rebuild')", ())])
         return inserted
 
     def _store_batch(
         self, batch: list[tuple[Session, Signature]], only_if_newer: bool, clear_pending: bool
     ) -> int:
-        conn = self.connection()
         now_ns = time.time_ns()
         written = 0
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for session, signature in batch:
-                    if self._store_one(conn, session, signature, now_ns, only_if_newer):
-                        written += 1
-                    if clear_pending:
-                        conn.execute(
-                            "DELETE FROM pending WHERE session_id = ?", (session.session_id,)
-                        )
-                    conn.execute(
-                        "DELETE FROM unreadable WHERE session_id = ?", (session.session_id,)
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as error:
-            raise IndexUnavailable(str(error)) from error
+        with self._transaction() as conn:
+            for session, signature in batch:
+                if self._store_one(conn, session, signature, now_ns, only_if_newer):
+                    written += 1
+                if clear_pending:
+                    conn.execute("DELETE FROM pending WHERE session_id = ?", (session.session_id,))
+                conn.execute("DELETE FROM unreadable WHERE session_id = ?", (session.session_id,))
         return written
 
     @staticmethod
@@ -471,19 +460,9 @@ class SessionIndex:
         """Drop the rows (and pending marks) of sessions that no longer exist."""
         ids = list(session_ids)
         for start in range(0, len(ids), _BATCH):
-            chunk = ids[start : start + _BATCH]
-            conn = self.connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for session_id in chunk:
-                        self._remove_one(conn, session_id)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as error:
-                raise IndexUnavailable(str(error)) from error
+            with self._transaction() as conn:
+                for session_id in ids[start : start + _BATCH]:
+                    self._remove_one(conn, session_id)
 
     @staticmethod
     def _remove_one(conn: sqlite3.Connection, session_id: str) -> None:
