@@ -402,3 +402,32 @@ def test_an_unreadable_session_warns_on_every_query_and_returns_when_fixed(
     path.write_bytes(good_bytes)  # repaired in place, no directory change
     assert bad.session_id in ids(manager.query_sessions(status=bad.status))
     assert manager.count_sessions() == len(filled)
+
+
+def test_queries_fall_back_to_scanning_on_a_read_only_index(
+    manager: SessionManager,
+    filled: list[Session],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What a read-only directory does to SQLite, simulated (root ignores modes)."""
+    manager.query_sessions()
+    store_of(manager).index.close()  # type: ignore[union-attr]
+    real_connect = sqlite3.connect
+
+    def read_only(path: Any, **kwargs: Any) -> sqlite3.Connection:
+        return real_connect(f"file:{path}?mode=ro", uri=True, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+    fresh = SessionManager(manager.repo_root)
+    sid = filled[0].session_id
+    fresh.transition_state(sid, S.FAILED)  # the write goes through, the index cannot follow
+    with caplog.at_level(logging.WARNING, logger="maestro"):
+        assert ids(fresh.query_sessions(status="failed")) == ids(
+            scan_of(manager).query_sessions(status="failed")
+        )
+        assert fresh.count_sessions(status="failed") == 2
+    assert any("scanning" in r.getMessage() for r in caplog.records)
+    monkeypatch.undo()
+    # writable again: the stale marker makes the next query catch up
+    assert SessionManager(manager.repo_root).count_sessions(status="failed") == 2
