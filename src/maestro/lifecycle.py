@@ -136,23 +136,20 @@ def apply_transition(
     *,
     at: datetime,
     reason: str | None = None,
-    phase: SessionPhase | None = None,
 ) -> Session:
     """Return a copy of ``session`` moved to ``target``, checked and recorded.
 
     Appends to ``history``, keeps ``paused_from``, lets the phase follow the
-    status (unless ``phase`` is given), sets ``completed_at`` and the active
-    ``duration_seconds`` on entering a terminal state.
+    status, sets ``completed_at`` and the active ``duration_seconds`` on
+    entering a terminal state.
     """
     check_transition(session.session_id, session.status, target, session.paused_from)
     entry = StateChange(session.status, target, at, reason)
     paused_from = session.status if target is S.PAUSED else None
-    if phase is None:
-        phase = PHASE_OF_STATUS.get(target, session.current_phase)
     moved = dataclasses.replace(
         session,
         status=target,
-        current_phase=phase,
+        current_phase=PHASE_OF_STATUS.get(target, session.current_phase),
         paused_from=paused_from,
         history=[*session.history, entry],
     )
