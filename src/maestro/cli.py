@@ -668,6 +668,14 @@ def _print_sessions(ctx: Context, sessions: list[Session], total: int | None = N
         click.echo(f"{count} session{'s' if count != 1 else ''}")
 
 
+def _query_and_print(ctx: Context, limit: int | None, filters: dict[str, Any]) -> None:
+    """Query, count what a limit left out, print: what ``list`` and ``search`` share."""
+    manager = ctx.manager()
+    sessions = manager.query_sessions(limit=limit, **filters)
+    total = manager.count_sessions(**filters) if limit is not None else None
+    _print_sessions(ctx, sessions, total)
+
+
 @cli.command("list", epilog=_EPILOG)
 @filter_options
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N sessions.")
@@ -694,11 +702,7 @@ def list_sessions(
       maestro list --status failed --status paused --since 1w
       maestro list --branch main --until 2026-01-31 --limit 20
     """
-    filters = _filters(statuses, phases, branch, since, until, active)
-    manager = ctx.manager()
-    sessions = manager.query_sessions(limit=limit, **filters)
-    total = manager.count_sessions(**filters) if limit is not None else None
-    _print_sessions(ctx, sessions, total)
+    _query_and_print(ctx, limit, _filters(statuses, phases, branch, since, until, active))
 
 
 @cli.command(epilog=_EPILOG)
@@ -729,11 +733,7 @@ def search(
       maestro search 'auth*' --status failed
     """
     filters = _filters(statuses, phases, branch, since, until, active)
-    text = " ".join(words)
-    manager = ctx.manager()
-    sessions = manager.query_sessions(text=text, limit=limit, **filters)
-    total = manager.count_sessions(text=text, **filters) if limit is not None else None
-    _print_sessions(ctx, sessions, total)
+    _query_and_print(ctx, limit, {**filters, "text": " ".join(words)})
 
 
 # ---------------------------------------------------------------- the state machine
