@@ -675,13 +675,21 @@ class FileSessionStore:
         if self.index is None:
             raise SessionValidationError("this store keeps no index")
         root_fd = self._open_root(create=False)
-        if root_fd is None:
-            self.index.remove(self.index.known())
-            return 0
         try:
+            if root_fd is None:
+                if not self.index.path.parent.is_dir():
+                    return 0  # a store nobody wrote to yet: nothing to index or forget
+                self.index.remove(self.index.known())
+                return 0
             return self._reconcile(self.index, root_fd, reread=True)
+        except OSError as error:
+            # Here the index itself was asked for: no scan can stand in for it.
+            if isinstance(error, SessionError) and not isinstance(error, IndexUnavailable):
+                raise
+            raise StorageError(None, "rebuilding the session index", error) from error
         finally:
-            _close(root_fd)
+            if root_fd is not None:
+                _close(root_fd)
 
     def _refresh(self, index: SessionIndex, root_fd: int) -> None:
         """Bring the index in step with the files before it answers."""
@@ -713,8 +721,12 @@ class FileSessionStore:
                     index.remove([session_id])
                     return
                 index.store([(session, signature)])
+        except IndexUnavailable:
+            raise  # the index failed, not the session: nothing to forget
         except LockTimeoutError as error:
-            raise IndexUnavailable(f"session {session_id} is locked") from error
+            raise IndexUnavailable(
+                f"session {session_id} is locked", code=errno.ETIMEDOUT
+            ) from error
         except SessionNotFoundError:
             index.remove([session_id])
         except SessionError:
