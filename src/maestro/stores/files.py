@@ -714,6 +714,8 @@ class FileSessionStore:
             with self._locked(session_id) as (_, sess_fd):
                 try:
                     session, signature = self._load_signed(sess_fd, session_id)
+                except StorageError:
+                    raise  # the disk failed, not the record: keep the mark, retry later
                 except SessionNotFoundError:
                     index.remove([session_id])
                     return
@@ -723,6 +725,8 @@ class FileSessionStore:
                 index.store([(session, signature)])
         except IndexUnavailable:
             raise  # the index failed, not the session: nothing to forget
+        except StorageError as error:
+            raise _not_now(error) from error
         except LockTimeoutError as error:
             raise IndexUnavailable(
                 f"session {session_id} is locked", code=errno.ETIMEDOUT
@@ -848,6 +852,8 @@ class FileSessionStore:
             sess_fd = self._open_session(root_fd, sid)
         except SessionNotFoundError:
             return None
+        except StorageError as error:
+            raise _not_now(error) from error
         except SessionError as error:
             return _Unreadable(Signature(0, 0, 0), str(error))
         try:
@@ -855,6 +861,8 @@ class FileSessionStore:
             return decode_record(sid, raw), Signature.of(info)
         except SessionNotFoundError:
             return None
+        except StorageError as error:
+            raise _not_now(error) from error
         except SessionError as error:
             signature = Signature(0, 0, 0)
             with contextlib.suppress(OSError):
@@ -925,6 +933,13 @@ class FileSessionStore:
                 yield entry.session
             elif not isinstance(entry.error, SessionNotFoundError):
                 log.warning("skipping %s", entry.error)
+
+
+def _not_now(error: StorageError) -> IndexUnavailable:
+    """A session file the disk failed to read (EIO, EMFILE, ...): the record may
+    well be sound, so nothing about it is stored in the index; this query
+    scans instead, and the next one tries again."""
+    return IndexUnavailable(str(error), code=error.errno)
 
 
 @dataclasses.dataclass(frozen=True)
