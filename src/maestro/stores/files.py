@@ -675,13 +675,21 @@ class FileSessionStore:
         if self.index is None:
             raise SessionValidationError("this store keeps no index")
         root_fd = self._open_root(create=False)
-        if root_fd is None:
-            self.index.remove(self.index.known())
-            return 0
         try:
+            if root_fd is None:
+                if not self.index.path.parent.is_dir():
+                    return 0  # a store nobody wrote to yet: nothing to index or forget
+                self.index.remove(self.index.known())
+                return 0
             return self._reconcile(self.index, root_fd, reread=True)
+        except OSError as error:
+            # Here the index itself was asked for: no scan can stand in for it.
+            if isinstance(error, SessionError) and not isinstance(error, IndexUnavailable):
+                raise
+            raise StorageError(None, "rebuilding the session index", error) from error
         finally:
-            _close(root_fd)
+            if root_fd is not None:
+                _close(root_fd)
 
     def _refresh(self, index: SessionIndex, root_fd: int) -> None:
         """Bring the index in step with the files before it answers."""
@@ -706,6 +714,8 @@ class FileSessionStore:
             with self._locked(session_id) as (_, sess_fd):
                 try:
                     session, signature = self._load_signed(sess_fd, session_id)
+                except StorageError:
+                    raise  # the disk failed, not the record: keep the mark, retry later
                 except SessionNotFoundError:
                     index.remove([session_id])
                     return
@@ -713,8 +723,14 @@ class FileSessionStore:
                     index.remove([session_id])
                     return
                 index.store([(session, signature)])
+        except IndexUnavailable:
+            raise  # the index failed, not the session: nothing to forget
+        except StorageError as error:
+            raise _not_now(error) from error
         except LockTimeoutError as error:
-            raise IndexUnavailable(f"session {session_id} is locked") from error
+            raise IndexUnavailable(
+                f"session {session_id} is locked", code=errno.ETIMEDOUT
+            ) from error
         except SessionNotFoundError:
             index.remove([session_id])
         except SessionError:
@@ -836,6 +852,8 @@ class FileSessionStore:
             sess_fd = self._open_session(root_fd, sid)
         except SessionNotFoundError:
             return None
+        except StorageError as error:
+            raise _not_now(error) from error
         except SessionError as error:
             return _Unreadable(Signature(0, 0, 0), str(error))
         try:
@@ -843,6 +861,8 @@ class FileSessionStore:
             return decode_record(sid, raw), Signature.of(info)
         except SessionNotFoundError:
             return None
+        except StorageError as error:
+            raise _not_now(error) from error
         except SessionError as error:
             signature = Signature(0, 0, 0)
             with contextlib.suppress(OSError):
@@ -913,6 +933,13 @@ class FileSessionStore:
                 yield entry.session
             elif not isinstance(entry.error, SessionNotFoundError):
                 log.warning("skipping %s", entry.error)
+
+
+def _not_now(error: StorageError) -> IndexUnavailable:
+    """A session file the disk failed to read (EIO, EMFILE, ...): the record may
+    well be sound, so nothing about it is stored in the index; this query
+    scans instead, and the next one tries again."""
+    return IndexUnavailable(str(error), code=error.errno)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,7 @@ How it stays truthful (the JSON files are the source of truth):
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import threading
@@ -41,6 +42,7 @@ from typing import NamedTuple
 
 import orjson
 
+from maestro.errors import StorageError
 from maestro.models import Session, SessionStatus
 from maestro.search import SearchTerms
 from maestro.stores.base import SessionQuery
@@ -115,8 +117,40 @@ _WIDE_ROWS = (
 _TABLES = ("fts", "pending", "unreadable", "sessions", "meta")
 
 
-class IndexUnavailable(Exception):
-    """SQLite cannot be used now (read-only, locked too long, broken); scan instead."""
+#: SQLite's primary result codes that have an errno counterpart; any other
+#: failure of the index is reported as EIO.
+_ERRNO_OF_SQLITE = {
+    3: errno.EACCES,  # SQLITE_PERM
+    5: errno.EBUSY,  # SQLITE_BUSY
+    6: errno.EBUSY,  # SQLITE_LOCKED
+    8: errno.EROFS,  # SQLITE_READONLY
+    13: errno.ENOSPC,  # SQLITE_FULL
+    23: errno.EACCES,  # SQLITE_AUTH
+}
+
+
+class IndexUnavailable(StorageError):
+    """SQLite cannot be used now (read-only, locked too long, broken, disk full).
+
+    Inside the store it means "scan the files instead".  It is a
+    :class:`StorageError` so that wherever it does reach a caller (rebuilding
+    the index, for one) it is typed like every other storage failure, with an
+    errno that tells why: ``ENOSPC`` when the disk is full.
+    """
+
+    def __init__(self, detail: str, *, code: int | None = None) -> None:
+        OSError.__init__(self, errno.EIO if code is None else code, detail)
+        self.session_id = None
+        self.committed = False
+
+    @classmethod
+    def of(cls, error: sqlite3.Error | OSError) -> IndexUnavailable:
+        """The SQLite (or file system) failure ``error``, keeping its errno."""
+        if isinstance(error, OSError):
+            return cls(str(error.strerror or error), code=error.errno)
+        code = getattr(error, "sqlite_errorcode", None)
+        primary = None if code is None else code & 0xFF
+        return cls(str(error), code=_ERRNO_OF_SQLITE.get(primary or 0, errno.EIO))
 
 
 def to_micros(moment: datetime) -> int:
@@ -217,20 +251,20 @@ class SessionIndex:
             conn = self._open()
         except sqlite3.DatabaseError as error:
             if isinstance(error, sqlite3.OperationalError):
-                raise IndexUnavailable(str(error)) from error
+                raise IndexUnavailable.of(error) from error
             # Not a database any more (a torn copy, garbage): it is derived
             # data, so start afresh.
             self.discard()
             try:
                 conn = self._open()
             except sqlite3.Error as again:
-                raise IndexUnavailable(str(again)) from again
+                raise IndexUnavailable.of(again) from again
         self._local.held = (os.getpid(), conn)
         return conn
 
     def _open(self) -> sqlite3.Connection:
         if not self.path.parent.is_dir():
-            raise IndexUnavailable(f"{self.path.parent} does not exist")
+            raise IndexUnavailable(f"{self.path.parent} does not exist", code=errno.ENOENT)
         conn = sqlite3.connect(
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=True
         )
@@ -259,8 +293,25 @@ class SessionIndex:
                 )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._roll_back(conn)
             raise
+
+    def _roll_back(self, conn: sqlite3.Connection) -> None:
+        """Undo an open transaction after an error, leaving that error to propagate.
+
+        SQLite rolls a transaction back by itself after some errors (a full
+        disk, an I/O error), so a ROLLBACK then would fail with "no transaction
+        is active" and hide the cause.  If the rollback itself fails the
+        connection's state is unknown: it is dropped and the next use reopens.
+        """
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            held: tuple[int, sqlite3.Connection] | None = getattr(self._local, "held", None)
+            if held is not None and held[1] is conn:
+                self.close()
 
     @staticmethod
     def _format(conn: sqlite3.Connection) -> int | None:
@@ -288,7 +339,9 @@ class SessionIndex:
             except FileNotFoundError:
                 pass
             except OSError as error:
-                raise IndexUnavailable(f"cannot remove a broken index: {error}") from error
+                raise IndexUnavailable(
+                    f"cannot remove a broken index: {error.strerror or error}", code=error.errno
+                ) from error
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -304,10 +357,10 @@ class SessionIndex:
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                self._roll_back(conn)
                 raise
         except sqlite3.Error as error:
-            raise IndexUnavailable(str(error)) from error
+            raise IndexUnavailable.of(error) from error
 
     def _write(self, statements: Iterable[tuple[str, tuple[object, ...]]]) -> None:
         with self._transaction() as conn:
@@ -318,7 +371,7 @@ class SessionIndex:
         try:
             return list(self.connection().execute(sql, params))
         except sqlite3.Error as error:
-            raise IndexUnavailable(str(error)) from error
+            raise IndexUnavailable.of(error) from error
 
     # ------------------------------------------------------------ meta
 
@@ -517,7 +570,7 @@ class SessionIndex:
                 for sid, ino, size, mtime, racy, at in rows
             }
         except sqlite3.Error as error:
-            raise IndexUnavailable(str(error)) from error
+            raise IndexUnavailable.of(error) from error
 
     def select(self, query: SessionQuery, terms: SearchTerms | None) -> Iterator[IndexRow]:
         """Candidate rows in the query's order (its window is applied by the caller).
@@ -548,7 +601,7 @@ class SessionIndex:
                 ):
                     yield IndexRow(sid, Signature(ino, fsize, mtime), racy, record, text)
             except sqlite3.Error as error:
-                raise IndexUnavailable(str(error)) from error
+                raise IndexUnavailable.of(error) from error
             return
         else:
             body, params = _body(query, terms)
@@ -568,7 +621,7 @@ class SessionIndex:
                         yield IndexRow(sid, Signature(ino, fsize, mtime), racy, record, text)
                 size = min(size * 4, 4096)
         except sqlite3.Error as error:
-            raise IndexUnavailable(str(error)) from error
+            raise IndexUnavailable.of(error) from error
 
     def count(self, query: SessionQuery, terms: SearchTerms | None) -> int:
         body, params = _body(query, terms)
