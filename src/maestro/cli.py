@@ -213,7 +213,8 @@ def _hint(error: Exception, ctx: Context) -> str:
     if isinstance(error, errors.CorruptSessionError):
         return "run `maestro doctor --fix` to quarantine it"
     if isinstance(error, errors.UnsafePathError):
-        return "run `maestro doctor --fix`"
+        # Without a session the store itself is linked: the message says what to do.
+        return "run `maestro doctor --fix`" if error.session_id else ""
     if isinstance(error, errors.LockTimeoutError):
         return "retry in a moment"
     if isinstance(error, errors.InvalidTransitionError | errors.ConflictError | CommandError):

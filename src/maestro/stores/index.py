@@ -231,6 +231,11 @@ class SessionIndex:
     def _open(self) -> sqlite3.Connection:
         if not self.path.parent.is_dir():
             raise IndexUnavailable(f"{self.path.parent} does not exist")
+        # SQLite follows links: a linked database (a checkout can commit one)
+        # would be created or written wherever it points.
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            if os.path.islink(f"{self.path}{suffix}"):
+                raise IndexUnavailable(f"{self.path}{suffix} is a symlink; not followed")
         conn = sqlite3.connect(
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=True
         )
