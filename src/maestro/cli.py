@@ -37,6 +37,7 @@ from maestro.models import (
     parse_timestamp,
     utcnow,
 )
+from maestro.textsafe import json_text, visible
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -145,7 +146,8 @@ class Context:
             raise CommandError(str(error), EXIT_USAGE) from None
 
     def emit_json(self, payload: Any) -> None:
-        click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+        # Exact strings, but DEL, C1 and bidi controls escaped like C0 ones.
+        click.echo(json_text(json.dumps(payload, indent=2, ensure_ascii=False)))
 
     def glyphs(self) -> Glyphs:
         from maestro.render import ASCII_GLYPHS, UNICODE_GLYPHS
@@ -211,7 +213,8 @@ def _hint(error: Exception, ctx: Context) -> str:
     if isinstance(error, errors.CorruptSessionError):
         return "run `maestro doctor --fix` to quarantine it"
     if isinstance(error, errors.UnsafePathError):
-        return "run `maestro doctor --fix`"
+        # Without a session the store itself is linked: the message says what to do.
+        return "run `maestro doctor --fix`" if error.session_id else ""
     if isinstance(error, errors.LockTimeoutError):
         return "retry in a moment"
     if isinstance(error, errors.InvalidTransitionError | errors.ConflictError | CommandError):
@@ -231,6 +234,7 @@ def fail(ctx: Context, error: Exception) -> NoReturn:
     hint = _hint(error, ctx)
     if hint:
         message += f" ({hint})"
+    message = visible(message)  # it may name a path or echo an argument
     ctx.err.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     sys.exit(_exit_code(error))
 
@@ -267,7 +271,7 @@ class _StderrHandler(logging.Handler):
         self.seen: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = " ".join(self.format(record).split())
+        message = visible(" ".join(self.format(record).split()))
         if message not in self.seen:
             self.seen.add(message)
             click.echo(f"warning: {message}", err=True)
@@ -408,7 +412,7 @@ def _complete_session_ids(
         help_text = None
         if len(ids) <= 30:
             try:
-                help_text = manager.get_session(sid).feature_request[:60]
+                help_text = visible(manager.get_session(sid).feature_request[:60])
             except (errors.SessionError, OSError, ValueError):
                 help_text = None
         items.append(CompletionItem(sid, help=help_text))
@@ -549,7 +553,7 @@ def _moved(ctx: Context, session: Session) -> None:
     if session.current_phase is not None:
         line.append(f"  phase {session.current_phase.value}")
     if change.reason:
-        line.append(f"  ({change.reason})")
+        line.append(f"  ({visible(change.reason)})")
     ctx.out.print(line)
 
 
@@ -602,7 +606,8 @@ def create(
     elif quiet:
         click.echo(session.session_id)
     else:
-        click.echo(f"created session {session.session_id} on branch {session.git_context.branch}")
+        branch = visible(session.git_context.branch)
+        click.echo(f"created session {session.session_id} on branch {branch}")
 
 
 @cli.command(epilog=_EPILOG)
@@ -917,7 +922,7 @@ def update(
         return
     from maestro.render import short_id
 
-    changed = ", ".join(_leaves(updates))
+    changed = visible(", ".join(_leaves(updates)))
     click.echo(f"{short_id(session.session_id)}  updated {changed}  (revision {session.revision})")
 
 
@@ -1017,11 +1022,12 @@ def delete(ctx: Context, session_id: str, yes: bool, expected_revision: int | No
                 EXIT_USAGE,
             )
         session = manager.get_session(sid)
-        request = session.feature_request.replace("\n", " ")
+        request = " ".join(session.feature_request.split())
         if len(request) > 50:
             request = request[:47] + "..."
         if not click.confirm(
-            f"delete session {sid} ({session.status.value}, {request!r}) and all its files?",
+            f"delete session {sid} ({session.status.value}, '{visible(request)}') "
+            "and all its files?",
             default=False,
             err=True,
         ):
@@ -1206,7 +1212,7 @@ def export_cmd(
         return
     click.echo(
         f"exported {result.sessions} session{'s' if result.sessions != 1 else ''} "
-        f"({result.files} files, {result.bytes} bytes) to {result.path}"
+        f"({result.files} files, {result.bytes} bytes) to {visible(str(result.path))}"
     )
 
 
@@ -1233,7 +1239,7 @@ def import_cmd(ctx: Context, archive: Path) -> None:
         )
         return
     click.echo(
-        f"imported {archive.name}: {len(result.created)} created, "
+        f"imported {visible(archive.name)}: {len(result.created)} created, "
         f"{len(result.updated)} updated, {len(result.unchanged)} unchanged"
     )
 
@@ -1299,12 +1305,18 @@ def demo(ctx: Context) -> None:
       maestro demo
       maestro --json demo | jq .history
     """
+    from rich.text import Text
+
     from maestro.demo import demo_clock, run_demo
     from maestro.render import show_view
 
     clock = demo_clock()
     manager = SessionManager(ctx.root, clock=clock)
-    say: Callable[[str], None] = (lambda _: None) if ctx.as_json else ctx.out.print
+
+    def say(line: str) -> None:
+        if not ctx.as_json:  # Text, not markup: the line holds the branch name
+            ctx.out.print(Text(visible(line)))
+
     session: Session = run_demo(manager, say, pace=clock.advance)
     if ctx.as_json:
         ctx.emit_json(session.to_dict())
@@ -1312,7 +1324,8 @@ def demo(ctx: Context) -> None:
     ctx.out.print()
     ctx.out.print(show_view(session, clock.now, width=ctx.out.width, glyphs=ctx.glyphs()))
     ctx.out.print()
-    click.echo(f"stored in {manager.sessions_dir / session.session_id / 'metadata.json'}")
+    stored = manager.sessions_dir / session.session_id / "metadata.json"
+    click.echo(f"stored in {visible(str(stored))}")
     click.echo(f"see it again with: maestro show {session.session_id[:8]}")
 
 

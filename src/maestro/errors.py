@@ -216,10 +216,15 @@ class LockTimeoutError(SessionError, TimeoutError):
 
 
 class UnsafePathError(SessionError, PermissionError):
-    """A path inside the store is a symlink or leads outside it; it was not followed."""
+    """A path inside the store is a symlink or leads outside it; it was not followed.
 
-    def __init__(self, session_id: str, detail: str) -> None:
-        super().__init__(_errno.EPERM, f"session {session_id}: refused: {detail}")
+    ``session_id`` is ``None`` when the store itself (``.flow``, ``sessions/``)
+    is reached through a symlink.
+    """
+
+    def __init__(self, session_id: str | None, detail: str) -> None:
+        what = f"session {session_id}: " if session_id else ""
+        super().__init__(_errno.EPERM, f"{what}refused: {detail}")
         self.session_id = session_id
 
     def __str__(self) -> str:

@@ -14,12 +14,18 @@ single ``git rev-parse`` process.
   HEAD`` prints); a branch without commits yet gives the commit ``unknown``.
 * Outside a repository, or when git cannot be read, every field is
   ``unknown`` except ``repo_root``, which is the directory asked about.
+* Every git file is opened non-blocking and must be a regular file of a
+  bounded size: a ``.git``, ``HEAD``, ``commondir`` or ref that is a FIFO, a
+  device, a directory or absurdly large makes the whole context ``unknown``
+  at once.  No git process is asked then, since it could block on the same
+  file.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 from pathlib import Path
 
@@ -32,10 +38,21 @@ DETACHED = "HEAD"
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _MAX_SYMREF_DEPTH = 5
 _GIT_TIMEOUT = 10.0
+#: ``.git`` files, ``HEAD``, ``commondir`` and loose refs hold one short line.
+_MAX_SMALL_FILE = 4096
+#: ``packed-refs`` grows with the number of refs; far above any real one.
+_MAX_PACKED_REFS = 256 * 1024 * 1024
+# O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOCTTY: opening a
+# terminal device must not make it ours.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 class _Unreadable(Exception):
     """The repository cannot be read directly; ask git instead."""
+
+
+class _OddFile(Exception):
+    """A git file is not a regular file of a sane size; the context is unknown."""
 
 
 def find_toplevel(start: Path) -> Path | None:
@@ -51,9 +68,41 @@ def find_toplevel(start: Path) -> Path | None:
     return None
 
 
+def _read_bytes(path: Path, limit: int) -> bytes:
+    """The contents of a regular file of at most ``limit`` bytes, never blocking.
+
+    ``FileNotFoundError`` when it does not exist; ``_OddFile`` when it is
+    anything but a regular file (checked on the open descriptor, so a swap
+    after a ``stat`` cannot slip a FIFO in) or larger than ``limit``.
+    """
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            raise _OddFile
+        chunks: list[bytes] = []
+        size = 0
+        # Read one byte past the limit: a file that grew since fstat is odd too.
+        while chunk := os.read(fd, limit + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise _OddFile
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _read_text(path: Path) -> str:
-    with path.open("r", encoding="utf-8") as handle:
-        return handle.read(4096).strip()
+    return _read_bytes(path, _MAX_SMALL_FILE).decode("utf-8").strip()
+
+
+def _read_optional(path: Path) -> str | None:
+    """The text of ``path``, or ``None`` when it does not exist."""
+    try:
+        return _read_text(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def _locate(toplevel: Path) -> tuple[Path, Path, str | None]:
@@ -67,10 +116,10 @@ def _locate(toplevel: Path) -> tuple[Path, Path, str | None]:
     gitdir = Path(text[len("gitdir:") :].strip())
     if not gitdir.is_absolute():
         gitdir = toplevel / gitdir
-    commondir_file = gitdir / "commondir"
-    if not commondir_file.exists():
+    commondir = _read_optional(gitdir / "commondir")
+    if commondir is None:
         return gitdir, gitdir, None  # a submodule or a separate git dir, not a worktree
-    common = Path(_read_text(commondir_file))
+    common = Path(commondir)
     if not common.is_absolute():
         common = gitdir / common
     return gitdir, common, gitdir.name
@@ -81,9 +130,8 @@ def _resolve_ref(ref: str, gitdir: Path, common: Path) -> str | None:
     for _ in range(_MAX_SYMREF_DEPTH):
         value: str | None = None
         for base in (gitdir, common):
-            loose = base / ref
-            if loose.is_file():
-                value = _read_text(loose)
+            value = _read_optional(base / ref)
+            if value is not None:
                 break
         if value is None:
             value = _packed_ref(ref, common)
@@ -99,16 +147,16 @@ def _resolve_ref(ref: str, gitdir: Path, common: Path) -> str | None:
 
 
 def _packed_ref(ref: str, common: Path) -> str | None:
-    packed = common / "packed-refs"
-    if not packed.is_file():
+    try:
+        text = _read_bytes(common / "packed-refs", _MAX_PACKED_REFS).decode("utf-8")
+    except FileNotFoundError:
         return None
-    with packed.open("r", encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith(("#", "^")):
-                continue
-            sha, _, name = line.rstrip("\n").partition(" ")
-            if name == ref:
-                return sha
+    for line in text.split("\n"):
+        if line.startswith(("#", "^")):
+            continue
+        sha, _, name = line.partition(" ")
+        if name == ref:
+            return sha
     return None
 
 
@@ -210,6 +258,8 @@ def capture_git_context(path: str | os.PathLike[str], *, method: str = "auto") -
         return _unknown(where)
     try:
         return _read_directly(toplevel)
+    except _OddFile:
+        return _unknown(where)
     except (_Unreadable, OSError, UnicodeDecodeError, ValueError):
         if method == "files":
             return _unknown(where)

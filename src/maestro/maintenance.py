@@ -572,6 +572,9 @@ def _index_health(store: FileSessionStore, signatures: dict[str, Signature]) -> 
 
 def _repair(store: FileSessionStore, root_fd: int, report: DoctorReport) -> None:
     quarantine = store.sessions_dir.parent / "quarantine"
+    if (report.corrupt or report.unsafe) and quarantine.is_symlink():
+        # Moving sessions into a link would move them wherever it points.
+        raise UnsafePathError(None, f"{quarantine} is a symlink; nothing was quarantined")
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     for sid in [*report.corrupt, *report.unsafe]:
         quarantine.mkdir(parents=True, exist_ok=True)

@@ -116,6 +116,12 @@ class SessionManager:
     else the working directory.  ``store`` replaces the default file store
     (whose ``index=False`` turns off the SQLite query index); ``clock``
     replaces the source of timestamps (tests).
+
+    No directory between ``repo_root`` and ``sessions/`` (``.flow``,
+    ``.flow/maestro``, ``sessions``) may be a symlink: a checkout can commit
+    one that points anywhere.  ``allow_symlinked_root=True`` (or
+    ``$MAESTRO_ALLOW_SYMLINKED_ROOT=1``) follows them; an explicit
+    ``repo_root`` does not, it only says where ``.flow`` is.
     """
 
     #: The whitelist of state transitions (see :mod:`maestro.lifecycle`).
@@ -132,11 +138,17 @@ class SessionManager:
         durable: bool = True,
         index: bool = True,
         clock: Callable[[], datetime] | None = None,
+        allow_symlinked_root: bool | None = None,
     ) -> None:
         self.repo_root = resolve_root(repo_root)
         self.sessions_dir = self.repo_root / ".flow" / "maestro" / "sessions"
         self.store: SessionStore = store or FileSessionStore(
-            self.sessions_dir, lock_timeout=lock_timeout, durable=durable, index=index
+            self.sessions_dir,
+            lock_timeout=lock_timeout,
+            durable=durable,
+            index=index,
+            base=self.repo_root,
+            allow_symlinked_root=allow_symlinked_root,
         )
         self._clock = clock or utcnow
 

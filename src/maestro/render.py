@@ -3,7 +3,9 @@
 Nothing here reads or writes sessions: every function turns library objects
 into Rich renderables.  Text that comes from users (feature requests,
 reasons, branch names) always goes in as :class:`rich.text.Text`, never as a
-markup string, so brackets in it are printed as they are.
+markup string, so brackets in it are printed as they are, and through
+:func:`maestro.textsafe.visible`, so control characters and bidi overrides in
+it are shown as escapes instead of reaching the terminal.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from maestro.lifecycle import Segment, phase_durations, segments
 from maestro.maintenance import DoctorReport
 from maestro.models import Session, SessionStatus, utcnow
 from maestro.stats import SessionStats
+from maestro.textsafe import visible
 
 __all__ = [
     "ASCII_GLYPHS",
@@ -148,22 +151,22 @@ def session_details(session: Session, now: datetime | None = None) -> Table:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     git = session.git_context
-    where = Text(f"{git.branch} @ {git.commit[:12]}")
+    where = Text(f"{visible(git.branch)} @ {visible(git.commit[:12])}")
     if git.is_worktree:
-        where.append(f" (worktree {git.worktree_name})")
+        where.append(f" (worktree {visible(str(git.worktree_name))})")
     status = status_text(session.status)
     if session.paused_from is not None:
         status.append(f"  (from {session.paused_from.value})", style="dim")
     stats = session.statistics
     rows: list[tuple[str, RenderableType]] = [
         ("id", session.session_id),
-        ("request", Text(session.feature_request)),
+        ("request", Text(visible(session.feature_request))),
         ("status", status),
         ("phase", session.current_phase.value if session.current_phase else "-"),
         ("git", where),
     ]
     if session.prd_reference is not None:
-        rows.append(("prd", Text(session.prd_reference.path)))
+        rows.append(("prd", Text(visible(session.prd_reference.path))))
     rows += [
         ("created", _when(session.created_at, now)),
         ("updated", _when(session.updated_at, now)),
@@ -238,7 +241,7 @@ def history_table(session: Session, now: datetime | None = None, *, compact: boo
             status_text(entry.from_status),
             status_text(entry.to_status),
             lasted,
-            Text(entry.reason or ""),
+            Text(visible(entry.reason or "")),
         )
     return table
 
@@ -467,7 +470,8 @@ def fitted_table(
 
 
 def _one_line(text: str) -> Text:
-    return Text(" ".join(text.split()))
+    # Whitespace (line breaks included) becomes single spaces; other controls escapes.
+    return Text(visible(" ".join(text.split())))
 
 
 def sessions_table(
@@ -483,7 +487,7 @@ def sessions_table(
             short_id(session.session_id),
             status_text(session.status),
             session.current_phase.value if session.current_phase else "-",
-            Text(session.git_context.branch),
+            Text(visible(session.git_context.branch)),
             relative_time(session.created_at, now),
             _one_line(session.feature_request),
         )
@@ -599,7 +603,7 @@ def stats_view(stats: SessionStats, *, width: int = 80, glyphs: Glyphs = UNICODE
     shown = list(stats.by_branch.items())[:10]
     top = max(count for _, count in shown)
     for name, count in shown:
-        by_branch.add_row(Text(name), Text(bar(count, top, bar_width, glyphs)), str(count))
+        by_branch.add_row(Text(visible(name)), Text(bar(count, top, bar_width, glyphs)), str(count))
     parts += [Text("by branch", style="bold"), by_branch]
     hidden = len(stats.by_branch) - len(shown)
     if hidden > 0:
@@ -619,7 +623,7 @@ def doctor_view(report: DoctorReport, after: DoctorReport | None = None) -> Grou
     def problem(kind: str, items: Sequence[str]) -> None:
         if items:
             lines.append(Text(f"{kind} ({len(items)}):", style="bold red"))
-            lines.extend(Text(f"  {item}") for item in items)
+            lines.extend(Text(f"  {visible(item)}") for item in items)
 
     problem("corrupt", [f"{sid}: {why}" for sid, why in report.corrupt.items()])
     problem("unsafe", [f"{sid}: {why}" for sid, why in report.unsafe.items()])
@@ -638,7 +642,7 @@ def doctor_view(report: DoctorReport, after: DoctorReport | None = None) -> Grou
     lines.append(Text(f"index: {report.index}", style="" if index_ok else "bold red"))
     if report.fixed:
         lines.append(Text("fixed:", style="bold green"))
-        lines.extend(Text(f"  {item}") for item in report.fixed)
+        lines.extend(Text(f"  {visible(item)}") for item in report.fixed)
     final = after if after is not None else report
     if final.healthy:
         lines.append(Text("healthy", style="bold green"))

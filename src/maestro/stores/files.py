@@ -28,6 +28,12 @@ Safety: ids are canonical UUIDs before they reach the filesystem, and all
 access below ``sessions/`` goes through directory descriptors with
 ``O_NOFOLLOW``: a session directory or ``metadata.json`` that is a symlink is
 refused, never followed, and a name can never resolve outside the root.
+Above it, no directory between the store's base (for a manager, the root
+holding ``.flow``) and ``sessions/`` may be a symlink: a ``.flow``,
+``.flow/maestro`` or ``sessions`` that is one (a cloned repository can commit
+one) is refused before anything is read or made through it, unless
+``allow_symlinked_root`` or ``$MAESTRO_ALLOW_SYMLINKED_ROOT=1`` says to
+follow it.
 """
 
 from __future__ import annotations
@@ -72,7 +78,13 @@ from maestro.stores.index import (
     boot_id,
 )
 
-__all__ = ["METADATA", "FileSessionStore", "decode_record", "encode_record"]
+__all__ = [
+    "ALLOW_SYMLINKED_ROOT",
+    "METADATA",
+    "FileSessionStore",
+    "decode_record",
+    "encode_record",
+]
 
 log = logging.getLogger("maestro")
 
@@ -85,6 +97,8 @@ INDEX_FILE = "index.sqlite3"
 STALE_MARKER = "index.stale"
 TRASH_MARKER = "trash.pending"
 MAX_RECORD_BYTES = 64 * 1024 * 1024
+#: Set to ``1`` to let a store be reached through symlinked directories.
+ALLOW_SYMLINKED_ROOT = "MAESTRO_ALLOW_SYMLINKED_ROOT"
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NOFOLLOW_DIR = _DIR_FLAGS | os.O_NOFOLLOW
@@ -198,6 +212,11 @@ class FileSessionStore:
     ``durable=False`` skips the fsyncs (tests and throw-away stores only);
     ``index=False`` answers every query by reading all the files instead of
     keeping the SQLite index beside them (see :mod:`maestro.stores.index`).
+
+    ``base`` is a directory above ``sessions_dir`` (default: its parent): no
+    directory from there down to ``sessions_dir`` may be a symlink, unless
+    ``allow_symlinked_root`` is true (default: ``$MAESTRO_ALLOW_SYMLINKED_ROOT``
+    is ``1``).  ``base`` itself may be one: it is where the caller chose to be.
     """
 
     def __init__(
@@ -207,8 +226,18 @@ class FileSessionStore:
         lock_timeout: float = 10.0,
         durable: bool = True,
         index: bool = True,
+        base: str | os.PathLike[str] | None = None,
+        allow_symlinked_root: bool | None = None,
     ) -> None:
         self.sessions_dir = Path(sessions_dir).absolute()
+        self.base = Path(base).absolute() if base is not None else self.sessions_dir.parent
+        try:
+            self._below_base = self.sessions_dir.relative_to(self.base).parts
+        except ValueError:
+            raise SessionValidationError(f"{self.sessions_dir} is not below {self.base}") from None
+        if allow_symlinked_root is None:
+            allow_symlinked_root = os.environ.get(ALLOW_SYMLINKED_ROOT) == "1"
+        self.allow_symlinked_root = allow_symlinked_root
         self.lock_timeout = lock_timeout
         self.durable = durable
         self.index: SessionIndex | None = (
@@ -225,20 +254,66 @@ class FileSessionStore:
     # ------------------------------------------------------------ descriptors
 
     def _open_root(self, *, create: bool) -> int | None:
-        """A descriptor of ``sessions/``; ``None`` if it does not exist and not ``create``."""
+        """A descriptor of ``sessions/``; ``None`` if it does not exist and not ``create``.
+
+        Unless symlinks are allowed, every directory below ``base`` is checked
+        not to be a symlink before anything is made, ``sessions/`` is opened
+        with ``O_NOFOLLOW``, and the check is repeated after the open, which
+        must have reached the very directory now found without links.
+        """
+        guarded = not self.allow_symlinked_root and bool(self._below_base)
+        if guarded:
+            self._refuse_symlinks()
+        flags = _NOFOLLOW_DIR if guarded else _DIR_FLAGS
+        fd = self._open_sessions_dir(flags, create=create)
+        if fd is not None and guarded:
+            try:
+                self._refuse_symlinks()
+                on_disk = os.stat(self.sessions_dir, follow_symlinks=False)
+                if not _same_file(on_disk, os.fstat(fd)):
+                    raise UnsafePathError(None, f"{self.sessions_dir} changed while it was opened")
+            except FileNotFoundError as error:
+                os.close(fd)
+                raise StorageError(None, f"opening {self.sessions_dir}", error) from error
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
+
+    def _refuse_symlinks(self) -> None:
+        """Raise ``UnsafePathError`` naming the first symlink between ``base`` and ``sessions/``."""
+        path = self.base
+        for name in self._below_base:
+            path = path / name
+            try:
+                info = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                return  # nothing below exists yet
+            except OSError as error:
+                raise StorageError(None, f"opening {path}", error) from error
+            if stat.S_ISLNK(info.st_mode):
+                raise UnsafePathError(
+                    None,
+                    f"{path} is a symlink; the store is not reached through links "
+                    f"(set {ALLOW_SYMLINKED_ROOT}=1 to follow them)",
+                )
+
+    def _open_sessions_dir(self, flags: int, *, create: bool) -> int | None:
         try:
-            return os.open(self.sessions_dir, _DIR_FLAGS)
+            return os.open(self.sessions_dir, flags)
         except FileNotFoundError:
             if not create:
                 return None
         except OSError as error:
+            if error.errno == errno.ELOOP:
+                self._refuse_symlinks()  # a link swapped in since the check above
             raise StorageError(None, f"opening {self.sessions_dir}", error) from error
         try:
             missing = [p for p in (self.sessions_dir, *self.sessions_dir.parents) if not p.exists()]
             self.sessions_dir.mkdir(parents=True, exist_ok=True)
             if self.durable and missing:
                 self._fsync_path(missing[-1].parent)
-            return os.open(self.sessions_dir, _DIR_FLAGS)
+            return os.open(self.sessions_dir, flags)
         except OSError as error:
             raise StorageError(None, f"creating {self.sessions_dir}", error) from error
 
@@ -543,7 +618,8 @@ class FileSessionStore:
             log.warning("could not remove %s: %s (the next delete retries)", name, error)
             self._trash_left = True  # in case the marker cannot be made either
             with contextlib.suppress(OSError):
-                os.close(os.open(self._trash_marker(), os.O_WRONLY | os.O_CREAT, 0o666))
+                flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                os.close(os.open(self._trash_marker(), flags, 0o666))
 
     def _trash_marker(self) -> Path:
         return self.sessions_dir.parent / TRASH_MARKER
@@ -565,12 +641,15 @@ class FileSessionStore:
 
     def session_ids(self, prefix: str = "") -> list[str]:
         """Names of the session directories (canonical ids) starting with ``prefix``."""
-        try:
-            names = os.listdir(self.sessions_dir)
-        except FileNotFoundError:
+        root_fd = self._open_root(create=False)
+        if root_fd is None:
             return []
+        try:
+            names = os.listdir(root_fd)
         except OSError as error:
             raise StorageError(None, "listing the sessions", error) from error
+        finally:
+            _close(root_fd)
         return sorted(n for n in names if n.startswith(prefix) and is_session_id(n))
 
     def scan(self) -> Iterator[ScanEntry]:
@@ -638,7 +717,8 @@ class FileSessionStore:
             self.index.mark_pending(session_id)
         except IndexUnavailable as error:
             try:
-                fd = os.open(self._stale_marker(), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(self._stale_marker(), flags, 0o666)
                 os.close(fd)
             except OSError as marker_error:
                 raise StorageError(

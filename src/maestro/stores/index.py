@@ -265,6 +265,13 @@ class SessionIndex:
     def _open(self) -> sqlite3.Connection:
         if not self.path.parent.is_dir():
             raise IndexUnavailable(f"{self.path.parent} does not exist", code=errno.ENOENT)
+        # SQLite follows links: a linked database (a checkout can commit one)
+        # would be created or written wherever it points.
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            if os.path.islink(f"{self.path}{suffix}"):
+                raise IndexUnavailable(
+                    f"{self.path}{suffix} is a symlink; not followed", code=errno.ELOOP
+                )
         conn = sqlite3.connect(
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=True
         )
