@@ -724,7 +724,7 @@ class FileSessionStore:
         index.claim(here)  # an index of another root or history is emptied
         stale = self._stale_marker().exists()
         if stale or index.get_meta("boot") != boot_id():
-            self._reconcile(index, root_fd)
+            self._reconcile(index, root_fd, verify=True)
             index.set_meta(boot=boot_id())
             if stale:
                 with contextlib.suppress(FileNotFoundError):
@@ -786,6 +786,7 @@ class FileSessionStore:
         index: SessionIndex,
         root_fd: int,
         *,
+        verify: bool = False,
         reread: bool = False,
         only: set[str] | None = None,
     ) -> int:
@@ -797,7 +798,10 @@ class FileSessionStore:
         holds a lower revision, and its new directory may even reuse the old
         one's inode number, but its ``metadata.json`` carries the backup's
         mtime.  That costs one ``stat`` per session, paid only when
-        ``sessions/`` itself changed.  ``reread`` re-reads every file,
+        ``sessions/`` itself changed.  ``verify`` also re-reads the rows
+        whose file's mtime was too recent to be trusted when they were made
+        (after a reboot: a change within that tick may not show), ``reread``
+        re-reads every file,
         ``only`` just these.  The directory's own signature is taken first,
         so a change made during the listing is seen by the next query.
         Returns how many rows were written.
@@ -826,7 +830,7 @@ class FileSessionStore:
                 except OSError:
                     yield sid
                     continue
-                if entry.racy or Signature.of(info) != entry.signature:
+                if (verify and entry.racy) or Signature.of(info) != entry.signature:
                     yield sid
 
         missing: list[str] = []
