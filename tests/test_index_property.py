@@ -1,14 +1,18 @@
 """Property: whatever happens to the files, indexed queries equal a brute-force scan.
 
 Random operations go through the library, around it (session directories
-copied in or removed by hand, records edited in place and then reindexed) and
-through simulated crashes (the JSON written, the index update lost).  After
-every step, random queries answered by the index are compared with the same
-queries answered by reading every file.
+copied in or removed by hand, records edited in place and then reindexed, a
+directory restored from an older copy, the index swapped for the one of a
+diverged copy of the root) and through simulated crashes (the JSON written,
+the index update lost).  Feature requests mix scripts (Latin with accents,
+Greek, Cyrillic, CJK, Hangul, emoji).  After every step, random queries
+answered by the index are compared with the same queries answered by reading
+every file.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import tempfile
@@ -26,6 +30,19 @@ from maestro.lifecycle import allowed_targets
 from .conftest import PROTOTYPE_RECORDS, PROTOTYPE_SESSIONS
 
 WORDS = ["oauth", "login", "payment", "résumé", "api", "cache", "flaky", "test"]
+WORDS += ["λόγος", "Привет", "ログイン", "機能", "한국어", "검색", "naïve🚀"]
+SEARCHES = [
+    "oau*",
+    "login test",
+    "resume",
+    "ΛΟΓΟΣ",
+    "привет",
+    "ログイン",
+    "機能",
+    "한국어",
+    "검*",
+    "naive",
+]
 BRANCHES = ["main", "feat/a", "feat/b"]
 
 queries = st.fixed_dictionaries(
@@ -35,7 +52,7 @@ queries = st.fixed_dictionaries(
         | st.lists(st.sampled_from(SessionStatus), min_size=1, max_size=3),
         "branch": st.sampled_from(BRANCHES),
         "phase": st.sampled_from(["plan", "implement", "validate"]),
-        "text": st.sampled_from([*WORDS, "oau*", "login test", "resume"]),
+        "text": st.sampled_from([*WORDS, *SEARCHES]),
         "limit": st.integers(0, 6),
         "offset": st.integers(0, 3),
         "created_after": st.integers(0, 40).map(
@@ -55,6 +72,7 @@ class IndexAgainstScan(RuleBasedStateMachine):
         self.manager = self._open()
         self.scan = SessionManager(self.root, index=False, durable=False)
         self.ids: list[str] = []
+        self.backups = Path(tempfile.mkdtemp(prefix="maestro-backups-"))
 
     def _clock(self) -> datetime:
         self.minute += 1
@@ -65,6 +83,7 @@ class IndexAgainstScan(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.backups, ignore_errors=True)
 
     @rule(
         words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=3),
@@ -140,6 +159,52 @@ class IndexAgainstScan(RuleBasedStateMachine):
         path.write_text(json.dumps(record, indent=2))
         self.manager.rebuild_index()
 
+    @precondition(lambda self: self.ids)
+    @rule(data=st.data())
+    def back_up_a_directory(self, data: st.DataObject) -> None:
+        sid = data.draw(st.sampled_from(self.ids))
+        shutil.rmtree(self.backups / sid, ignore_errors=True)
+        shutil.copytree(self.manager.sessions_dir / sid, self.backups / sid)  # keeps mtimes
+
+    @precondition(lambda self: any(self.backups.iterdir()))
+    @rule(data=st.data())
+    def restore_an_older_copy(self, data: st.DataObject) -> None:
+        """``rm -rf`` the directory, ``cp -a`` its backup back: a lower revision."""
+        sid = data.draw(st.sampled_from(sorted(p.name for p in self.backups.iterdir())))
+        target = self.manager.sessions_dir / sid
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(self.backups / sid, target)
+        if sid not in self.ids:
+            self.ids.append(sid)
+
+    @precondition(lambda self: self.ids)
+    @rule(data=st.data(), query_in_twin=st.booleans())
+    def swap_in_the_index_of_a_diverged_twin(
+        self, data: st.DataObject, query_in_twin: bool
+    ) -> None:
+        """Copy the root, change a session in the copy, take the copy's index back."""
+        index = self.manager.store.index
+        assert index is not None
+        index.close()
+        gc.collect()  # managers dropped by ``reopen`` close their connections
+        twin_root = Path(tempfile.mkdtemp(prefix="maestro-twin-"))
+        try:
+            shutil.copytree(self.root / ".flow", twin_root / ".flow")
+            twin = SessionManager(twin_root, durable=False, clock=self._clock)
+            sid = data.draw(st.sampled_from(self.ids))
+            twin.update_session(sid, {"feature_request": "twin"})
+            if query_in_twin:
+                twin.query_sessions()
+            twin_index = twin.store.index
+            assert twin_index is not None
+            twin_index.close()
+            del twin
+            gc.collect()
+            name = Path(".flow/maestro/index.sqlite3")
+            shutil.copyfile(twin_root / name, self.root / name)
+        finally:
+            shutil.rmtree(twin_root, ignore_errors=True)
+
     @rule()
     def reopen(self) -> None:
         self.manager = self._open()
@@ -174,7 +239,7 @@ class IndexAgainstScan(RuleBasedStateMachine):
             assert self.manager.count_sessions(status=status) == len(
                 self.scan.query_sessions(status=status)
             )
-        for word in ("oauth", "login", "resume"):
+        for word in ("oauth", "login", "resume", "ログイン", "한국어", "λογος"):
             assert self.manager.count_sessions(text=word) == len(
                 self.scan.query_sessions(text=word)
             )

@@ -46,7 +46,7 @@ from maestro.stores.files import (
     decode_record,
     replace_file,
 )
-from maestro.stores.index import IndexUnavailable, Signature
+from maestro.stores.index import IndexUnavailable, Signature, row_content
 
 __all__ = [
     "DoctorReport",
@@ -438,6 +438,8 @@ class DoctorReport:
     temp_files: list[str] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)
     index: str = "ok"
+    #: Sessions whose index row differs from their file, or that have none.
+    stale_rows: list[str] = field(default_factory=list)
     fixed: list[str] = field(default_factory=list)
     #: The problems above that ``fix`` resolved (ids, temp file paths, leftover names).
     resolved: set[str] = field(default_factory=set)
@@ -462,6 +464,7 @@ class DoctorReport:
             "temp_files": self.temp_files,
             "leftovers": self.leftovers,
             "index": self.index,
+            "stale_rows": self.stale_rows,
             "fixed": self.fixed,
             "resolved": sorted(self.resolved),
         }
@@ -495,9 +498,10 @@ def doctor(
         for number, sid in enumerate(ids, 1):
             _examine(store, root_fd, sid, report, signatures)
             progress(number, len(ids))
-        report.index = _index_health(store, signatures)
+        report.index = _index_health(store, root_fd, signatures, report)
         if fix:
             _repair(store, root_fd, report)
+            _reindex_stale(store, report)
         if store.index is not None and (fix or reindex):
             store.rebuild_index()
             report.index = "rebuilt"
@@ -544,30 +548,93 @@ def _examine(
         os.close(sess_fd)
 
 
-def _index_health(store: FileSessionStore, signatures: dict[str, Signature]) -> str:
-    if store.index is None:
+def _index_health(
+    store: FileSessionStore, root_fd: int, signatures: dict[str, Signature], report: DoctorReport
+) -> str:
+    """Compare every row of the index with its file: signature and content.
+
+    A row whose signature matches can still be stale (a record edited in
+    place within one mtime tick, or its mtime put back), so each file is read
+    again and the row's columns compared with what the record gives.  A
+    session being written meanwhile (pending, or its file changed since it
+    was read) is not counted.  The stale sessions are listed in
+    ``report.stale_rows``.
+    """
+    index = store.index
+    if index is None:
         return "off"
-    if not store.index.path.exists():
+    if not index.path.exists():
         return "missing (built by the next query)"
     try:
-        known = store.index.known()
-        pending = store.index.pending()
+        pending = set(index.pending())
+        compared: dict[str, Signature | None] = {}
+        extra = 0
+        seen: set[str] = set()
+        for sid, signature, content in index.contents():
+            seen.add(sid)
+            if sid not in signatures:
+                extra += 1
+            elif sid not in pending and not _row_matches(store, root_fd, sid, signature, content):
+                compared[sid] = signature
+        compared.update((sid, None) for sid in signatures if sid not in seen)
+        if compared:
+            # A row a writer stored since it was compared is not stale.
+            now = index.known()
+            pending = set(index.pending())
+            for sid in list(compared):
+                row = now.get(sid)
+                if sid in pending or (row.signature if row else None) != compared[sid]:
+                    del compared[sid]
+        stale = list(compared)
+        search_ok = index.search_consistent()
     except IndexUnavailable as error:
         return f"unavailable ({error})"
-    differing = sum(
-        1 for sid, signature in signatures.items() if known.get(sid, (None,))[0] != signature
-    )
-    extra = len(set(known) - set(signatures))
+    report.stale_rows = sorted(stale)
     problems = []
-    if differing:
-        problems.append(f"{differing} session(s) missing or outdated")
+    if stale:
+        shown = ", ".join(report.stale_rows[:5]) + (", ..." if len(stale) > 5 else "")
+        problems.append(f"{len(stale)} session(s) missing or outdated ({shown})")
     if extra:
         problems.append(f"{extra} row(s) without a readable session")
     if pending:
         problems.append(f"{len(pending)} interrupted write(s)")
+    if not search_ok:
+        problems.append("the full-text index disagrees with the rows")
     if (store.sessions_dir.parent / "index.stale").exists():
         problems.append("marked stale")
-    return "stale: " + ", ".join(problems) if problems else "ok"
+    return "stale: " + "; ".join(problems) if problems else "ok"
+
+
+def _row_matches(
+    store: FileSessionStore,
+    root_fd: int,
+    sid: str,
+    signature: Signature,
+    content: tuple[object, ...],
+) -> bool:
+    """Whether an index row is the one its file gives (or the file is being replaced)."""
+    outcome = store._read_for_index(root_fd, sid)
+    if not isinstance(outcome, tuple):
+        return True  # gone or unreadable since examined: counted elsewhere
+    session, on_disk = outcome
+    if on_disk == signature and row_content(session) == content:
+        return True
+    # A writer may have replaced the file since the row was fetched: only a
+    # file that stayed as read makes the row stale.
+    return store._current(root_fd)(sid) != on_disk
+
+
+def _reindex_stale(store: FileSessionStore, report: DoctorReport) -> None:
+    """Re-read the files of the stale rows into the index."""
+    if store.index is None or not report.stale_rows:
+        return
+    try:
+        store.reindex(report.stale_rows)
+    except (IndexUnavailable, SessionError) as error:
+        log.warning("could not reindex the stale rows: %s", error)
+        return
+    report.fixed.append(f"reindexed {len(report.stale_rows)} stale row(s)")
+    report.resolved.update(report.stale_rows)
 
 
 def _repair(store: FileSessionStore, root_fd: int, report: DoctorReport) -> None:

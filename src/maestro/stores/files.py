@@ -71,8 +71,10 @@ from maestro.schema import migrate, validate_record
 from maestro.stores.base import ScanEntry, SessionQuery, Transform
 from maestro.stores.index import (
     RACY_NS,
+    CurrentSignature,
     IndexRow,
     IndexUnavailable,
+    Item,
     SessionIndex,
     Signature,
     boot_id,
@@ -81,6 +83,7 @@ from maestro.stores.index import (
 __all__ = [
     "ALLOW_SYMLINKED_ROOT",
     "METADATA",
+    "PENDING_WAIT",
     "FileSessionStore",
     "decode_record",
     "encode_record",
@@ -99,6 +102,10 @@ TRASH_MARKER = "trash.pending"
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 #: Set to ``1`` to let a store be reached through symlinked directories.
 ALLOW_SYMLINKED_ROOT = "MAESTRO_ALLOW_SYMLINKED_ROOT"
+#: The longest a query waits, in total, for the locks of sessions whose
+#: writers have not finished (seconds).  A session still locked after that
+#: is answered from its index row, its last committed state, with a warning.
+PENDING_WAIT = 1.0
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NOFOLLOW_DIR = _DIR_FLAGS | os.O_NOFOLLOW
@@ -211,7 +218,10 @@ class FileSessionStore:
     ``lock_timeout`` bounds how long a writer waits for another one;
     ``durable=False`` skips the fsyncs (tests and throw-away stores only);
     ``index=False`` answers every query by reading all the files instead of
-    keeping the SQLite index beside them (see :mod:`maestro.stores.index`).
+    keeping the SQLite index beside them (see :mod:`maestro.stores.index`);
+    ``pending_wait`` bounds the time a query waits, in total, for writers
+    still holding the locks of sessions it must bring up to date
+    (:data:`PENDING_WAIT`, one second).
 
     ``base`` is a directory above ``sessions_dir`` (default: its parent): no
     directory from there down to ``sessions_dir`` may be a symlink, unless
@@ -228,6 +238,7 @@ class FileSessionStore:
         index: bool = True,
         base: str | os.PathLike[str] | None = None,
         allow_symlinked_root: bool | None = None,
+        pending_wait: float = PENDING_WAIT,
     ) -> None:
         self.sessions_dir = Path(sessions_dir).absolute()
         self.base = Path(base).absolute() if base is not None else self.sessions_dir.parent
@@ -240,8 +251,13 @@ class FileSessionStore:
         self.allow_symlinked_root = allow_symlinked_root
         self.lock_timeout = lock_timeout
         self.durable = durable
+        self.pending_wait = pending_wait
         self.index: SessionIndex | None = (
-            SessionIndex(self.sessions_dir.parent / INDEX_FILE, timeout=lock_timeout)
+            SessionIndex(
+                self.sessions_dir.parent / INDEX_FILE,
+                timeout=lock_timeout,
+                sessions_dir=self.sessions_dir,
+            )
             if index
             else None
         )
@@ -420,13 +436,20 @@ class FileSessionStore:
     # ------------------------------------------------------------ locking
 
     @contextlib.contextmanager
-    def _locked(self, session_id: str) -> Iterator[tuple[int, int]]:
-        """Hold the session's lock; yields (root fd, session dir fd)."""
+    def _locked(
+        self, session_id: str, *, deadline: float | None = None
+    ) -> Iterator[tuple[int, int]]:
+        """Hold the session's lock; yields (root fd, session dir fd).
+
+        Waits until ``deadline`` (``time.monotonic()``), by default
+        ``lock_timeout`` from now, then raises ``LockTimeoutError``.
+        """
         root_fd = self._open_root(create=False)
         if root_fd is None:
             raise SessionNotFoundError(session_id)
         try:
-            deadline = time.monotonic() + self.lock_timeout
+            if deadline is None:
+                deadline = time.monotonic() + self.lock_timeout
             while True:
                 sess_fd = self._open_session(root_fd, session_id)
                 try:
@@ -771,8 +794,23 @@ class FileSessionStore:
             if root_fd is not None:
                 _close(root_fd)
 
+    def reindex(self, session_ids: list[str]) -> int:
+        """Re-read these sessions' files into the index; returns the rows written."""
+        if self.index is None:
+            raise SessionValidationError("this store keeps no index")
+        root_fd = self._open_root(create=False)
+        if root_fd is None:
+            self.index.remove(session_ids)
+            return 0
+        try:
+            return self._reconcile(self.index, root_fd, only=set(session_ids))
+        finally:
+            _close(root_fd)
+
     def _refresh(self, index: SessionIndex, root_fd: int) -> None:
         """Bring the index in step with the files before it answers."""
+        here = os.fstat(root_fd)
+        index.claim(here)  # an index of another root or history is emptied
         stale = self._stale_marker().exists()
         if stale or index.get_meta("boot") != boot_id():
             self._reconcile(index, root_fd, verify=True)
@@ -780,18 +818,24 @@ class FileSessionStore:
             if stale:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._stale_marker())
+        # One bound for all the locks this query may wait for, not one each.
+        deadline = time.monotonic() + self.pending_wait
         for session_id in index.pending():
-            self._repair(index, session_id)
-        here = os.fstat(root_fd)
+            self._repair(index, session_id, deadline)
         seen = index.get_meta("directory")
         if seen != _directory_key(here):
             self._reconcile(index, root_fd)
         self._recheck_unreadable(index, root_fd)
 
-    def _repair(self, index: SessionIndex, session_id: str) -> None:
-        """A pending mark with no writer behind it: re-read the file under the lock."""
+    def _repair(self, index: SessionIndex, session_id: str, deadline: float) -> None:
+        """A pending mark with no writer behind it: re-read the file under the lock.
+
+        A writer still holding the lock at ``deadline`` may be alive and slow,
+        or stopped: its session keeps its row (its last committed state) and
+        the query says so; the mark stays for the next query.
+        """
         try:
-            with self._locked(session_id) as (_, sess_fd):
+            with self._locked(session_id, deadline=deadline) as (_, sess_fd):
                 try:
                     session, signature = self._load_signed(sess_fd, session_id)
                 except StorageError:
@@ -807,52 +851,87 @@ class FileSessionStore:
             raise  # the index failed, not the session: nothing to forget
         except StorageError as error:
             raise _not_now(error) from error
-        except LockTimeoutError as error:
-            raise IndexUnavailable(
-                f"session {session_id} is locked", code=errno.ETIMEDOUT
-            ) from error
+        except LockTimeoutError:
+            log.warning(
+                "session %s: a writer has held its lock for over %g s;"
+                " answering from its last indexed state",
+                session_id,
+                self.pending_wait,
+            )
         except SessionNotFoundError:
             index.remove([session_id])
         except SessionError:
             index.remove([session_id])
 
-    def _reconcile(
-        self, index: SessionIndex, root_fd: int, *, verify: bool = False, reread: bool = False
-    ) -> int:
-        """Index what is new in ``sessions/``, drop what is gone.
+    def _current(self, root_fd: int) -> CurrentSignature:
+        """The signature of a session's file as it is now, for :meth:`SessionIndex.store`."""
 
-        ``verify`` also re-reads every file whose signature changed since it
-        was indexed; ``reread`` re-reads every file.  The directory's own
-        signature is taken first, so a change made during the listing is seen
-        by the next query.  Returns how many rows were written.
+        def current(sid: str) -> Signature | None:
+            try:
+                return Signature.of(
+                    os.stat(f"{sid}/{METADATA}", dir_fd=root_fd, follow_symlinks=False)
+                )
+            except OSError:
+                return None
+
+        return current
+
+    def _reconcile(
+        self,
+        index: SessionIndex,
+        root_fd: int,
+        *,
+        verify: bool = False,
+        reread: bool = False,
+        only: set[str] | None = None,
+    ) -> int:
+        """Index what is new, replaced or changed in ``sessions/``; drop what is gone.
+
+        Every listed session whose file's signature is not the one indexed is
+        re-read, and the file wins whatever its revision: a session directory
+        restored from a backup (``rm -rf`` and ``cp -a`` of an older copy)
+        holds a lower revision, and its new directory may even reuse the old
+        one's inode number, but its ``metadata.json`` carries the backup's
+        mtime.  That costs one ``stat`` per session, paid only when
+        ``sessions/`` itself changed.  ``verify`` also re-reads the rows
+        whose file's mtime was too recent to be trusted when they were made
+        (after a reboot: a change within that tick may not show), ``reread``
+        re-reads every file,
+        ``only`` just these.  The directory's own signature is taken first,
+        so a change made during the listing is seen by the next query.
+        Returns how many rows were written.
         """
         here = os.fstat(root_fd)
         started_ns = time.time_ns()
         known = index.known()
         listed = {name for name in os.listdir(root_fd) if is_session_id(name)}
-        index.remove(
-            sid for sid, (_, _, at) in known.items() if sid not in listed and at < started_ns
-        )
+        if only is None:
+            index.remove(
+                sid
+                for sid, entry in known.items()
+                if sid not in listed and entry.indexed_ns < started_ns
+            )
+        else:
+            index.remove(sid for sid in only if sid not in listed)
 
         def wanted() -> Iterator[str]:
-            for sid in listed:
+            for sid in listed if only is None else only & listed:
                 entry = known.get(sid)
-                if entry is None or reread:
+                if entry is None or reread or only is not None:
                     yield sid
-                elif verify:
-                    signature, racy, _ = entry
-                    try:
-                        info = os.stat(f"{sid}/{METADATA}", dir_fd=root_fd, follow_symlinks=False)
-                    except OSError:
-                        yield sid
-                        continue
-                    if racy or Signature.of(info) != signature:
-                        yield sid
+                    continue
+                try:
+                    info = os.stat(f"{sid}/{METADATA}", dir_fd=root_fd, follow_symlinks=False)
+                except OSError:
+                    yield sid
+                    continue
+                if (verify and entry.racy) or Signature.of(info) != entry.signature:
+                    yield sid
 
         missing: list[str] = []
         broken: list[tuple[str, Signature, str]] = []
 
-        def fresh() -> Iterator[tuple[Session, Signature]]:
+        def fresh() -> Iterator[Item]:
             for sid in wanted():
                 outcome = self._read_for_index(root_fd, sid)
                 if outcome is None:
@@ -863,7 +942,7 @@ class FileSessionStore:
                     yield outcome
 
         if known:
-            written = index.store(fresh(), only_if_newer=True, clear_pending=False)
+            written = index.store(fresh(), current=self._current(root_fd), clear_pending=False)
         else:  # an empty index: the first query after it was made or deleted
             written = index.load_fresh(fresh())
         # What a scan would skip has no row: a directory without metadata.json
@@ -872,6 +951,8 @@ class FileSessionStore:
         for sid, signature, problem in broken:
             log.warning("skipping %s", problem)
             index.mark_unreadable(sid, signature, problem)
+        if only is not None:
+            return written
         now_ns = time.time_ns()
         key = _directory_key(here)
         # An mtime this recent may hide a change made in the same clock tick.
@@ -924,9 +1005,7 @@ class FileSessionStore:
             found.sort(key=query.sort_key, reverse=query.descending)
         return query.window(found)
 
-    def _read_for_index(
-        self, root_fd: int, sid: str
-    ) -> tuple[Session, Signature] | _Unreadable | None:
+    def _read_for_index(self, root_fd: int, sid: str) -> Item | _Unreadable | None:
         """The session and its file's signature; ``None`` without metadata.json."""
         try:
             sess_fd = self._open_session(root_fd, sid)
@@ -979,7 +1058,7 @@ class FileSessionStore:
                 log.warning("skipping %s", outcome.problem)
                 index.mark_unreadable(sid, outcome.signature, outcome.problem)
             else:
-                index.store([outcome], clear_pending=False)
+                index.store([outcome], current=self._current(root_fd), clear_pending=False)
 
     def _verified(
         self, index: SessionIndex, root_fd: int, row: IndexRow, query: SessionQuery
@@ -998,7 +1077,9 @@ class FileSessionStore:
         session, signature = outcome
         if signature != row.signature or not signature.racy(time.time_ns()):
             with contextlib.suppress(IndexUnavailable):
-                index.store([(session, signature)], only_if_newer=True, clear_pending=False)
+                # The file wins, also over a row of a higher revision (a
+                # restored backup); ``current`` keeps a racing writer's row.
+                index.store([outcome], current=self._current(root_fd), clear_pending=False)
         if not query.matches(session):
             if query.text is None or session.feature_request != row.feature_request:
                 return None

@@ -35,7 +35,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
@@ -44,17 +44,21 @@ import orjson
 
 from maestro.errors import StorageError
 from maestro.models import Session, SessionStatus
-from maestro.search import SearchTerms
+from maestro.search import TOKENIZER, SearchTerms
 from maestro.stores.base import SessionQuery
 
 __all__ = [
     "INDEX_FORMAT",
     "RACY_NS",
+    "CurrentSignature",
     "IndexRow",
     "IndexUnavailable",
+    "Item",
+    "Known",
     "SessionIndex",
     "Signature",
     "boot_id",
+    "row_content",
     "to_micros",
 ]
 
@@ -68,7 +72,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 _BATCH = 500
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY,
@@ -105,7 +109,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
     feature_request,
     content = 'sessions',
     content_rowid = 'id',
-    tokenize = 'unicode61 remove_diacritics 2'
+    tokenize = '{TOKENIZER}'
 );
 """
 #: Results up to this size are fetched in two steps (ids, then wide rows).
@@ -174,6 +178,20 @@ class Signature(NamedTuple):
         return now_ns - self.mtime_ns < RACY_NS
 
 
+class Known(NamedTuple):
+    """What the index holds of one session, to decide whether to re-read its file."""
+
+    signature: Signature
+    racy: bool
+    indexed_ns: int
+
+
+#: One session to index: the record and its file's signature.
+Item = tuple[Session, Signature]
+#: The signature of a session's file as it is now (``None``: gone).
+CurrentSignature = Callable[[str], Signature | None]
+
+
 class IndexRow(NamedTuple):
     """One candidate result: enough to verify it and to rebuild the session."""
 
@@ -206,7 +224,8 @@ def boot_id() -> str:
     return _boot
 
 
-def _row_values(session: Session, signature: Signature, now_ns: int) -> tuple[object, ...]:
+def row_content(session: Session) -> tuple[object, ...]:
+    """The columns of a session's row that derive from its record."""
     record = session.to_dict()
     del record["feature_request"]  # kept once, in its own column, for FTS5
     return (
@@ -221,6 +240,12 @@ def _row_values(session: Session, signature: Signature, now_ns: int) -> tuple[ob
         session.revision,
         session.feature_request,
         orjson.dumps(record),
+    )
+
+
+def _row_values(session: Session, signature: Signature, now_ns: int) -> tuple[object, ...]:
+    return (
+        *row_content(session),
         signature.ino,
         signature.size,
         signature.mtime_ns,
@@ -230,11 +255,29 @@ def _row_values(session: Session, signature: Signature, now_ns: int) -> tuple[ob
 
 
 class SessionIndex:
-    """The SQL side of the index: one connection per thread (and per process)."""
+    """The SQL side of the index: one connection per thread (and per process).
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0) -> None:
+    ``sessions_dir`` is the directory the index describes.  The index records
+    its *owner*: the identity (device, inode) of that directory and of the
+    index file itself.  A copy of the whole root (``cp -a``) shares every
+    byte, a random root id included, but no inode; so an index that was made
+    for another directory, or copied in from elsewhere (a diverged twin of
+    this root, a backup of another history), shows a foreign owner and is
+    emptied, to be rebuilt from the files by the next query.  Every process
+    checks this when it opens the index (writers too: a twin's writers stamp
+    it as theirs before writing a row), and each query checks it again.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 10.0,
+        sessions_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.timeout = timeout
+        self.sessions_dir = None if sessions_dir is None else Path(sessions_dir)
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -243,10 +286,18 @@ class SessionIndex:
     # ------------------------------------------------------------ connection
 
     def connection(self) -> sqlite3.Connection:
-        """This thread's connection, opened (and the schema checked) on first use."""
-        held: tuple[int, sqlite3.Connection] | None = getattr(self._local, "held", None)
+        """This thread's connection, opened (and the schema checked) on first use.
+
+        A connection whose file was deleted or replaced since it was opened
+        is dropped: its rows would go to a file nobody else reads.
+        """
+        held: tuple[int, sqlite3.Connection, tuple[int, int]] | None = getattr(
+            self._local, "held", None
+        )
         if held is not None and held[0] == os.getpid():
-            return held[1]
+            if _identity(self.path) == held[2]:
+                return held[1]
+            self.close()
         try:
             conn = self._open()
         except sqlite3.DatabaseError as error:
@@ -259,7 +310,7 @@ class SessionIndex:
                 conn = self._open()
             except sqlite3.Error as again:
                 raise IndexUnavailable.of(again) from again
-        self._local.held = (os.getpid(), conn)
+        self._local.held = (os.getpid(), conn, _identity(self.path))
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -279,6 +330,7 @@ class SessionIndex:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._check_format(conn)
+            self._check_owner(conn)
         except BaseException:
             conn.close()
             raise
@@ -290,14 +342,7 @@ class SessionIndex:
         conn.execute("BEGIN IMMEDIATE")
         try:
             if self._format(conn) != INDEX_FORMAT:
-                for table in _TABLES:
-                    conn.execute(f"DROP TABLE IF EXISTS {table}")
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('format', ?)", (str(INDEX_FORMAT),)
-                )
+                self._recreate(conn)
             conn.execute("COMMIT")
         except BaseException:
             self._roll_back(conn)
@@ -316,9 +361,68 @@ class SessionIndex:
         try:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
-            held: tuple[int, sqlite3.Connection] | None = getattr(self._local, "held", None)
+            held: tuple[int, sqlite3.Connection, tuple[int, int]] | None = getattr(
+                self._local, "held", None
+            )
             if held is not None and held[1] is conn:
                 self.close()
+
+    def _recreate(self, conn: sqlite3.Connection) -> None:
+        """Empty tables of the current format, owned by this root (in a transaction)."""
+        for table in _TABLES:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT INTO meta (key, value) VALUES ('format', ?)", (str(INDEX_FORMAT),))
+        owner = self._owner()
+        if owner is not None:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('owner', ?)", (owner,))
+
+    def _owner(self, sessions: os.stat_result | None = None) -> str | None:
+        """The identity of this root's ``sessions/`` and index file; ``None`` if unknown."""
+        if self.sessions_dir is None:
+            return None
+        try:
+            if sessions is None:
+                sessions = os.stat(self.sessions_dir)
+            index = os.stat(self.path)
+        except OSError:
+            return None  # no sessions yet: nothing to compare with
+        return f"{sessions.st_dev}:{sessions.st_ino} {index.st_dev}:{index.st_ino}"
+
+    def _check_owner(
+        self, conn: sqlite3.Connection, sessions: os.stat_result | None = None
+    ) -> bool:
+        """Empty an index that belongs to another root or history; True if it was."""
+        owner = self._owner(sessions)
+        if owner is None or _meta(conn, "owner") == owner:
+            return False
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = _meta(conn, "owner")
+            foreign = found != owner
+            if foreign:
+                if (
+                    found is None
+                    and conn.execute("SELECT 1 FROM sessions LIMIT 1").fetchone() is None
+                ):
+                    conn.execute("INSERT INTO meta (key, value) VALUES ('owner', ?)", (owner,))
+                    foreign = False  # made before ``sessions/`` existed: empty, ours
+                else:
+                    self._recreate(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._roll_back(conn)
+            raise
+        return foreign
+
+    def claim(self, sessions: os.stat_result) -> bool:
+        """Before a query: empty the index if it is not this root's; True if it was."""
+        try:
+            return self._check_owner(self.connection(), sessions)
+        except sqlite3.Error as error:
+            raise IndexUnavailable.of(error) from error
 
     @staticmethod
     def _format(conn: sqlite3.Connection) -> int | None:
@@ -331,7 +435,9 @@ class SessionIndex:
         return int(row[0]) if row else None
 
     def close(self) -> None:
-        held: tuple[int, sqlite3.Connection] | None = getattr(self._local, "held", None)
+        held: tuple[int, sqlite3.Connection, tuple[int, int]] | None = getattr(
+            self._local, "held", None
+        )
         if held is not None:
             if held[0] == os.getpid():
                 held[1].close()
@@ -400,29 +506,33 @@ class SessionIndex:
 
     def store(
         self,
-        items: Iterable[tuple[Session, Signature]],
+        items: Iterable[Item],
         *,
-        only_if_newer: bool = False,
+        current: CurrentSignature | None = None,
         clear_pending: bool = True,
     ) -> int:
         """Insert or replace rows (in batches); returns how many were written.
 
-        ``only_if_newer`` keeps an existing row of a higher revision: a
-        rebuild reads files without locks and must not undo a concurrent
-        writer's row.
+        The file is the truth whatever its revision: a directory restored
+        from a backup holds a lower revision than its row, and its row must
+        take it.  A reader that read a file without the session's lock passes
+        ``current`` instead: inside the write transaction (which a writer's
+        own row update must wait for) the file's signature is checked again,
+        and a row whose file changed since it was read is not written, so a
+        reader never undoes a concurrent writer's newer row.
         """
         written = 0
-        batch: list[tuple[Session, Signature]] = []
+        batch: list[Item] = []
         for item in items:
             batch.append(item)
             if len(batch) >= _BATCH:
-                written += self._store_batch(batch, only_if_newer, clear_pending)
+                written += self._store_batch(batch, current, clear_pending)
                 batch = []
         if batch:
-            written += self._store_batch(batch, only_if_newer, clear_pending)
+            written += self._store_batch(batch, current, clear_pending)
         return written
 
-    def load_fresh(self, items: Iterable[tuple[Session, Signature]]) -> int:
+    def load_fresh(self, items: Iterable[Item]) -> int:
         """Fill an empty index fast: plain inserts in batches, full-text index at the end.
 
         A row a concurrent writer stored meanwhile is newer and is kept
@@ -457,17 +567,20 @@ class SessionIndex:
         return inserted
 
     def _store_batch(
-        self, batch: list[tuple[Session, Signature]], only_if_newer: bool, clear_pending: bool
+        self, batch: list[Item], current: CurrentSignature | None, clear_pending: bool
     ) -> int:
         now_ns = time.time_ns()
         written = 0
         with self._transaction() as conn:
             for session, signature in batch:
-                if self._store_one(conn, session, signature, now_ns, only_if_newer):
+                sid = session.session_id
+                if current is not None and current(sid) != signature:
+                    continue  # changed since it was read: its writer stores it
+                if self._store_one(conn, session, signature, now_ns):
                     written += 1
                 if clear_pending:
-                    conn.execute("DELETE FROM pending WHERE session_id = ?", (session.session_id,))
-                conn.execute("DELETE FROM unreadable WHERE session_id = ?", (session.session_id,))
+                    conn.execute("DELETE FROM pending WHERE session_id = ?", (sid,))
+                conn.execute("DELETE FROM unreadable WHERE session_id = ?", (sid,))
         return written
 
     @staticmethod
@@ -476,11 +589,11 @@ class SessionIndex:
         session: Session,
         signature: Signature,
         now_ns: int,
-        only_if_newer: bool,
     ) -> bool:
         values = _row_values(session, signature, now_ns)
         old = conn.execute(
-            "SELECT id, revision, feature_request FROM sessions WHERE session_id = ?",
+            "SELECT id, revision, feature_request, ino, size, mtime_ns FROM sessions"
+            " WHERE session_id = ?",
             (session.session_id,),
         ).fetchone()
         if old is None:
@@ -495,8 +608,10 @@ class SessionIndex:
                 (cursor.lastrowid, session.feature_request),
             )
             return True
-        rowid, revision, old_text = old
-        if only_if_newer and revision > session.revision:
+        rowid, revision, old_text, ino, size, mtime_ns = old
+        if Signature(ino, size, mtime_ns) == signature and revision > session.revision:
+            # One file cannot hold two revisions: what was read is an older
+            # file whose inode a later one reused, and the row is newer.
             return False
         conn.execute(
             "UPDATE sessions SET status = ?, phase = ?, branch = ?, worktree = ?,"
@@ -566,18 +681,44 @@ class SessionIndex:
     def pending(self) -> list[str]:
         return [str(row[0]) for row in self._read("SELECT session_id FROM pending")]
 
-    def known(self) -> dict[str, tuple[Signature, bool, int]]:
-        """Every indexed session: (file signature, racy, indexed at ns)."""
+    def known(self) -> dict[str, Known]:
+        """Every indexed session: its file's signature, racy, indexed at."""
         try:
             rows = self.connection().execute(
                 "SELECT session_id, ino, size, mtime_ns, racy, indexed_ns FROM sessions"
             )
             return {
-                sid: (Signature(ino, size, mtime), bool(racy), at)
+                sid: Known(Signature(ino, size, mtime), bool(racy), at)
                 for sid, ino, size, mtime, racy, at in rows
             }
         except sqlite3.Error as error:
             raise IndexUnavailable.of(error) from error
+
+    def contents(self) -> Iterator[tuple[str, Signature, tuple[object, ...]]]:
+        """Every row: its file's signature and the columns :func:`row_content` derives."""
+        try:
+            for sid, ino, size, mtime, *content in self.connection().execute(
+                "SELECT session_id, ino, size, mtime_ns, session_id, status, phase, branch,"
+                " worktree, created_us, updated_us, active_us, revision, feature_request, record"
+                " FROM sessions"
+            ):
+                yield sid, Signature(ino, size, mtime), tuple(content)
+        except sqlite3.Error as error:
+            raise IndexUnavailable.of(error) from error
+
+    def search_consistent(self) -> bool:
+        """Whether the full-text index agrees with the rows (FTS5's own integrity check)."""
+        try:
+            self._write([("INSERT INTO fts (fts, rank) VALUES ('integrity-check', 1)", ())])
+        except IndexUnavailable as error:
+            if "malformed" in str(error) or "corrupt" in str(error):
+                return False
+            raise
+        return True
+
+    def rebuild_search(self) -> None:
+        """Rebuild the full-text index from the rows."""
+        self._write([("INSERT INTO fts (fts) VALUES ('rebuild')", ())])
 
     def select(self, query: SessionQuery, terms: SearchTerms | None) -> Iterator[IndexRow]:
         """Candidate rows in the query's order (its window is applied by the caller).
@@ -634,6 +775,20 @@ class SessionIndex:
         body, params = _body(query, terms)
         rows = self._read(f"SELECT count(*) {body}", params)
         return int(str(rows[0][0]))
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """(device, inode) of ``path``; (0, 0) when it does not exist."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return (0, 0)
+    return (info.st_dev, info.st_ino)
+
+
+def _meta(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _only_text(query: SessionQuery) -> bool:
