@@ -332,6 +332,7 @@ API: dict[str, Api] = {
     "store.query": lambda m, ids, w, a: _store(m).query(SessionQuery(limit=2)),
     "store.count": lambda m, ids, w, a: _store(m).count(SessionQuery()),
     "store.rebuild_index": lambda m, ids, w, a: _store(m).rebuild_index(),
+    "store.reindex": lambda m, ids, w, a: _store(m).reindex([ids["planning"]]),
 }
 
 #: Every command, with arguments that make it do its real work.
@@ -369,7 +370,13 @@ PENDING = {
     "doctor(fix)": "the quarantine mkdir of doctor --fix raises a raw OSError",
 }
 #: What exists to use the index: with an unusable index, these must fail.
-NEEDS_INDEX = {"rebuild_index", "store.rebuild_index", "doctor(reindex)", "doctor(fix)"}
+NEEDS_INDEX = {
+    "rebuild_index",
+    "store.rebuild_index",
+    "store.reindex",
+    "doctor(reindex)",
+    "doctor(fix)",
+}
 #: ``doctor`` reports the unusable index as a problem: exit 1, one line.
 NEEDS_INDEX_CLI = {"doctor", "doctor --reindex", "doctor --fix"}
 
