@@ -445,6 +445,11 @@ class FileSessionStore:
                         self._acquire(lock_fd, session_id, time.monotonic() + self.lock_timeout)
                         self._index_begin(session_id)
                         self._index_commit(stored, self._write(sess_fd, stored))
+                    except BaseException:
+                        # leave the directory empty, for _remove_empty
+                        with contextlib.suppress(OSError):
+                            os.unlink(LOCK, dir_fd=sess_fd)
+                        raise
                     finally:
                         os.close(lock_fd)  # releases the lock
                 finally:
