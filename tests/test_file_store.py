@@ -39,7 +39,8 @@ def test_layout_and_pretty_json(manager: SessionManager) -> None:
     text = path.read_text()
     assert text.startswith("{\n  ") and text.endswith("}\n")
     assert json.loads(text)["session_id"] == sid
-    assert sorted(p.name for p in path.parent.iterdir()) == ["metadata.json"]
+    # create holds the lock too, so its file exists from the start
+    assert sorted(p.name for p in path.parent.iterdir()) == [".lock", "metadata.json"]
     manager.update_session(sid, {"statistics": {"total_tasks": 1}})
     assert sorted(p.name for p in path.parent.iterdir()) == [".lock", "metadata.json"]
 

@@ -1216,23 +1216,67 @@ def export_cmd(
     )
 
 
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _size_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """An option holding a size: bytes, or a number with k, M, G, T (powers of 1024)."""
+    if value is None:
+        return None
+    text = value.strip().lower().removesuffix("b").removesuffix("i")
+    number, unit = text, ""
+    if text and text[-1] in _SIZE_UNITS:
+        number, unit = text[:-1], text[-1]
+    try:
+        size = int(float(number) * _SIZE_UNITS[unit])
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise click.BadParameter(
+            f"{value!r} is not a size such as 500k, 64M or 1G", ctx=ctx, param=param
+        )
+    return size
+
+
 @cli.command("import", epilog=_EPILOG)
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--max-file-size",
+    callback=_size_callback,
+    envvar="MAESTRO_IMPORT_MAX_FILE_SIZE",
+    help="Refuse an archive with a file larger than this [default: 64M; "
+    "env MAESTRO_IMPORT_MAX_FILE_SIZE].",
+)
+@click.option(
+    "--max-total-size",
+    callback=_size_callback,
+    envvar="MAESTRO_IMPORT_MAX_TOTAL_SIZE",
+    help="Refuse an archive larger than this uncompressed [default: 1G; "
+    "env MAESTRO_IMPORT_MAX_TOTAL_SIZE].",
+)
 @pass_ctx
 @handled
-def import_cmd(ctx: Context, archive: Path) -> None:
+def import_cmd(
+    ctx: Context, archive: Path, max_file_size: int | None, max_total_size: int | None
+) -> None:
     """Bring in the sessions of an export.
 
-    The whole archive is checked before anything is written; a session
-    already here is replaced only by a higher revision, so importing
-    twice changes nothing.
+    The whole archive is checked before anything is written (names, sizes,
+    clashes with the sessions here); a session already here is replaced
+    only by a higher revision, whole, so importing twice changes nothing.
 
     \b
     Example:
       maestro import sessions.tar.gz
+      maestro import --max-file-size 256M --max-total-size 4G big.tar.gz
     """
     with ctx.progress("importing") as progress:
-        result = ctx.manager().import_sessions(archive, progress=progress)
+        result = ctx.manager().import_sessions(
+            archive,
+            max_file_bytes=max_file_size,
+            max_total_bytes=max_total_size,
+            progress=progress,
+        )
     if ctx.as_json:
         ctx.emit_json(
             {"created": result.created, "updated": result.updated, "unchanged": result.unchanged}

@@ -4,12 +4,20 @@ These work on session *directories*, with every file other Maestro parts
 keep there, not only on records, so they belong to the file store rather
 than to the store-agnostic manager.  All of them go through directory
 descriptors and refuse to follow symlinks, like the store itself.
+
+Everything that writes holds a lock ``doctor`` can test without waiting: a
+session's writers hold its ``.lock`` (``create`` too), an import holds the
+``.lock`` of its staging directory.  ``doctor`` removes a temp file or a
+staging directory only when it can take that lock at once: a file whose
+writer is alive is never touched, however old it is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import gzip
 import io
 import logging
 import os
@@ -18,10 +26,11 @@ import shutil
 import stat
 import tarfile
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
@@ -44,11 +53,15 @@ from maestro.stores.files import (
     TRASH_PREFIX,
     FileSessionStore,
     decode_record,
-    replace_file,
 )
 from maestro.stores.index import IndexUnavailable, Signature, row_content
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 __all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_IMPORT_BYTES",
     "DoctorReport",
     "ExportResult",
     "ImportResult",
@@ -66,17 +79,50 @@ Progress = Callable[[int, int], None]
 MANIFEST = "maestro-export.json"
 EXPORT_FORMAT = 1
 IMPORT_PREFIX = ".import-"
+#: The temp files of earlier importers (``.<name>.<hex>.import.tmp``).
+IMPORT_TEMP_SUFFIX = ".import.tmp"
+#: Inside a staging directory: files an import replaced, kept until it succeeds.
+BACKUP = ".backup"
+
+#: Default bounds of one import: the declared size of each archive member, and
+#: the archive's whole uncompressed size (every member plus tar's headers).
+MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_IMPORT_BYTES = 1024 * 1024 * 1024
+#: tarfile reads long names and pax headers whole into memory before any
+#: member is seen; real ones are a few hundred bytes.
+_MAX_HEADER_BYTES = 1024 * 1024
+_BLOCK = tarfile.BLOCKSIZE
+_CHUNK = 1024 * 1024
+_STAGING_ATTEMPTS = 100
+
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _noop(done: int, total: int) -> None:
     return None
 
 
-def _is_ours(name: str) -> bool:
-    """Files of the store itself, which never travel in an export."""
-    return name == LOCK or (name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX))
+def _is_temp(name: str) -> bool:
+    """A temp file of the record's atomic replace."""
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+
+
+def _is_internal(name: str) -> bool:
+    """Names the store reserves for itself: never exported, refused in an import.
+
+    The lock, the record's temp files, staging and trash directories and the
+    temp files of earlier importers.  Anything else under a session is the
+    business of other Maestro parts and travels unchanged.
+    """
+    return (
+        name == LOCK
+        or _is_temp(name)
+        or name.startswith((IMPORT_PREFIX, TRASH_PREFIX))
+        or (name.startswith(".") and name.endswith(IMPORT_TEMP_SUFFIX))
+    )
 
 
 def _walk(dir_fd: int, prefix: str = "") -> Iterator[tuple[str, bytes, os.stat_result]]:
@@ -84,7 +130,9 @@ def _walk(dir_fd: int, prefix: str = "") -> Iterator[tuple[str, bytes, os.stat_r
     with os.scandir(dir_fd) as entries:
         names = sorted(entry.name for entry in entries)
     for name in names:
-        if not prefix and _is_ours(name):
+        if _is_internal(name):
+            if prefix:  # the store's own files at the top are expected; deeper they are not
+                log.warning("not exported: %s%s is a name the store reserves", prefix, name)
             continue
         relative = f"{prefix}{name}"
         info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -103,6 +151,41 @@ def _walk(dir_fd: int, prefix: str = "") -> Iterator[tuple[str, bytes, os.stat_r
                 os.close(fd)
         else:
             log.warning("not exported: %s is not a regular file or directory", relative)
+
+
+@contextlib.contextmanager
+def _unless_busy(dir_fd: int, *, create: bool) -> Iterator[bool]:
+    """Try the ``.lock`` of a directory without waiting; hold it while the block runs.
+
+    Yields ``False`` when another process holds it (a live writer), ``True``
+    when this process now holds it, or when there is no lock file and
+    ``create`` is false (no writer can hold a lock that does not exist).
+    """
+    flags = _LOCK_FLAGS if create else _LOCK_FLAGS & ~os.O_CREAT
+    try:
+        fd = os.open(LOCK, flags, 0o666, dir_fd=dir_fd)
+    except FileNotFoundError:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _same_entry(dir_fd: int, name: str, fd: int) -> bool:
+    """Is ``name`` in ``dir_fd`` still the file open as ``fd``?"""
+    try:
+        on_disk = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
 
 
 # ---------------------------------------------------------------- export
@@ -185,205 +268,585 @@ class ImportResult:
     unchanged: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Limits:
+    file_bytes: int
+    total_bytes: int
+
+
+@dataclass
+class _Plan:
+    """What the archive holds, as its headers declare it."""
+
+    revisions: dict[str, int] = field(default_factory=dict)
+    #: Per session: relative path of each file -> declared size.
+    files: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Per session: every directory the files need (and those listed as members).
+    folders: dict[str, set[str]] = field(default_factory=dict)
+
+
+def _refuse(name: str, why: str) -> SessionValidationError:
+    return SessionValidationError(f"archive member {name[:80]!r} {why}")
+
+
 def _member_path(name: str) -> tuple[str, str] | None:
     """(session id, relative path) of an archive member; ``None`` for the manifest."""
     if name.rstrip("/") == MANIFEST:
         return None
     if "\\" in name or "\x00" in name or name.startswith("/"):
-        raise SessionValidationError(f"archive member {name[:80]!r} has an unsafe name")
+        raise _refuse(name, "has an unsafe name")
     parts = PurePosixPath(name).parts
     if not parts or any(part in ("", ".", "..") for part in parts):
-        raise SessionValidationError(f"archive member {name[:80]!r} has an unsafe name")
+        raise _refuse(name, "has an unsafe name")
     if not is_session_id(parts[0]):
-        raise SessionValidationError(
-            f"archive member {name[:80]!r} is not inside a session directory"
-        )
-    if len(parts) > 1 and _is_ours(parts[1]) and len(parts) == 2:
-        raise SessionValidationError(f"archive member {name[:80]!r} is a store-internal file")
+        raise _refuse(name, "is not inside a session directory")
+    # At any depth: a ``.lock`` directory, or a directory named like a temp
+    # file, would break the session the moment it is put in place.
+    if any(_is_internal(part) for part in parts[1:]):
+        raise _refuse(name, "uses a name the store reserves for itself (a store-internal file)")
     return parts[0], "/".join(parts[1:])
 
 
-def _check_archive(source: Path) -> dict[str, Session]:
-    """Read and check the whole archive; the sessions it holds, by id."""
-    records: dict[str, Session] = {}
-    seen: set[str] = set()
-    holders: set[str] = set()
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A header that refuses what tarfile would otherwise read whole into memory."""
+
+    # Overrides of tarfile's (undocumented, long-stable) per-header hooks.
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENDED_TYPES and self.size > _MAX_HEADER_BYTES:
+            raise SessionValidationError(
+                f"archive holds an extended header of {self.size} bytes; refused"
+            )
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            # Its map is read block after block with no bound on their number.
+            raise _refuse(self.name, "is a sparse file; refused")
+        return super()._proc_member(archive)  # type: ignore[misc,no-any-return]
+
+    def _proc_gnusparse_10(self, *args: object) -> None:
+        # The map of a pax 1.0 sparse file is read from the data area with no
+        # bound on its length; sparse members are refused anyway.
+        raise _refuse(self.name, "is a sparse file; refused")
+
+
+_EXTENDED_TYPES = (
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+)
+
+
+class _Capped(io.RawIOBase):
+    """The uncompressed stream of an archive, refused once it passes ``limit`` bytes."""
+
+    def __init__(self, source: gzip.GzipFile, limit: int) -> None:
+        self._source = source
+        self._limit = limit
+        self._count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        count = self._source.readinto(buffer)
+        self._count += count
+        if self._count > self._limit:
+            raise SessionValidationError(
+                f"the archive is larger than {self._limit} bytes uncompressed, "
+                "the limit of one import"
+            )
+        return count
+
+
+@contextlib.contextmanager
+def _members(
+    source: Path, limits: _Limits
+) -> Iterator[tuple[tarfile.TarFile, Iterator[tarfile.TarInfo]]]:
+    """The members of a ``.tar.gz``, read as a stream, one at a time.
+
+    The stream is cut off past the import limit (plus room for the end
+    blocks), and tarfile is not let keep every header it has seen.
+    """
+    with gzip.open(source, "rb") as unzipped:
+        capped = _Capped(unzipped, limits.total_bytes + _MAX_HEADER_BYTES)
+        with tarfile.open(
+            fileobj=capped, mode="r|", tarinfo=_BoundedTarInfo, errorlevel=2
+        ) as archive:
+
+            def each() -> Iterator[tarfile.TarInfo]:
+                while (member := archive.next()) is not None:
+                    # A stream is read once; the list tarfile keeps of past
+                    # headers would grow with the number of members.
+                    archive.members.clear()  # type: ignore[attr-defined]
+                    yield member
+
+            yield archive, each()
+
+
+def _archive_error(source: Path, error: BaseException) -> SessionError:
+    if isinstance(error, SessionError):
+        return error
+    return SessionValidationError(f"{source.name} is not a readable .tar.gz ({error})")
+
+
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+_READ_ERRORS = (*_ARCHIVE_ERRORS, OSError)
+
+
+def _round(size: int) -> int:
+    return -(-size // _BLOCK) * _BLOCK
+
+
+def _check_archive(source: Path, limits: _Limits) -> _Plan:
+    """Read and check the whole archive before anything is written; what it holds."""
+    plan = _Plan()
+    declared = 0
     try:
-        with tarfile.open(source, "r:gz") as archive:
-            for member in archive:
+        with _members(source, limits) as (archive, members):
+            for member in members:
+                # Sizes as the headers declare them, checked before the data is read.
+                if member.size > limits.file_bytes:
+                    raise _refuse(
+                        member.name,
+                        f"declares {member.size} bytes, more than the limit of "
+                        f"{limits.file_bytes} per file",
+                    )
+                declared += _BLOCK + _round(member.size)
+                if declared > limits.total_bytes:
+                    raise SessionValidationError(
+                        f"{source.name} declares more than {limits.total_bytes} bytes, "
+                        "the limit of one import; nothing was imported"
+                    )
                 placed = _member_path(member.name)
                 if placed is None:
                     continue
                 sid, relative = placed
-                holders.add(sid)
+                files = plan.files.setdefault(sid, {})
+                folders = plan.folders.setdefault(sid, set())
                 if member.isdir():
+                    if relative:
+                        folders.add(relative)
                     continue
-                if not member.isfile():
-                    raise SessionValidationError(
-                        f"archive member {member.name[:80]!r} is not a regular file "
-                        "(links and devices are refused)"
+                if not member.isfile() or member.issparse():
+                    raise _refuse(
+                        member.name, "is not a regular file (links and devices are refused)"
                     )
-                key = f"{sid}/{relative}"
-                if key in seen:
-                    raise SessionValidationError(f"archive holds {key!r} twice")
-                seen.add(key)
+                if not relative:
+                    raise _refuse(member.name, "is not inside a session directory")
+                if relative in files:
+                    raise SessionValidationError(f"archive holds {sid}/{relative!r} twice")
+                files[relative] = member.size
+                parts = relative.split("/")
+                folders.update("/".join(parts[:depth]) for depth in range(1, len(parts)))
                 if relative == METADATA:
                     if member.size > MAX_RECORD_BYTES:
                         raise SessionValidationError(f"session {sid}: metadata.json is too large")
-                    handle = archive.extractfile(member)
-                    assert handle is not None
-                    try:
-                        records[sid] = decode_record(sid, handle.read())
-                    except CorruptSessionError as error:
-                        raise SessionValidationError(
-                            f"archive holds an invalid record: {error}"
-                        ) from None
-    except (tarfile.TarError, EOFError, OSError) as error:
-        if isinstance(error, SessionError):
-            raise
-        raise SessionValidationError(f"{source.name} is not a readable .tar.gz ({error})") from None
-    missing = sorted(holders - set(records))
-    if missing:
-        raise SessionValidationError(
-            f"archive directory {missing[0]} has no metadata.json; nothing was imported"
-        )
-    return records
+                    plan.revisions[sid] = _read_record(archive, member, sid).revision
+    except _READ_ERRORS as error:
+        raise _archive_error(source, error) from None
+    for sid in sorted(plan.files):
+        if sid not in plan.revisions:
+            raise SessionValidationError(
+                f"archive directory {sid} has no metadata.json; nothing was imported"
+            )
+        clash = sorted(plan.files[sid].keys() & plan.folders[sid])
+        if clash:
+            raise SessionValidationError(
+                f"archive holds {sid}/{clash[0]!r} both as a file and as a directory"
+            )
+    return plan
 
 
-def _write_file(dir_fd: int, relative: str, data: bytes, durable: bool) -> None:
-    """Put ``data`` at ``relative`` below ``dir_fd`` atomically, making subdirectories."""
-    *folders, name = relative.split("/")
-    fds: list[int] = []
+def _read_record(archive: tarfile.TarFile, member: tarfile.TarInfo, sid: str) -> Session:
+    handle = archive.extractfile(member)
+    assert handle is not None
     try:
-        current = dir_fd
-        for folder in folders:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(folder, 0o777, dir_fd=current)
-            current = os.open(folder, _DIR_FLAGS, dir_fd=current)
-            fds.append(current)
-        temp = f".{name}.{secrets.token_hex(4)}.import.tmp"
-        replace_file(current, name, data, temp=temp, durable=durable)
-    finally:
-        for fd in reversed(fds):
-            os.close(fd)
+        return decode_record(sid, handle.read())
+    except CorruptSessionError as error:
+        raise SessionValidationError(f"archive holds an invalid record: {error}") from None
+
+
+class _Tree:
+    """Descriptors of the folders below one directory, opened level by level.
+
+    Every level is opened with ``O_NOFOLLOW``: a folder swapped for a symlink
+    is refused, never followed out of the store.
+    """
+
+    def __init__(self, top_fd: int) -> None:
+        self._fds: dict[str, int] = {"": top_fd}
+        #: Folders this tree created, parents first.
+        self.made: list[str] = []
+
+    def folder(self, path: str, *, create: bool) -> int:
+        fd = self._fds.get(path)
+        if fd is not None:
+            return fd
+        parent, _, name = path.rpartition("/")
+        parent_fd = self.folder(parent, create=create)
+        if create:
+            try:
+                os.mkdir(name, 0o777, dir_fd=parent_fd)
+                self.made.append(path)
+            except FileExistsError:
+                pass
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        self._fds[path] = fd
+        return fd
+
+    def sync(self) -> None:
+        for fd in self._fds.values():
+            os.fsync(fd)
+
+    def remove_made(self) -> None:
+        """Remove the folders this tree created (only if empty), deepest first."""
+        for path in reversed(self.made):
+            parent, _, name = path.rpartition("/")
+            with contextlib.suppress(OSError):
+                os.rmdir(name, dir_fd=self._fds[parent])
+
+    def close(self) -> None:
+        for path, fd in self._fds.items():
+            if path:
+                os.close(fd)
+        self._fds = {"": self._fds[""]}
+
+
+def _clashes(sess_fd: int, files: Iterable[str]) -> str | None:
+    """The first archive path that cannot be put in place in this session directory.
+
+    A folder the archive needs must be a directory here (or missing), and a
+    file it brings must be a regular file here (or missing): a file where a
+    folder is needed, a folder where a file goes, or a link anywhere on the
+    way would make the import fail halfway.
+    """
+    kinds: dict[str, int | None] = {}
+
+    def kind(path: str) -> int | None:
+        if path not in kinds:
+            try:
+                kinds[path] = stat.S_IFMT(
+                    os.stat(path, dir_fd=sess_fd, follow_symlinks=False).st_mode
+                )
+            except FileNotFoundError:
+                kinds[path] = None
+            except NotADirectoryError:
+                kinds[path] = stat.S_IFREG  # a parent is not a directory: reported there
+        return kinds[path]
+
+    for relative in sorted(files):
+        parts = relative.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if kind(folder) not in (None, stat.S_IFDIR):
+                return folder
+        if kind(relative) not in (None, stat.S_IFREG):
+            return relative
+    return None
+
+
+def _refuse_clash(sid: str, path: str) -> SessionValidationError:
+    return SessionValidationError(
+        f"the archive's {path!r} clashes with what the session holds "
+        "(a file where a directory is needed, or the other way round); nothing was changed",
+        session_id=sid,
+    )
+
+
+def _limit(value: int | None, default: int, what: str) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SessionValidationError(f"{what} must be a positive number of bytes")
+    return value
 
 
 def import_sessions(
     store: FileSessionStore,
     source: str | os.PathLike[str],
     *,
+    max_file_bytes: int | None = None,
+    max_total_bytes: int | None = None,
     progress: Progress = _noop,
 ) -> ImportResult:
     """Bring the sessions of an export into the store.
 
     Everything is read and checked before anything is written: unsafe member
-    names, links, devices, directories without a valid ``metadata.json``
-    refuse the whole archive with a ``SessionValidationError``.  A session
-    that is not here yet is created; one that is here is replaced only by a
-    higher revision (its other files are put in place first, the record
-    last).  Importing the same archive twice changes nothing the second time.
+    names, names the store reserves (at any depth), links, devices, sparse
+    files, directories without a valid ``metadata.json``, a member declaring
+    more than ``max_file_bytes`` (default 64 MiB), an archive larger than
+    ``max_total_bytes`` uncompressed (default 1 GiB), a path that clashes
+    with what a local session holds, not enough free space: each refuses the
+    whole archive with a ``SessionValidationError`` (a ``StorageError`` for
+    the disk).  Members are streamed to disk, never held in memory.
+
+    A session that is not here yet is created; one that is here is replaced
+    only by a higher revision, whole: its other files are put in place first
+    (the ones they replace kept aside), the record last, and a failure on
+    the way puts every file back.  Importing the same archive twice changes
+    nothing the second time.
     """
     path = Path(source)
-    records = _check_archive(path)
+    limits = _Limits(
+        _limit(max_file_bytes, MAX_FILE_BYTES, "max_file_bytes"),
+        _limit(max_total_bytes, MAX_IMPORT_BYTES, "max_total_bytes"),
+    )
+    plan = _check_archive(path, limits)
     result = ImportResult()
-    wanted: dict[str, Session] = {}
-    for sid, incoming in records.items():
+    wanted: list[str] = []
+    for sid, revision in plan.revisions.items():
         try:
             local: Session | None = store.load(sid)
         except (SessionNotFoundError, CorruptSessionError):
             local = None  # a readable copy beats an unreadable one
-        if local is not None and local.revision >= incoming.revision:
+        if local is not None and local.revision >= revision:
             result.unchanged.append(sid)
         else:
-            wanted[sid] = incoming
+            wanted.append(sid)
+    if not wanted:
+        return result
     root_fd = store._open_root(create=True)
     assert root_fd is not None
-    staged: dict[str, str] = {}
     try:
+        for sid in wanted:
+            _check_local(store, root_fd, sid, plan.files[sid])
+        _check_space(
+            root_fd,
+            path,
+            sum(_round(plan.files[sid][r]) for sid in wanted for r in plan.files[sid]),
+        )
+        staging, stage_fd, lock_fd = _open_staging(root_fd)
         try:
-            _stage(store, root_fd, path, wanted, staged)
-        except OSError as error:
-            raise StorageError(None, f"unpacking {path.name}", error) from error
-        for number, (sid, incoming) in enumerate(wanted.items(), 1):
-            staging = staged.get(sid) or _new_staging(root_fd, sid, staged)
-            if _place_new(store, root_fd, staging, sid, incoming):
-                result.created.append(sid)
-            elif _place_update(store, root_fd, staging, sid, incoming):
-                result.updated.append(sid)
-            else:
-                result.unchanged.append(sid)
-            progress(number, len(wanted))
-    finally:
-        for staging in staged.values():
+            try:
+                _stage(store, stage_fd, path, plan, wanted, limits)
+                os.mkdir(BACKUP, 0o777, dir_fd=stage_fd)
+            except OSError as error:
+                if isinstance(error, SessionError):
+                    raise
+                raise StorageError(None, f"unpacking {path.name}", error) from error
+            for number, sid in enumerate(wanted, 1):
+                incoming = _staged_record(store, stage_fd, sid, plan.revisions[sid], path)
+                if _place_new(store, root_fd, stage_fd, sid, incoming):
+                    result.created.append(sid)
+                elif _place_update(store, stage_fd, sid, incoming, plan.files[sid]):
+                    result.updated.append(sid)
+                else:
+                    result.unchanged.append(sid)
+                progress(number, len(wanted))
+        finally:
             shutil.rmtree(store.sessions_dir / staging, ignore_errors=True)
+            os.close(stage_fd)
+            os.close(lock_fd)
+    finally:
         os.close(root_fd)
     return result
 
 
-def _new_staging(root_fd: int, sid: str, staged: dict[str, str]) -> str:
-    name = f"{IMPORT_PREFIX}{sid}-{secrets.token_hex(4)}"
-    os.mkdir(name, 0o777, dir_fd=root_fd)
-    staged[sid] = name
-    return name
+def _check_local(store: FileSessionStore, root_fd: int, sid: str, files: Iterable[str]) -> None:
+    """Refuse, before writing anything, an archive a local session cannot take whole."""
+    try:
+        sess_fd = store._open_session(root_fd, sid)
+    except SessionNotFoundError:
+        return
+    try:
+        clash = _clashes(sess_fd, (r for r in files if r != METADATA))
+    except OSError as error:
+        raise StorageError(sid, "checking the session's files", error) from error
+    finally:
+        os.close(sess_fd)
+    if clash is not None:
+        raise _refuse_clash(sid, clash)
+
+
+def _check_space(root_fd: int, source: Path, needed: int) -> None:
+    try:
+        info = os.statvfs(root_fd)
+    except OSError:
+        return  # unknown: the writes themselves will tell
+    if info.f_bavail * info.f_frsize < needed:
+        raise StorageError(
+            None,
+            f"unpacking {source.name} ({needed} bytes)",
+            OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+        )
+
+
+def _open_staging(root_fd: int) -> tuple[str, int, int]:
+    """A new staging directory, its lock held: (name, directory fd, lock fd).
+
+    ``doctor`` removes a staging directory whose lock it can take; one it
+    took between our ``mkdir`` and our lock is gone or going, so start over.
+    """
+    for _ in range(_STAGING_ATTEMPTS):
+        name = f"{IMPORT_PREFIX}{secrets.token_hex(8)}"
+        try:
+            os.mkdir(name, 0o777, dir_fd=root_fd)
+            stage_fd = os.open(name, _DIR_FLAGS, dir_fd=root_fd)
+        except OSError as error:
+            raise StorageError(None, "creating the import's staging directory", error) from error
+        try:
+            lock_fd = os.open(LOCK, _LOCK_FLAGS, 0o666, dir_fd=stage_fd)
+        except OSError as error:
+            os.close(stage_fd)
+            if error.errno == errno.ENOENT:
+                continue
+            raise StorageError(None, "creating the import's staging directory", error) from error
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _same_entry(root_fd, name, stage_fd) and _same_entry(stage_fd, LOCK, lock_fd):
+                return name, stage_fd, lock_fd
+        except BlockingIOError:
+            pass
+        os.close(lock_fd)
+        os.close(stage_fd)
+    raise StorageError(
+        None,
+        "creating the import's staging directory",
+        OSError(errno.EBUSY, "removed again and again while being created"),
+    )
 
 
 def _stage(
     store: FileSessionStore,
-    root_fd: int,
+    stage_fd: int,
     source: Path,
-    wanted: dict[str, Session],
-    staged: dict[str, str],
+    plan: _Plan,
+    wanted: list[str],
+    limits: _Limits,
 ) -> None:
-    """One pass over the archive: each wanted session's files into its staging dir."""
-    with tarfile.open(source, "r:gz") as archive:
-        for member in archive:
-            placed = _member_path(member.name)
-            if placed is None or not member.isfile() or placed[0] not in wanted:
-                continue
-            sid, relative = placed
-            if relative == METADATA:
-                continue  # written last, from the checked record
-            staging = staged.get(sid) or _new_staging(root_fd, sid, staged)
-            handle = archive.extractfile(member)
-            assert handle is not None
-            stage_fd = os.open(staging, _DIR_FLAGS, dir_fd=root_fd)
-            try:
-                _write_file(stage_fd, relative, handle.read(), store.durable)
-            finally:
-                os.close(stage_fd)
+    """One pass over the archive: each wanted session's files below ``<staging>/<id>/``.
+
+    Streamed in chunks; the record too (it is read back and checked again
+    before it is placed).  A member that differs from the first pass means
+    the archive changed meanwhile: refused.
+    """
+    for sid in wanted:
+        os.mkdir(sid, 0o777, dir_fd=stage_fd)
+    tree: _Tree | None = None
+    tree_of = ""
+    try:
+        with _members(source, limits) as (archive, members):
+            for member in members:
+                placed = _member_path(member.name)
+                if placed is None or member.isdir():
+                    continue
+                sid, relative = placed
+                if plan.files.get(sid, {}).get(relative) != member.size or not member.isfile():
+                    raise SessionValidationError(f"{source.name} changed while it was imported")
+                if sid not in wanted:
+                    continue
+                if tree is None or tree_of != sid:
+                    if tree is not None:
+                        _close_tree(tree, store.durable)
+                    tree = _Tree(os.open(sid, _DIR_FLAGS, dir_fd=stage_fd))
+                    tree_of = sid
+                folder, _, name = relative.rpartition("/")
+                handle = archive.extractfile(member)
+                assert handle is not None
+                _copy(handle, tree.folder(folder, create=True), name, member.size, store.durable)
+    except _ARCHIVE_ERRORS as error:
+        # Only the archive's own faults; an OSError of a write of ours
+        # reaches the caller, which reports it as a StorageError.
+        raise _archive_error(source, error) from None
+    finally:
+        if tree is not None:
+            _close_tree(tree, store.durable)
+
+
+def _close_tree(tree: _Tree, durable: bool) -> None:
+    try:
+        if durable:
+            tree.sync()
+    finally:
+        top = tree.folder("", create=False)
+        tree.close()
+        os.close(top)
+
+
+def _copy(handle: IO[bytes], dir_fd: int, name: str, size: int, durable: bool) -> None:
+    """Write at most ``size`` bytes of ``handle`` to a new file ``name``."""
+    fd = os.open(name, _NEW_FILE_FLAGS, 0o666, dir_fd=dir_fd)
+    try:
+        left = size
+        while left > 0:
+            chunk = handle.read(min(_CHUNK, left))
+            if not chunk:
+                break
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+            left -= len(chunk)
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _staged_record(
+    store: FileSessionStore, stage_fd: int, sid: str, revision: int, source: Path
+) -> Session:
+    sess_fd = os.open(sid, _DIR_FLAGS, dir_fd=stage_fd)
+    try:
+        incoming = store._load_at(sess_fd, sid)
+    except CorruptSessionError:
+        incoming = None
+    finally:
+        os.close(sess_fd)
+    if incoming is None or incoming.revision != revision:
+        raise SessionValidationError(f"{source.name} changed while it was imported")
+    return incoming
 
 
 def _place_new(
-    store: FileSessionStore, root_fd: int, staging: str, sid: str, incoming: Session
+    store: FileSessionStore, root_fd: int, stage_fd: int, sid: str, incoming: Session
 ) -> bool:
-    """Rename a complete staging directory into place; ``False`` if the id is taken."""
+    """Rename a complete staged session into place; ``False`` if the id is taken."""
     try:
         os.stat(sid, dir_fd=root_fd, follow_symlinks=False)
         return False
     except FileNotFoundError:
         pass
-    stage_fd = os.open(staging, _DIR_FLAGS, dir_fd=root_fd)
+    sess_fd = os.open(sid, _DIR_FLAGS, dir_fd=stage_fd)
     try:
         store._index_begin(sid)
-        signature = store._write(stage_fd, incoming)
+        signature = store._write(sess_fd, incoming)  # the checked record, re-encoded
     finally:
-        os.close(stage_fd)
+        os.close(sess_fd)
     try:
-        os.rename(staging, sid, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+        os.rename(sid, sid, src_dir_fd=stage_fd, dst_dir_fd=root_fd)
     except OSError as error:
         if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
             return False  # created meanwhile: update it instead
         raise StorageError(sid, "importing the session", error) from error
     if store.durable:
-        os.fsync(root_fd)
+        try:
+            os.fsync(root_fd)
+        except OSError as error:
+            raise StorageError(
+                sid, "syncing the directory after the import", error, committed=True
+            ) from error
     store._index_commit(incoming, signature)
     return True
 
 
+@dataclass
+class _Moved:
+    """One file of an update, for putting things back."""
+
+    folder: str
+    name: str
+    backup: str | None = None
+    placed: bool = False
+
+
 def _place_update(
-    store: FileSessionStore, root_fd: int, staging: str, sid: str, incoming: Session
+    store: FileSessionStore, stage_fd: int, sid: str, incoming: Session, files: Iterable[str]
 ) -> bool:
-    """Move the staged files into the existing directory, then the record; under the lock."""
+    """Put the staged files into the existing session, then the record; all under its lock.
+
+    Either every file and the record are in place, or (a clash found under
+    the lock, an I/O error on the way) the session is left as it was.
+    """
     with store._locked(sid) as (_, sess_fd):
         try:
             current: Session | None = store._load_at(sess_fd, sid)
@@ -391,37 +854,68 @@ def _place_update(
             current = None
         if current is not None and current.revision >= incoming.revision:
             return False  # someone got there first
-        stage_fd = os.open(staging, _DIR_FLAGS, dir_fd=root_fd)
+        moving = sorted(r for r in files if r != METADATA)
         try:
-            _move_tree(stage_fd, sess_fd, store.durable)
+            clash = _clashes(sess_fd, moving)
         except OSError as error:
-            raise StorageError(sid, "importing the session's files", error) from error
+            raise StorageError(sid, "checking the session's files", error) from error
+        if clash is not None:
+            raise _refuse_clash(sid, clash)
+        staged_fd = os.open(sid, _DIR_FLAGS, dir_fd=stage_fd)
+        backup_fd = os.open(BACKUP, _DIR_FLAGS, dir_fd=stage_fd)
+        source, target = _Tree(staged_fd), _Tree(sess_fd)
+        journal: list[_Moved] = []
+        try:
+            try:
+                for number, relative in enumerate(moving):
+                    folder, _, name = relative.rpartition("/")
+                    into = target.folder(folder, create=True)
+                    entry = _Moved(folder, name)
+                    journal.append(entry)
+                    with contextlib.suppress(FileNotFoundError):
+                        backup = f"{sid}-{number}"
+                        os.rename(name, backup, src_dir_fd=into, dst_dir_fd=backup_fd)
+                        entry.backup = backup
+                    os.rename(
+                        name, name, src_dir_fd=source.folder(folder, create=False), dst_dir_fd=into
+                    )
+                    entry.placed = True
+                if store.durable:
+                    target.sync()
+            except OSError as error:
+                raise StorageError(sid, "importing the session's files", error) from error
+            store._index_begin(sid)
+            signature = store._write(sess_fd, incoming)
+        except BaseException as error:
+            if not (isinstance(error, StorageError) and error.committed):
+                _put_back(journal, source, target, backup_fd)
+            raise
         finally:
-            os.close(stage_fd)
-        store._index_begin(sid)
-        signature = store._write(sess_fd, incoming)
-    store._index_commit(incoming, signature)
+            source.close()
+            target.close()
+            os.close(staged_fd)
+            os.close(backup_fd)
+        store._index_commit(incoming, signature)
     return True
 
 
-def _move_tree(source_fd: int, target_fd: int, durable: bool) -> None:
-    """Rename every file below ``source_fd`` to the same place below ``target_fd``."""
-    for name in sorted(os.listdir(source_fd)):
-        info = os.stat(name, dir_fd=source_fd, follow_symlinks=False)
-        if stat.S_ISDIR(info.st_mode):
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(name, 0o777, dir_fd=target_fd)
-            inner_source = os.open(name, _DIR_FLAGS, dir_fd=source_fd)
-            inner_target = os.open(name, _DIR_FLAGS, dir_fd=target_fd)
-            try:
-                _move_tree(inner_source, inner_target, durable)
-            finally:
-                os.close(inner_source)
-                os.close(inner_target)
-        else:
-            os.replace(name, name, src_dir_fd=source_fd, dst_dir_fd=target_fd)
-    if durable:
-        os.fsync(target_fd)
+def _put_back(journal: list[_Moved], source: _Tree, target: _Tree, backup_fd: int) -> None:
+    """Undo a partial update: each new file back to staging, each replaced one back home."""
+    for entry in reversed(journal):
+        try:
+            into = target.folder(entry.folder, create=False)
+            if entry.placed:
+                os.rename(
+                    entry.name,
+                    entry.name,
+                    src_dir_fd=into,
+                    dst_dir_fd=source.folder(entry.folder, create=False),
+                )
+            if entry.backup is not None:
+                os.rename(entry.backup, entry.name, src_dir_fd=backup_fd, dst_dir_fd=into)
+        except OSError as error:
+            log.warning("could not put back %s/%s: %s", entry.folder, entry.name, error)
+    target.remove_made()
 
 
 # ---------------------------------------------------------------- doctor
@@ -433,9 +927,17 @@ class DoctorReport:
 
     sessions: int = 0
     corrupt: dict[str, str] = field(default_factory=dict)
+    #: Records that could not be read (permissions, I/O errors): reported,
+    #: never moved, and never "healthy"; they may be perfectly sound.
+    unreadable: dict[str, str] = field(default_factory=dict)
     unsafe: dict[str, str] = field(default_factory=dict)
     without_metadata: list[str] = field(default_factory=list)
+    #: Temp files whose writer is gone (its lock was free).
     temp_files: list[str] = field(default_factory=list)
+    #: Store-internal names of the wrong kind inside a session (a ``.lock``
+    #: directory or link, a directory named like a temp file).
+    misplaced: list[str] = field(default_factory=list)
+    #: Trash and staging directories whose writer is gone.
     leftovers: list[str] = field(default_factory=list)
     index: str = "ok"
     #: Sessions whose index row differs from their file, or that have none.
@@ -447,11 +949,11 @@ class DoctorReport:
     @property
     def healthy(self) -> bool:
         """No problem left unresolved (sessions without metadata.json are normal)."""
-        found = [*self.corrupt, *self.unsafe, *self.temp_files, *self.leftovers]
-        return all(item in self.resolved for item in found) and self.index in (
-            "ok",
-            "off",
-            "rebuilt",
+        found = [*self.corrupt, *self.unsafe, *self.temp_files, *self.misplaced, *self.leftovers]
+        return (
+            not self.unreadable
+            and all(item in self.resolved for item in found)
+            and self.index in ("ok", "off", "rebuilt")
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -459,9 +961,11 @@ class DoctorReport:
             "healthy": self.healthy,
             "sessions": self.sessions,
             "corrupt": self.corrupt,
+            "unreadable": self.unreadable,
             "unsafe": self.unsafe,
             "without_metadata": self.without_metadata,
             "temp_files": self.temp_files,
+            "misplaced": self.misplaced,
             "leftovers": self.leftovers,
             "index": self.index,
             "stale_rows": self.stale_rows,
@@ -480,10 +984,13 @@ def doctor(
     """Check every session directory and the index; with ``fix``, repair.
 
     Corrupt or unsafe sessions are moved to ``.flow/maestro/quarantine/``
-    (never deleted), temp files of killed writers and half-finished deletes
-    or imports are removed, and the index is rebuilt.  Directories that only
-    hold other components' files (no ``metadata.json``) are listed, never
-    touched.
+    (never deleted) after a second look under the session's lock; a record
+    that cannot be *read* (permissions, I/O errors) is reported and left in
+    place.  Temp files, trash and staging directories are removed only when
+    the lock their writer holds is free (the writer is gone); store-internal
+    names of the wrong kind (a ``.lock`` directory) go to the quarantine too.
+    The index is rebuilt.  Directories that only hold other components'
+    files (no ``metadata.json``) are listed, never touched.
     """
     report = DoctorReport()
     root_fd = store._open_root(create=False)
@@ -491,13 +998,22 @@ def doctor(
         report.index = "off" if store.index is None else "ok"
         return report
     try:
-        names = sorted(os.listdir(root_fd))
-        report.leftovers = [n for n in names if n.startswith((TRASH_PREFIX, IMPORT_PREFIX))]
-        ids = [n for n in names if is_session_id(n)]
-        signatures: dict[str, Signature] = {}
-        for number, sid in enumerate(ids, 1):
-            _examine(store, root_fd, sid, report, signatures)
-            progress(number, len(ids))
+        try:
+            names = sorted(os.listdir(root_fd))
+            report.leftovers = [
+                n
+                for n in names
+                if n.startswith((TRASH_PREFIX, IMPORT_PREFIX)) and not _busy(root_fd, n)
+            ]
+            ids = [n for n in names if is_session_id(n)]
+            signatures: dict[str, Signature] = {}
+            for number, sid in enumerate(ids, 1):
+                _examine(store, root_fd, sid, report, signatures)
+                progress(number, len(ids))
+        except OSError as error:
+            if isinstance(error, SessionError):
+                raise
+            raise StorageError(None, "checking the sessions", error) from error
         report.index = _index_health(store, root_fd, signatures, report)
         if fix:
             _repair(store, root_fd, report)
@@ -509,6 +1025,21 @@ def doctor(
     finally:
         os.close(root_fd)
     return report
+
+
+def _busy(root_fd: int, name: str) -> bool:
+    """Is the trash or staging directory ``name`` still in a live writer's hands?"""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=root_fd)
+    except OSError:
+        return False  # gone, or not a directory: nobody's
+    try:
+        with _unless_busy(fd, create=False) as free:
+            return not free
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _examine(
@@ -523,14 +1054,25 @@ def _examine(
     except UnsafePathError as error:
         report.unsafe[sid] = str(error)
         return
-    except SessionError:
+    except SessionNotFoundError:
+        return  # gone meanwhile, or a file with a session's name
+    except SessionError as error:
+        report.unreadable[sid] = str(error)
         return
     try:
-        report.temp_files.extend(
+        try:
+            with os.scandir(sess_fd) as entries:
+                kinds = {e.name: e.is_file(follow_symlinks=False) for e in entries}
+        except OSError as error:
+            report.unreadable[sid] = str(StorageError(sid, "listing the session", error))
+            return
+        report.misplaced.extend(
             f"{sid}/{name}"
-            for name in os.listdir(sess_fd)
-            if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+            for name, regular in sorted(kinds.items())
+            if (name == LOCK or _is_temp(name)) and not regular
         )
+        if any(_is_temp(name) and regular for name, regular in kinds.items()):
+            report.temp_files.extend(f"{sid}/{name}" for name in _dead_temp_files(sess_fd))
         try:
             _, signature = store._load_signed(sess_fd, sid)
         except SessionNotFoundError:
@@ -539,13 +1081,39 @@ def _examine(
         except UnsafePathError as error:
             report.unsafe[sid] = str(error)
             return
-        except SessionError as error:
+        except CorruptSessionError as error:
             report.corrupt[sid] = str(error)
+            return
+        except SessionError as error:
+            # Unreadable is not corrupt: a permission or a failing disk says
+            # nothing about the record, which must stay where it is.
+            report.unreadable[sid] = str(error)
             return
         report.sessions += 1
         signatures[sid] = signature
     finally:
         os.close(sess_fd)
+
+
+def _dead_temp_files(sess_fd: int, *, create: bool = False) -> list[str]:
+    """The temp files in a session whose writer is gone: listed under its lock, if free.
+
+    Every writer of a session (``create`` included) opens its lock before it
+    makes a temp file and holds it while the file exists, so a lock taken
+    without waiting proves the files dead; a busy lock means a live writer,
+    whose files are none of our business.  Only ``create`` makes a missing
+    lock file (to keep a new writer out while files are removed).
+    """
+    try:
+        with _unless_busy(sess_fd, create=create) as free:
+            if not free:
+                return []
+            with os.scandir(sess_fd) as entries:
+                return sorted(
+                    e.name for e in entries if _is_temp(e.name) and e.is_file(follow_symlinks=False)
+                )
+    except OSError:
+        return []  # the lock cannot be opened: reported as misplaced, if it is ours to say
 
 
 def _index_health(
@@ -596,8 +1164,10 @@ def _index_health(
         problems.append(f"{len(stale)} session(s) missing or outdated ({shown})")
     if extra:
         problems.append(f"{extra} row(s) without a readable session")
-    if pending:
-        problems.append(f"{len(pending)} interrupted write(s)")
+    # A pending mark whose writer still holds the lock is a write in flight.
+    interrupted = [sid for sid in pending if not _busy(root_fd, sid)]
+    if interrupted:
+        problems.append(f"{len(interrupted)} interrupted write(s)")
     if not search_ok:
         problems.append("the full-text index disagrees with the rows")
     if (store.sessions_dir.parent / "index.stale").exists():
@@ -643,31 +1213,197 @@ def _repair(store: FileSessionStore, root_fd: int, report: DoctorReport) -> None
         # Moving sessions into a link would move them wherever it points.
         raise UnsafePathError(None, f"{quarantine} is a symlink; nothing was quarantined")
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
-    for sid in [*report.corrupt, *report.unsafe]:
-        quarantine.mkdir(parents=True, exist_ok=True)
-        target = quarantine / f"{sid}-{stamp}"
+
+    def make_quarantine() -> Path:
         try:
-            if sid in report.unsafe:
-                os.rename(sid, target, src_dir_fd=root_fd)  # moves the link, not its target
-            else:
-                with store._locked(sid):
-                    os.rename(sid, target, src_dir_fd=root_fd)
-        except (OSError, SessionError) as error:
-            log.warning("could not quarantine %s: %s", sid, error)
+            quarantine.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(None, "creating the quarantine directory", error) from error
+        return quarantine
+
+    # The lock first: with a ``.lock`` directory nothing else can be locked.
+    for relative in sorted(report.misplaced, key=lambda r: not r.endswith(f"/{LOCK}")):
+        outcome = _set_aside(store, root_fd, relative, make_quarantine, stamp)
+        if outcome is not None:
+            report.fixed.append(outcome)
+            report.resolved.add(relative)
+    for sid in [*report.corrupt, *report.unsafe]:
+        outcome = _quarantine(store, root_fd, sid, sid in report.unsafe, make_quarantine, stamp)
+        if outcome is None:
             continue
-        report.fixed.append(f"quarantined {sid} to {target.relative_to(store.sessions_dir.parent)}")
+        if outcome.startswith("unreadable: "):
+            report.unreadable[sid] = outcome.removeprefix("unreadable: ")
+            continue
+        report.fixed.append(outcome)
         report.resolved.add(sid)
     for relative in report.temp_files:
         sid, name = relative.split("/", 1)
         try:
-            with store._locked(sid) as (_, sess_fd):
-                os.unlink(name, dir_fd=sess_fd)
-        except (OSError, SessionError):
+            sess_fd = store._open_session(root_fd, sid)
+        except SessionError:
             continue
+        try:
+            with _unless_busy(sess_fd, create=True) as free:
+                if not free:
+                    continue  # a writer took the lock since: its files are its own
+                with contextlib.suppress(FileNotFoundError):
+                    info = os.stat(name, dir_fd=sess_fd, follow_symlinks=False)
+                    if not stat.S_ISREG(info.st_mode):
+                        continue
+                    os.unlink(name, dir_fd=sess_fd)
+        except OSError as error:
+            log.warning("could not remove %s: %s", relative, error)
+            continue
+        finally:
+            os.close(sess_fd)
         report.fixed.append(f"removed {relative}")
         report.resolved.add(relative)
     for name in report.leftovers:
-        shutil.rmtree(store.sessions_dir / name, ignore_errors=True)
-        if not (store.sessions_dir / name).exists():
+        if _remove_leftover(store, root_fd, name):
             report.fixed.append(f"removed {name}")
             report.resolved.add(name)
+
+
+def _quarantine(
+    store: FileSessionStore,
+    root_fd: int,
+    sid: str,
+    unsafe: bool,
+    make_quarantine: Callable[[], Path],
+    stamp: str,
+) -> str | None:
+    """Move a corrupt or unsafe session aside, after looking again under its lock.
+
+    What was found may have changed since (a session repaired by an import,
+    a record that cannot be *read* rather than a bad one): only what is
+    still corrupt or unsafe now moves.  Returns what was done, ``None`` when
+    nothing could be, or "unreadable: why" for a record that could not be read.
+    """
+    try:
+        entry = os.stat(sid, dir_fd=root_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return f"{sid} is gone"
+    except OSError as error:
+        log.warning("could not quarantine %s: %s", sid, error)
+        return None
+    target = make_quarantine() / f"{sid}-{stamp}"
+    moved = f"quarantined {sid} to {target.relative_to(store.sessions_dir.parent)}"
+    if stat.S_ISLNK(entry.st_mode):
+        try:
+            os.rename(sid, target, src_dir_fd=root_fd)  # moves the link, not its target
+        except OSError as error:
+            log.warning("could not quarantine %s: %s", sid, error)
+            return None
+        return moved
+    try:
+        with store._locked(sid) as (_, sess_fd):
+            try:
+                store._load_at(sess_fd, sid)
+                return f"{sid} is readable again; left in place"
+            except (CorruptSessionError, UnsafePathError):
+                pass  # still what it was: move it
+            except SessionNotFoundError:
+                if unsafe:
+                    return f"{sid} has no record any more; left in place"
+                pass  # the record became a non-file, or went: corrupt still
+            except SessionError as error:
+                return f"unreadable: {error}"
+            try:
+                os.rename(sid, target, src_dir_fd=root_fd)
+            except OSError as error:
+                log.warning("could not quarantine %s: %s", sid, error)
+                return None
+            return moved
+    except UnsafePathError:
+        # the lock itself is a link (found as misplaced, set aside first when it was)
+        log.warning("could not quarantine %s: its lock is unsafe", sid)
+        return None
+    except SessionNotFoundError:
+        return f"{sid} is gone"
+    except (OSError, SessionError) as error:
+        log.warning("could not quarantine %s: %s", sid, error)
+        return None
+
+
+def _set_aside(
+    store: FileSessionStore,
+    root_fd: int,
+    relative: str,
+    make_quarantine: Callable[[], Path],
+    stamp: str,
+) -> str | None:
+    """Move a store-internal name of the wrong kind out of a session, into the quarantine."""
+    sid, name = relative.split("/", 1)
+    try:
+        sess_fd = store._open_session(root_fd, sid)
+    except SessionError as error:
+        log.warning("could not set %s aside: %s", relative, error)
+        return None
+    try:
+        target = make_quarantine() / f"{sid}-{stamp}{name}"
+
+        def move() -> str | None:
+            try:
+                info = os.stat(name, dir_fd=sess_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return f"{relative} is gone"
+            if stat.S_ISREG(info.st_mode):
+                return f"{relative} is a plain file again; left in place"
+            os.rename(name, target, src_dir_fd=sess_fd)
+            return f"moved {relative} to {target.relative_to(store.sessions_dir.parent)}"
+
+        if name == LOCK:
+            # Nobody can hold a lock that is not a file, and the next writer
+            # makes a new one once this is gone.
+            return move()
+        with store._locked(sid):
+            return move()
+    except (OSError, SessionError) as error:
+        if isinstance(error, StorageError) and error.session_id is None:
+            raise  # the quarantine cannot be made
+        log.warning("could not set %s aside: %s", relative, error)
+        return None
+    finally:
+        os.close(sess_fd)
+
+
+def _remove_leftover(store: FileSessionStore, root_fd: int, name: str) -> bool:
+    """Remove a trash or staging directory whose writer is gone; ``True`` once it is."""
+    try:
+        info = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return True
+    except OSError as error:
+        log.warning("could not remove %s: %s", name, error)
+        return False
+    if not stat.S_ISDIR(info.st_mode):
+        try:
+            os.unlink(name, dir_fd=root_fd)  # a link or a file with our prefix: never followed
+        except OSError as error:
+            log.warning("could not remove %s: %s", name, error)
+            return False
+        return True
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=root_fd)
+    except OSError as error:
+        log.warning("could not remove %s: %s", name, error)
+        return False
+    try:
+        # A staging directory's lock is made if missing, so that an import
+        # still between its mkdir and its lock finds it taken and starts over.
+        with _unless_busy(fd, create=name.startswith(IMPORT_PREFIX)) as free:
+            if not free:
+                return False  # its writer is alive
+            doomed = name
+            if name.startswith(IMPORT_PREFIX):
+                # Out of the importer's name first: one that took the lock
+                # just before us sees its directory gone and starts over.
+                doomed = f"{TRASH_PREFIX}{name.removeprefix('.')}-{secrets.token_hex(4)}"
+                os.rename(name, doomed, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+            shutil.rmtree(store.sessions_dir / doomed, ignore_errors=True)
+            return not (store.sessions_dir / doomed).exists()
+    except OSError as error:
+        log.warning("could not remove %s: %s", name, error)
+        return False
+    finally:
+        os.close(fd)

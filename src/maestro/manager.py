@@ -624,11 +624,26 @@ class SessionManager:
         )
 
     def import_sessions(
-        self, source: str | os.PathLike[str], *, progress: Progress | None = None
+        self,
+        source: str | os.PathLike[str],
+        *,
+        max_file_bytes: int | None = None,
+        max_total_bytes: int | None = None,
+        progress: Progress | None = None,
     ) -> ImportResult:
-        """Bring in an export: checked whole first, idempotent, the higher revision wins."""
+        """Bring in an export: checked whole first, idempotent, the higher revision wins.
+
+        ``max_file_bytes`` bounds each member (default 64 MiB) and
+        ``max_total_bytes`` the archive's uncompressed size (default 1 GiB);
+        both are checked against what the archive declares before anything
+        is written.
+        """
         return maintenance.import_sessions(
-            self._file_store("import"), source, progress=progress or _quiet
+            self._file_store("import"),
+            source,
+            max_file_bytes=max_file_bytes,
+            max_total_bytes=max_total_bytes,
+            progress=progress or _quiet,
         )
 
     def doctor(

@@ -626,8 +626,12 @@ def doctor_view(report: DoctorReport, after: DoctorReport | None = None) -> Grou
             lines.extend(Text(f"  {visible(item)}") for item in items)
 
     problem("corrupt", [f"{sid}: {why}" for sid, why in report.corrupt.items()])
+    problem(
+        "unreadable (left in place)", [f"{sid}: {why}" for sid, why in report.unreadable.items()]
+    )
     problem("unsafe", [f"{sid}: {why}" for sid, why in report.unsafe.items()])
     problem("temp files of interrupted writes", report.temp_files)
+    problem("store-internal names of the wrong kind", report.misplaced)
     problem("leftovers of interrupted deletes or imports", report.leftovers)
     if report.without_metadata:
         lines.append(
@@ -648,7 +652,12 @@ def doctor_view(report: DoctorReport, after: DoctorReport | None = None) -> Grou
         lines.append(Text("healthy", style="bold green"))
     else:
         remaining = (
-            len(final.corrupt) + len(final.unsafe) + len(final.temp_files) + len(final.leftovers)
+            len(final.corrupt)
+            + len(final.unreadable)
+            + len(final.unsafe)
+            + len(final.temp_files)
+            + len(final.misplaced)
+            + len(final.leftovers)
         )
         summary = f"problems remain: {remaining} item(s)"
         if final.index not in ("ok", "off", "rebuilt"):

@@ -532,16 +532,26 @@ class FileSessionStore:
             try:
                 if self.durable:
                     os.fsync(root_fd)
-                # No lock needed: nobody can address the session before its
-                # metadata.json appears, and it appears whole.  The lock file
-                # is made by the first writer that needs it.
+                # Nobody else can address the session before its metadata.json
+                # appears, and it appears whole; the lock is taken anyway so
+                # that ``doctor`` can tell this writer's temp file (its lock
+                # held) from one a killed writer left (its lock free).
                 sess_fd = os.open(session_id, _NOFOLLOW_DIR, dir_fd=root_fd)
                 try:
-                    self._index_begin(session_id)
-                    signature = self._write(sess_fd, stored)
+                    lock_fd = os.open(LOCK, _LOCK_FLAGS, 0o666, dir_fd=sess_fd)
+                    try:
+                        self._acquire(lock_fd, session_id, time.monotonic() + self.lock_timeout)
+                        self._index_begin(session_id)
+                        self._index_commit(stored, self._write(sess_fd, stored))
+                    except BaseException:
+                        # leave the directory empty, for _remove_empty
+                        with contextlib.suppress(OSError):
+                            os.unlink(LOCK, dir_fd=sess_fd)
+                        raise
+                    finally:
+                        os.close(lock_fd)  # releases the lock
                 finally:
                     os.close(sess_fd)
-                self._index_commit(stored, signature)
             except BaseException:
                 self._remove_empty(root_fd, session_id)
                 raise
