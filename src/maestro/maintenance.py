@@ -592,6 +592,10 @@ def import_sessions(
         _limit(max_total_bytes, MAX_IMPORT_BYTES, "max_total_bytes"),
     )
     plan = _check_archive(path, limits)
+    # A store reached through a link is refused even when nothing would be written.
+    checked_fd = store._open_root(create=False)
+    if checked_fd is not None:
+        os.close(checked_fd)
     result = ImportResult()
     wanted: list[str] = []
     for sid, revision in plan.revisions.items():
@@ -625,13 +629,18 @@ def import_sessions(
                     raise
                 raise StorageError(None, f"unpacking {path.name}", error) from error
             for number, sid in enumerate(wanted, 1):
-                incoming = _staged_record(store, stage_fd, sid, plan.revisions[sid], path)
-                if _place_new(store, root_fd, stage_fd, sid, incoming):
-                    result.created.append(sid)
-                elif _place_update(store, stage_fd, sid, incoming, plan.files[sid]):
-                    result.updated.append(sid)
-                else:
-                    result.unchanged.append(sid)
+                try:
+                    incoming = _staged_record(store, stage_fd, sid, plan.revisions[sid], path)
+                    if _place_new(store, root_fd, stage_fd, sid, incoming):
+                        result.created.append(sid)
+                    elif _place_update(store, stage_fd, sid, incoming, plan.files[sid]):
+                        result.updated.append(sid)
+                    else:
+                        result.unchanged.append(sid)
+                except OSError as error:
+                    if isinstance(error, SessionError):
+                        raise
+                    raise StorageError(sid, "importing the session", error) from error
                 progress(number, len(wanted))
         finally:
             shutil.rmtree(store.sessions_dir / staging, ignore_errors=True)

@@ -943,7 +943,9 @@ class FileSessionStore:
 
         def fresh() -> Iterator[Item]:
             for sid in wanted():
-                outcome = self._read_for_index(root_fd, sid)
+                outcome = self._read_for_index(
+                    root_fd, sid, refused_is_unreadable=reread or only is not None
+                )
                 if outcome is None:
                     missing.append(sid)
                 elif isinstance(outcome, _Unreadable):
@@ -1015,13 +1017,24 @@ class FileSessionStore:
             found.sort(key=query.sort_key, reverse=query.descending)
         return query.window(found)
 
-    def _read_for_index(self, root_fd: int, sid: str) -> Item | _Unreadable | None:
-        """The session and its file's signature; ``None`` without metadata.json."""
+    def _read_for_index(
+        self, root_fd: int, sid: str, *, refused_is_unreadable: bool = False
+    ) -> Item | _Unreadable | None:
+        """The session and its file's signature; ``None`` without metadata.json.
+
+        A read the disk refused (EACCES, EIO, ...) makes a query scan instead
+        (:func:`_not_now`).  An explicit rebuild cannot stand in for itself,
+        so with ``refused_is_unreadable`` the session is recorded as
+        unreadable under a signature no file has, which the next query
+        retries.
+        """
         try:
             sess_fd = self._open_session(root_fd, sid)
         except SessionNotFoundError:
             return None
         except StorageError as error:
+            if refused_is_unreadable:
+                return _Unreadable(_RETRY, str(error))
             raise _not_now(error) from error
         except SessionError as error:
             return _Unreadable(Signature(0, 0, 0), str(error))
@@ -1031,6 +1044,8 @@ class FileSessionStore:
         except SessionNotFoundError:
             return None
         except StorageError as error:
+            if refused_is_unreadable:
+                return _Unreadable(_RETRY, str(error))
             raise _not_now(error) from error
         except SessionError as error:
             signature = Signature(0, 0, 0)
@@ -1104,6 +1119,11 @@ class FileSessionStore:
                 yield entry.session
             elif not isinstance(entry.error, SessionNotFoundError):
                 log.warning("skipping %s", entry.error)
+
+
+#: The signature of a session whose file the disk refused to read: no file has
+#: a negative size, so the next query's check of unreadable sessions re-reads it.
+_RETRY = Signature(0, -1, 0)
 
 
 def _not_now(error: StorageError) -> IndexUnavailable:
