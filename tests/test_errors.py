@@ -31,6 +31,8 @@ from maestro import errors
         (errors.LockTimeoutError("s", 1.0), (TimeoutError,)),
         (errors.UnsafePathError("s", "link"), (PermissionError,)),
         (errors.StorageError("s", "write", OSError(28, "full")), (OSError,)),
+        (errors.StorageError("s", "write", RuntimeError("server gone")), (OSError,)),
+        (errors.UnsupportedOperationError("reindex", "memory store"), (ValueError,)),
     ],
 )
 def test_every_error_is_a_session_error_and_its_builtin(
@@ -55,9 +57,26 @@ def test_storage_error_keeps_errno() -> None:
     assert error.errno == 28 and "No space left" in str(error)
 
 
+def test_storage_error_takes_any_cause() -> None:
+    """A database driver's error becomes EIO with the first line of its message."""
+    cause = RuntimeError("connection refused\nDETAIL: host 10.0.0.1")
+    error = errors.StorageError(None, "saving the session", cause, committed=True)
+    assert error.errno == 5 and error.committed
+    assert str(error) == "saving the session failed: connection refused"
+
+
+def test_corrupt_error_names_where_the_record_lives() -> None:
+    error = errors.CorruptSessionError("s", "bad JSON", where="row sessions(s)")
+    assert str(error) == "session s: row sessions(s) is unreadable: bad JSON"
+    assert error.where == "row sessions(s)"
+
+
 def test_public_names_are_pinned() -> None:
     assert set(maestro.__all__) == {
         "AmbiguousSessionIdError",
+        "Capability",
+        "ChangeEvent",
+        "ChangeKind",
         "ConflictError",
         "CorruptSessionError",
         "FileSessionStore",
@@ -81,6 +100,7 @@ def test_public_names_are_pinned() -> None:
         "StateChange",
         "StorageError",
         "UnsafePathError",
+        "UnsupportedOperationError",
         "__version__",
     }
     for name in maestro.__all__:

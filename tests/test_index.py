@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from maestro import FileSessionStore, GitContext, Session, SessionManager, SessionStatus
+from maestro import (
+    FileSessionStore,
+    GitContext,
+    Session,
+    SessionManager,
+    SessionStatus,
+    UnsupportedOperationError,
+)
 from maestro.stores import index as index_module
 from maestro.stores.index import INDEX_FORMAT, SessionIndex
 
@@ -374,8 +381,9 @@ def test_the_index_can_be_turned_off(tmp_path: Path) -> None:
     manager.create_session("x")
     assert len(manager.query_sessions()) == 1
     assert not (tmp_path / ".flow" / "maestro" / "index.sqlite3").exists()
-    with pytest.raises(ValueError, match="no index"):
+    with pytest.raises(UnsupportedOperationError, match="reindex capability") as caught:
         manager.rebuild_index()
+    assert isinstance(caught.value, ValueError)
 
 
 def test_session_index_close_is_idempotent(tmp_path: Path) -> None:

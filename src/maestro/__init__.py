@@ -25,6 +25,7 @@ from maestro.errors import (
     SessionValidationError,
     StorageError,
     UnsafePathError,
+    UnsupportedOperationError,
 )
 from maestro.manager import SessionManager
 from maestro.models import (
@@ -37,13 +38,22 @@ from maestro.models import (
     SessionStatus,
     StateChange,
 )
-from maestro.stores.base import SessionQuery, SessionStore
+from maestro.stores.base import (
+    Capability,
+    ChangeEvent,
+    ChangeKind,
+    SessionQuery,
+    SessionStore,
+)
 from maestro.stores.files import FileSessionStore
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AmbiguousSessionIdError",
+    "Capability",
+    "ChangeEvent",
+    "ChangeKind",
     "ConflictError",
     "CorruptSessionError",
     "FileSessionStore",
@@ -67,5 +77,6 @@ __all__ = [
     "StateChange",
     "StorageError",
     "UnsafePathError",
+    "UnsupportedOperationError",
     "__version__",
 ]

@@ -17,7 +17,8 @@ so ``except FileNotFoundError`` or ``except ValueError`` keep working::
     ├── SessionExistsError (FileExistsError)        a session with that id already exists
     ├── LockTimeoutError (TimeoutError)             per-session lock not acquired in time
     ├── UnsafePathError (PermissionError)           symlink or path escaping the store
-    └── StorageError (OSError)                      the disk or database refused a write
+    ├── UnsupportedOperationError (ValueError)      the store in use lacks the capability
+    └── StorageError (OSError)                      the disk or database refused an operation
 
 ``InvalidSessionIdError`` is both a ``ValueError`` and a not-found error, the
 way :class:`io.UnsupportedOperation` is both ``OSError`` and ``ValueError``.
@@ -46,6 +47,7 @@ __all__ = [
     "SessionValidationError",
     "StorageError",
     "UnsafePathError",
+    "UnsupportedOperationError",
 ]
 
 _MAX_ID_IN_MESSAGE = 60
@@ -160,15 +162,26 @@ class CorruptSessionError(SessionError, json.JSONDecodeError):
 
     It is a :class:`json.JSONDecodeError`, so ``except json.JSONDecodeError``
     (and ``except ValueError``) catch it.  ``doc`` is left empty on purpose:
-    the file's contents never travel inside an exception.
+    the record's contents never travel inside an exception.  ``where`` names
+    the place the store keeps the record in (``metadata.json`` in the file
+    store, a table row in a database).
     """
 
-    def __init__(self, session_id: str, detail: str, *, lineno: int = 1, colno: int = 1) -> None:
-        message = f"session {session_id}: metadata.json is unreadable: {detail}"
+    def __init__(
+        self,
+        session_id: str,
+        detail: str,
+        *,
+        where: str = "the stored record",
+        lineno: int = 1,
+        colno: int = 1,
+    ) -> None:
+        message = f"session {session_id}: {where} is unreadable: {detail}"
         json.JSONDecodeError.__init__(self, message, "", 0)
         self.lineno = lineno
         self.colno = colno
         self.session_id = session_id
+        self.where = where
         self.args = (message,)
 
     def __str__(self) -> str:
@@ -234,20 +247,53 @@ class UnsafePathError(SessionError, PermissionError):
 class StorageError(SessionError, OSError):
     """The storage refused an operation; ``errno`` is the underlying one.
 
+    ``cause`` may be an ``OSError`` (its errno and reason are kept) or any
+    other failure of the engine underneath, a database driver's error for one
+    (``errno`` is then ``EIO`` and the reason is the first line of its
+    message; the error itself stays reachable as ``__cause__``).
+
     ``committed`` is false when nothing changed (the previous record is
-    intact).  It is true in one case only: the new record was renamed into
-    place but the directory fsync that makes the rename durable failed, so the
-    new record is what readers see now, yet it might not survive a power cut.
+    intact).  It is true when the change is in place although the operation
+    reported a failure: in the file store, the new record was renamed into
+    place but the directory fsync that makes the rename durable failed, so it
+    is what readers see now, yet it might not survive a power cut.
     """
 
     def __init__(
-        self, session_id: str | None, action: str, cause: OSError, *, committed: bool = False
+        self,
+        session_id: str | None,
+        action: str,
+        cause: BaseException,
+        *,
+        committed: bool = False,
     ) -> None:
         what = f"session {session_id}: " if session_id else ""
-        reason = cause.strerror or type(cause).__name__
-        super().__init__(cause.errno, f"{what}{action} failed: {reason}")
+        if isinstance(cause, OSError):
+            code = cause.errno
+            reason = cause.strerror or type(cause).__name__
+        else:
+            code = _errno.EIO
+            lines = str(cause).strip().splitlines()
+            reason = lines[0] if lines else type(cause).__name__
+        super().__init__(code, f"{what}{action} failed: {reason}")
         self.session_id = session_id
         self.committed = committed
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+class UnsupportedOperationError(SessionError, ValueError):
+    """The store in use does not offer this operation (see its capabilities).
+
+    A ``ValueError``, like the validation error it replaces, so existing
+    ``except ValueError`` clauses keep working.
+    """
+
+    def __init__(self, operation: str, store: str, *, needs: str = "") -> None:
+        message = f"{operation} is not supported by the {store}"
+        if needs:
+            message = f"{message}; it needs {needs}"
+        super().__init__(message)
+        self.operation = operation
+        self.store = store

@@ -461,7 +461,7 @@ def _read_record(archive: tarfile.TarFile, member: tarfile.TarInfo, sid: str) ->
     handle = archive.extractfile(member)
     assert handle is not None
     try:
-        return decode_record(sid, handle.read())
+        return decode_record(sid, handle.read(), where=METADATA)
     except CorruptSessionError as error:
         raise SessionValidationError(f"archive holds an invalid record: {error}") from None
 

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from maestro import lifecycle, maintenance
 from maestro.errors import (
@@ -41,7 +41,14 @@ from maestro.models import (
     utcnow,
 )
 from maestro.stats import SessionStats, summarize
-from maestro.stores.base import SessionQuery, SessionStore
+from maestro.stores.base import (
+    Capability,
+    PrefixLookup,
+    Reindexable,
+    SessionQuery,
+    SessionStore,
+    require,
+)
 from maestro.stores.files import FileSessionStore
 
 __all__ = ["READ_ONLY_FIELDS", "UPDATABLE_FIELDS", "SessionManager", "resolve_root"]
@@ -210,9 +217,8 @@ class SessionManager:
             or not _ID_PREFIX.fullmatch(prefix)
         ):
             raise InvalidSessionIdError(prefix)
-        lister = getattr(self.store, "session_ids", None)
-        if lister is not None:
-            matches: list[str] = lister(prefix)
+        if Capability.PREFIX_LOOKUP in self.store.capabilities:
+            matches: list[str] = cast(PrefixLookup, self.store).session_ids(prefix)
         else:
             matches = sorted(
                 s.session_id for s in self.query_sessions() if s.session_id.startswith(prefix)
@@ -396,11 +402,8 @@ class SessionManager:
         sessions written through the library, and session directories added
         or removed by other means, are picked up on their own.
         """
-        rebuild = getattr(self.store, "rebuild_index", None)
-        if rebuild is None:
-            raise SessionValidationError(f"{type(self.store).__name__} keeps no index to rebuild")
-        count: int = rebuild()
-        return count
+        require(self.store, Capability.REINDEX, "rebuilding the index")
+        return cast(Reindexable, self.store).rebuild_index()
 
     def list_active_sessions(self) -> list[Session]:
         """Every session not in a terminal state, newest first."""
@@ -603,9 +606,8 @@ class SessionManager:
     # ------------------------------------------------------------ whole directories
 
     def _file_store(self, action: str) -> FileSessionStore:
-        if not isinstance(self.store, FileSessionStore):
-            raise SessionValidationError(f"{action} needs the file store")
-        return self.store
+        require(self.store, Capability.DIRECTORY_EXPORT, action)
+        return cast(FileSessionStore, self.store)
 
     def export_sessions(
         self,

@@ -5,6 +5,31 @@ A store persists whole session records.  It owns durability and concurrency:
 record after taking the lock, checks ``expected_revision`` and bumps
 ``revision``.  All lifecycle rules live above it, in :class:`SessionManager`,
 so every backend enforces them identically.
+
+Required of every store: :class:`SessionStore` below.  Optional, and declared
+in the store's ``capabilities`` (a frozenset of :class:`Capability`), never
+discovered by probing for methods:
+
+* ``PREFIX_LOOKUP`` -- ``session_ids(prefix)`` lists ids cheaply
+  (:class:`PrefixLookup`);
+* ``CHANGES`` -- a change feed (:class:`ChangeFeed`), written in the same
+  transaction as the change;
+* ``REINDEX`` -- a derived index that can be rebuilt from the records
+  (:class:`Reindexable`);
+* ``DOCTOR`` -- checks and repairs of the stored data;
+* ``DIRECTORY_EXPORT`` -- export and import of whole session directories
+  (other files of a session travel with its record);
+* ``MULTI_PROCESS`` -- safe for writers in several processes at once.
+
+An operation a store does not declare raises
+:class:`~maestro.errors.UnsupportedOperationError`.
+
+Writes carry what the change feed and idempotent requests need: ``modify``
+takes the ``kind`` of change (a :class:`ChangeKind`) and the caller's
+``request_id``; ``create`` with a ``request_id`` reserves that key with the
+new session, atomically, and returns the session already created under it
+instead when there is one (its id then differs from the one passed in); a
+transform passed to ``modify`` may raise :class:`NoChange` to write nothing.
 """
 
 from __future__ import annotations
@@ -12,16 +37,115 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from enum import StrEnum
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from maestro.errors import SessionValidationError
-from maestro.models import Session, SessionPhase, SessionStatus, parse_timestamp
+from maestro.errors import SessionValidationError, UnsupportedOperationError
+from maestro.models import (
+    Session,
+    SessionPhase,
+    SessionStatus,
+    format_timestamp,
+    parse_timestamp,
+)
 from maestro.search import SearchTerms, parse_search
 
-__all__ = ["ScanEntry", "SessionQuery", "SessionStore", "Transform"]
+__all__ = [
+    "Capability",
+    "ChangeEvent",
+    "ChangeFeed",
+    "ChangeKind",
+    "NoChange",
+    "PrefixLookup",
+    "Reindexable",
+    "ScanEntry",
+    "SessionQuery",
+    "SessionStore",
+    "Transform",
+    "require",
+]
 
 Transform = Callable[[Session], Session]
 OrderBy = Literal["created", "updated", "rank"]
+
+
+class Capability(StrEnum):
+    """What a store offers beyond the required contract (see the module docstring)."""
+
+    PREFIX_LOOKUP = "prefix_lookup"
+    CHANGES = "changes"
+    REINDEX = "reindex"
+    DOCTOR = "doctor"
+    DIRECTORY_EXPORT = "directory_export"
+    MULTI_PROCESS = "multi_process"
+
+
+def require(store: SessionStore, capability: Capability, operation: str) -> None:
+    """Raise ``UnsupportedOperationError`` unless ``store`` declares ``capability``."""
+    if capability not in store.capabilities:
+        raise UnsupportedOperationError(
+            operation, store.display_name, needs=f"the {capability.value} capability"
+        )
+
+
+class ChangeKind(StrEnum):
+    """What a change event reports."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    TRANSITIONED = "transitioned"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    HEARTBEAT = "heartbeat"
+    INCREMENTED = "incremented"
+    DELETED = "deleted"
+    #: A change made outside the library and noticed by the store (a
+    #: restored directory, say); its revision may be lower than before.
+    REPLACED = "replaced"
+    #: The events after the reader's cursor are no longer kept (retention, a
+    #: rebuilt index): the reader must re-read what it needs.  No session.
+    RESET = "reset"
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """One committed change, as the change feed reports it.
+
+    ``cursor`` is opaque: pass it back as ``since`` to read what came after.
+    ``from_status``/``to_status`` are the status before and after (equal when
+    the status did not change; ``from_status`` is ``None`` on creation,
+    ``to_status`` on deletion).
+    """
+
+    cursor: str
+    kind: ChangeKind
+    session_id: str | None
+    revision: int | None
+    from_status: str | None
+    to_status: str | None
+    at: datetime
+    request_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cursor": self.cursor,
+            "kind": self.kind.value,
+            "session_id": self.session_id,
+            "revision": self.revision,
+            "from_status": self.from_status,
+            "to_status": self.to_status,
+            "at": format_timestamp(self.at),
+            "request_id": self.request_id,
+        }
+
+
+class NoChange(Exception):
+    """Raised by a ``modify`` transform to store nothing.
+
+    The store then returns the record as it is stored, with its revision
+    unchanged and no change event.  A transform must raise it before it
+    mutates the session it was given.
+    """
 
 
 def _as_set(
@@ -200,21 +324,48 @@ class ScanEntry:
 class SessionStore(Protocol):
     """Persistence of session records (see the module docstring)."""
 
+    #: The optional parts of the contract this store offers.
+    capabilities: frozenset[Capability]
+    #: A short name for messages: "file store", "memory store".
+    display_name: str
+
     def load(self, session_id: str) -> Session:
         """The stored session; ``SessionNotFoundError`` / ``CorruptSessionError``."""
         ...
 
-    def create(self, session: Session) -> Session:
-        """Store a new session with revision 1; ``SessionExistsError`` if the id is taken."""
+    def create(self, session: Session, *, request_id: str | None = None) -> Session:
+        """Store a new session with revision 1; ``SessionExistsError`` if the id is taken.
+
+        With ``request_id``, the key is reserved together with the session;
+        when a session was already created under that key, it is returned as
+        stored and nothing is written.
+        """
         ...
 
     def modify(
-        self, session_id: str, change: Transform, *, expected_revision: int | None = None
+        self,
+        session_id: str,
+        change: Transform,
+        *,
+        expected_revision: int | None = None,
+        kind: ChangeKind = ChangeKind.UPDATED,
+        request_id: str | None = None,
     ) -> Session:
-        """Apply ``change`` to the freshly read record under the lock and store it."""
+        """Apply ``change`` to the freshly read record under the lock and store it.
+
+        ``change`` may raise :class:`NoChange`: nothing is stored and the
+        record is returned as it is.  ``kind`` and ``request_id`` describe
+        the change for the change feed.
+        """
         ...
 
-    def delete(self, session_id: str, *, expected_revision: int | None = None) -> None:
+    def delete(
+        self,
+        session_id: str,
+        *,
+        expected_revision: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
         """Remove the session and everything stored with it."""
         ...
 
@@ -228,4 +379,46 @@ class SessionStore(Protocol):
 
     def scan(self) -> Iterator[ScanEntry]:
         """Every session the store holds, readable or not, in no particular order."""
+        ...
+
+
+class PrefixLookup(Protocol):
+    """``Capability.PREFIX_LOOKUP``."""
+
+    def session_ids(self, prefix: str = "") -> list[str]:
+        """The ids starting with ``prefix``, sorted."""
+        ...
+
+
+class Reindexable(Protocol):
+    """``Capability.REINDEX``: a derived index rebuilt from the records."""
+
+    def rebuild_index(self) -> int:
+        """Rebuild the whole index; returns the rows written."""
+        ...
+
+    def reindex(self, session_ids: list[str]) -> int:
+        """Re-read these sessions into the index; returns the rows written."""
+        ...
+
+
+class ChangeFeed(Protocol):
+    """``Capability.CHANGES``: the committed changes, in commit order.
+
+    ``changes_after(None)`` starts at the oldest kept event.  When events
+    after ``cursor`` are no longer kept, or ``cursor`` belongs to another
+    history (a rebuilt index), the first event returned is a ``RESET`` whose
+    cursor is the point reading continues from.
+    """
+
+    def changes_after(self, cursor: str | None, *, limit: int = 1000) -> list[ChangeEvent]:
+        """Up to ``limit`` events after ``cursor``, oldest first."""
+        ...
+
+    def feed_end(self) -> str:
+        """The cursor of the newest event (reading from it yields only later ones)."""
+        ...
+
+    def wait_for_change(self, cursor: str, timeout: float) -> bool:
+        """Block until an event after ``cursor`` may exist, or ``timeout`` seconds pass."""
         ...

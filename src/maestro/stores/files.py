@@ -52,8 +52,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
-
+from maestro.codec import decode_record, encode_record
 from maestro.errors import (
     ConflictError,
     CorruptSessionError,
@@ -64,11 +63,18 @@ from maestro.errors import (
     SessionValidationError,
     StorageError,
     UnsafePathError,
+    UnsupportedOperationError,
 )
 from maestro.ids import check_session_id, is_session_id
 from maestro.models import SCHEMA_VERSION, Session, session_from_trusted_record
-from maestro.schema import migrate, validate_record
-from maestro.stores.base import ScanEntry, SessionQuery, Transform
+from maestro.stores.base import (
+    Capability,
+    ChangeKind,
+    NoChange,
+    ScanEntry,
+    SessionQuery,
+    Transform,
+)
 from maestro.stores.index import (
     RACY_NS,
     CurrentSignature,
@@ -112,56 +118,6 @@ _NOFOLLOW_DIR = _DIR_FLAGS | os.O_NOFOLLOW
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-_UTF8_BOM = b"\xef\xbb\xbf"
-
-
-def encode_record(session: Session) -> bytes:
-    """The bytes of ``metadata.json`` for ``session``, after schema validation.
-
-    Pretty JSON (two-space indent, UTF-8, trailing newline), the layout of the
-    prototype's ``json.dump(..., indent=2)``.  orjson writes it some forty
-    times faster than the standard library's pure-Python indenting encoder,
-    which dominated the CPU cost of a write with a long history.
-    """
-    record = session.to_dict()
-    validate_record(record, session_id=session.session_id)
-    try:
-        return orjson.dumps(record, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-    except TypeError as error:  # only reachable through ``extra``
-        raise SessionValidationError(
-            f"the record holds a value JSON cannot store ({error})", session_id=session.session_id
-        ) from None
-
-
-def decode_record(session_id: str, raw: bytes) -> Session:
-    """Parse and check stored bytes; any problem is a ``CorruptSessionError``."""
-    try:
-        # Strictly UTF-8 (no guessing of UTF-16/32 from the first bytes); a
-        # UTF-8 byte order mark, which some editors add, is tolerated.
-        record = orjson.loads(raw[3:] if raw.startswith(_UTF8_BOM) else raw)
-    except orjson.JSONDecodeError as error:
-        raise CorruptSessionError(
-            session_id,
-            f"invalid JSON ({error.msg} at line {error.lineno}, column {error.colno})",
-            lineno=error.lineno,
-            colno=error.colno,
-        ) from None
-    if not isinstance(record, dict):
-        raise CorruptSessionError(session_id, "the top level is not a JSON object")
-    # The models check every field as strictly as the schema does (types,
-    # ranges, enum values, unknown nested keys), and anything they accept
-    # serialises to a schema-valid record, so reads skip the schema pass; the
-    # writer validates against it before every write.
-    try:
-        session = Session.from_dict(migrate(record, session_id=session_id))
-    except SessionValidationError as error:
-        detail = str(error).removeprefix(f"session {session_id}: ")
-        raise CorruptSessionError(session_id, detail) from None
-    if session.session_id != session_id:
-        raise CorruptSessionError(session_id, "the record names a different session id")
-    return session
 
 
 class NotDurableError(OSError):
@@ -263,6 +219,17 @@ class FileSessionStore:
         )
         self._fallback_warned = False
         self._trash_left = False
+        offered = {
+            Capability.PREFIX_LOOKUP,
+            Capability.DOCTOR,
+            Capability.DIRECTORY_EXPORT,
+            Capability.MULTI_PROCESS,
+        }
+        if self.index is not None:
+            offered |= {Capability.REINDEX}
+        self.capabilities: frozenset[Capability] = frozenset(offered)
+
+    display_name = "file store"
 
     def __repr__(self) -> str:
         return f"FileSessionStore({str(self.sessions_dir)!r})"
@@ -373,7 +340,9 @@ class FileSessionStore:
             if not stat.S_ISREG(info.st_mode):
                 raise UnsafePathError(session_id, f"{METADATA} is not a regular file")
             if info.st_size > MAX_RECORD_BYTES:
-                raise CorruptSessionError(session_id, "the file is larger than 64 MiB")
+                raise CorruptSessionError(
+                    session_id, where=METADATA, detail="the file is larger than 64 MiB"
+                )
             # One read of the size fstat gave (plus one byte, to see a file
             # that grew meanwhile) instead of a large fixed buffer per call.
             data = os.read(fd, info.st_size + 1)
@@ -391,11 +360,11 @@ class FileSessionStore:
             _close(fd)
 
     def _load_at(self, sess_fd: int, session_id: str) -> Session:
-        return decode_record(session_id, self._read(sess_fd, session_id)[0])
+        return decode_record(session_id, self._read(sess_fd, session_id)[0], where=METADATA)
 
     def _load_signed(self, sess_fd: int, session_id: str) -> tuple[Session, Signature]:
         raw, info = self._read(sess_fd, session_id)
-        return decode_record(session_id, raw), Signature.of(info)
+        return decode_record(session_id, raw, where=METADATA), Signature.of(info)
 
     def _write(self, sess_fd: int, session: Session) -> Signature:
         """Atomically replace ``metadata.json``: temp, fsync, rename, fsync dir.
@@ -516,7 +485,7 @@ class FileSessionStore:
         finally:
             _close(root_fd)
 
-    def create(self, session: Session) -> Session:
+    def create(self, session: Session, *, request_id: str | None = None) -> Session:
         session_id = check_session_id(session.session_id)
         stored = _with_revision(session, 1)
         encode_record(stored)  # refuse an invalid record before creating anything
@@ -583,7 +552,13 @@ class FileSessionStore:
             os.rmdir(session_id, dir_fd=root_fd)
 
     def modify(
-        self, session_id: str, change: Transform, *, expected_revision: int | None = None
+        self,
+        session_id: str,
+        change: Transform,
+        *,
+        expected_revision: int | None = None,
+        kind: ChangeKind = ChangeKind.UPDATED,
+        request_id: str | None = None,
     ) -> Session:
         check_session_id(session_id)
         with self._locked(session_id) as (_, sess_fd):
@@ -592,7 +567,10 @@ class FileSessionStore:
                 raise ConflictError(session_id, expected_revision, current.revision)
             # ``current`` was read for this call alone, so the result of
             # ``change`` (often a modified ``current``) can be stamped in place.
-            updated = change(current)
+            try:
+                updated = change(current)
+            except NoChange:
+                return current
             updated.revision = current.revision + 1
             updated.schema_version = SCHEMA_VERSION
             if updated.session_id != session_id:
@@ -602,7 +580,13 @@ class FileSessionStore:
             self._index_commit(updated, self._write(sess_fd, updated))
             return updated
 
-    def delete(self, session_id: str, *, expected_revision: int | None = None) -> None:
+    def delete(
+        self,
+        session_id: str,
+        *,
+        expected_revision: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
         check_session_id(session_id)
         trash = f"{TRASH_PREFIX}{session_id}-{secrets.token_hex(4)}"
         with self._locked(session_id) as (root_fd, sess_fd):
@@ -786,7 +770,9 @@ class FileSessionStore:
     def rebuild_index(self) -> int:
         """Re-read every session file into the index; returns the sessions indexed."""
         if self.index is None:
-            raise SessionValidationError("this store keeps no index")
+            raise UnsupportedOperationError(
+                "rebuilding the index", self.display_name, needs="index=True"
+            )
         root_fd = self._open_root(create=False)
         try:
             if root_fd is None:
@@ -807,7 +793,7 @@ class FileSessionStore:
     def reindex(self, session_ids: list[str]) -> int:
         """Re-read these sessions' files into the index; returns the rows written."""
         if self.index is None:
-            raise SessionValidationError("this store keeps no index")
+            raise UnsupportedOperationError("reindexing", self.display_name, needs="index=True")
         root_fd = self._open_root(create=False)
         if root_fd is None:
             self.index.remove(session_ids)
@@ -1040,7 +1026,7 @@ class FileSessionStore:
             return _Unreadable(Signature(0, 0, 0), str(error))
         try:
             raw, info = self._read(sess_fd, sid)
-            return decode_record(sid, raw), Signature.of(info)
+            return decode_record(sid, raw, where=METADATA), Signature.of(info)
         except SessionNotFoundError:
             return None
         except StorageError as error:
