@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
-from maestro import lifecycle, maintenance
+from maestro import lifecycle
 from maestro.errors import (
     AmbiguousSessionIdError,
     ConflictError,
@@ -29,7 +29,6 @@ from maestro.errors import (
 )
 from maestro.gitctx import capture_git_context, find_toplevel
 from maestro.ids import check_session_id, is_session_id, new_session_id
-from maestro.maintenance import DoctorReport, ExportResult, ImportResult, Progress
 from maestro.models import (
     GitContext,
     PRDReference,
@@ -40,9 +39,12 @@ from maestro.models import (
     SessionStatus,
     utcnow,
 )
+from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
 from maestro.stats import SessionStats, summarize
 from maestro.stores.base import (
     Capability,
+    DirectoryExport,
+    Doctor,
     PrefixLookup,
     Reindexable,
     SessionQuery,
@@ -50,6 +52,7 @@ from maestro.stores.base import (
     require,
 )
 from maestro.stores.files import FileSessionStore
+from maestro.timeline import SessionTimeline
 
 __all__ = ["READ_ONLY_FIELDS", "UPDATABLE_FIELDS", "SessionManager", "resolve_root"]
 
@@ -217,17 +220,24 @@ class SessionManager:
             or not _ID_PREFIX.fullmatch(prefix)
         ):
             raise InvalidSessionIdError(prefix)
-        if Capability.PREFIX_LOOKUP in self.store.capabilities:
-            matches: list[str] = cast(PrefixLookup, self.store).session_ids(prefix)
-        else:
-            matches = sorted(
-                s.session_id for s in self.query_sessions() if s.session_id.startswith(prefix)
-            )
+        matches = self.session_ids(prefix)
         if not matches:
             raise SessionNotFoundError(prefix, "no session id starts with it")
         if len(matches) > 1:
             raise AmbiguousSessionIdError(prefix, matches)
         return matches[0]
+
+    def session_ids(self, prefix: str = "") -> list[str]:
+        """The ids of the stored sessions starting with ``prefix``, sorted.
+
+        Cheap on a store that declares ``Capability.PREFIX_LOOKUP``; any other
+        store answers by a query.
+        """
+        if Capability.PREFIX_LOOKUP in self.store.capabilities:
+            return cast(PrefixLookup, self.store).session_ids(prefix)
+        return sorted(
+            s.session_id for s in self.query_sessions() if s.session_id.startswith(prefix)
+        )
 
     def get_session(self, session_id: str) -> Session:
         """The stored session.  ``SessionNotFoundError``, ``CorruptSessionError``."""
@@ -565,7 +575,7 @@ class SessionManager:
         self,
         older_than: timedelta,
         *,
-        status: Iterable[SessionStatus | str] = (SessionStatus.COMPLETED, SessionStatus.FAILED),
+        status: Iterable[SessionStatus | str] = lifecycle.TERMINAL_STATES,
         dry_run: bool = False,
         progress: Progress | None = None,
     ) -> list[Session]:
@@ -595,6 +605,10 @@ class SessionManager:
             report(number, len(chosen))
         return removed
 
+    def timeline(self, session_id: str) -> SessionTimeline:
+        """The session's life state by state, up to now: segments, seconds per state."""
+        return SessionTimeline.of(self.get_session(session_id), self._now())
+
     def stats(self, **filters: Any) -> SessionStats:
         """Counts, success rate, time per state and sessions per branch.
 
@@ -605,9 +619,9 @@ class SessionManager:
 
     # ------------------------------------------------------------ whole directories
 
-    def _file_store(self, action: str) -> FileSessionStore:
+    def _directory_export(self, action: str) -> DirectoryExport:
         require(self.store, Capability.DIRECTORY_EXPORT, action)
-        return cast(FileSessionStore, self.store)
+        return cast(DirectoryExport, self.store)
 
     def export_sessions(
         self,
@@ -620,10 +634,9 @@ class SessionManager:
 
         ``filters`` are those of :meth:`query_sessions`; none exports all.
         """
+        exporter = self._directory_export("export")
         chosen = self.query_sessions(**filters)
-        return maintenance.export_sessions(
-            self._file_store("export"), chosen, target, progress=progress or _quiet
-        )
+        return exporter.export_sessions(chosen, target, progress=progress)
 
     def import_sessions(
         self,
@@ -640,12 +653,11 @@ class SessionManager:
         both are checked against what the archive declares before anything
         is written.
         """
-        return maintenance.import_sessions(
-            self._file_store("import"),
+        return self._directory_export("import").import_sessions(
             source,
             max_file_bytes=max_file_bytes,
             max_total_bytes=max_total_bytes,
-            progress=progress or _quiet,
+            progress=progress,
         )
 
     def doctor(
@@ -657,9 +669,8 @@ class SessionManager:
         (never deletes them), removes leftovers and rebuilds the index;
         ``reindex`` only rebuilds the index.
         """
-        return maintenance.doctor(
-            self._file_store("doctor"), fix=fix, reindex=reindex, progress=progress or _quiet
-        )
+        require(self.store, Capability.DOCTOR, "doctor")
+        return cast(Doctor, self.store).doctor(fix=fix, reindex=reindex, progress=progress)
 
 
 def _quiet(done: int, total: int) -> None:

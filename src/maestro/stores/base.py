@@ -16,9 +16,9 @@ discovered by probing for methods:
   transaction as the change;
 * ``REINDEX`` -- a derived index that can be rebuilt from the records
   (:class:`Reindexable`);
-* ``DOCTOR`` -- checks and repairs of the stored data;
+* ``DOCTOR`` -- checks and repairs of the stored data (:class:`Doctor`);
 * ``DIRECTORY_EXPORT`` -- export and import of whole session directories
-  (other files of a session travel with its record);
+  (other files of a session travel with its record; :class:`DirectoryExport`);
 * ``MULTI_PROCESS`` -- safe for writers in several processes at once.
 
 An operation a store does not declare raises
@@ -34,6 +34,7 @@ transform passed to ``modify`` may raise :class:`NoChange` to write nothing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +49,7 @@ from maestro.models import (
     format_timestamp,
     parse_timestamp,
 )
+from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
 from maestro.search import SearchTerms, parse_search
 
 __all__ = [
@@ -55,6 +57,8 @@ __all__ = [
     "ChangeEvent",
     "ChangeFeed",
     "ChangeKind",
+    "DirectoryExport",
+    "Doctor",
     "NoChange",
     "PrefixLookup",
     "Reindexable",
@@ -399,6 +403,41 @@ class Reindexable(Protocol):
 
     def reindex(self, session_ids: list[str]) -> int:
         """Re-read these sessions into the index; returns the rows written."""
+        ...
+
+
+class DirectoryExport(Protocol):
+    """``Capability.DIRECTORY_EXPORT``: whole session directories to and from an archive."""
+
+    def export_sessions(
+        self,
+        sessions: Iterable[Session],
+        target: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+    ) -> ExportResult:
+        """Write these sessions, with every file stored beside them, to ``target``."""
+        ...
+
+    def import_sessions(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        max_file_bytes: int | None = None,
+        max_total_bytes: int | None = None,
+        progress: Progress | None = None,
+    ) -> ImportResult:
+        """Bring in an export: checked whole first, the higher revision wins."""
+        ...
+
+
+class Doctor(Protocol):
+    """``Capability.DOCTOR``: checks and repairs of the stored data."""
+
+    def doctor(
+        self, *, fix: bool = False, reindex: bool = False, progress: Progress | None = None
+    ) -> DoctorReport:
+        """What is wrong with the stored data; with ``fix``, repaired."""
         ...
 
 
