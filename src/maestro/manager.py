@@ -39,6 +39,7 @@ from maestro.models import (
     SessionStatus,
     utcnow,
 )
+from maestro.pages import SessionPage, decode_cursor, encode_cursor
 from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
 from maestro.stats import SessionStats, summarize
 from maestro.stores.base import (
@@ -375,6 +376,66 @@ class SessionManager:
             offset=offset,
         )
         return self.store.query(query)
+
+    def query_page(
+        self,
+        status: SessionStatus | str | Iterable[SessionStatus | str] | None = None,
+        phase: SessionPhase | str | Iterable[SessionPhase | str] | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        branch: str | None = None,
+        limit: int = 50,
+        *,
+        worktree: str | None = None,
+        updated_after: datetime | str | None = None,
+        updated_before: datetime | str | None = None,
+        active_before: datetime | str | None = None,
+        text: str | None = None,
+        order_by: str | None = None,
+        descending: bool = True,
+        cursor: str | None = None,
+    ) -> SessionPage:
+        """One page of :meth:`query_sessions`, and the cursor of the next one.
+
+        Pass ``next_cursor`` back as ``cursor`` with the same filters and
+        order to get the next page; it is ``None`` on the last page.  Pages
+        are keyset pages: sessions created between two calls never make a
+        session repeat or an older one go missing (with ``order_by="updated"``
+        a session updated meanwhile moves in the order, and may then be seen
+        twice or not at all).  The order is by creation unless ``order_by``
+        says ``"updated"``, also with ``text``: a search rank is no stable key
+        to page by, so ``order_by="rank"`` is refused.  A cursor that is
+        damaged, or was made for other filters or another order, raises
+        ``SessionValidationError``.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise SessionValidationError("limit must be a positive integer")
+        if order_by == "rank":
+            raise SessionValidationError(
+                "pages need order_by 'created' or 'updated': a search rank is no stable "
+                "key to page by (query_sessions with offset pages by rank)"
+            )
+        query = SessionQuery.build(
+            status=status,
+            phase=phase,
+            branch=branch,
+            worktree=worktree,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+            active_before=active_before,
+            text=text,
+            order_by=order_by or "created",
+            descending=descending,
+            limit=limit + 1,  # one more tells whether a next page exists
+        )
+        if cursor is not None:
+            query = dataclasses.replace(query, after=decode_cursor(cursor, query))
+        found = self.store.query(query)
+        sessions = found[:limit]
+        more = len(found) > limit
+        return SessionPage(sessions, encode_cursor(query, sessions[-1]) if more else None)
 
     def count_sessions(
         self,

@@ -182,6 +182,18 @@ def _as_time(value: object, name: str) -> datetime | None:
     return parse_timestamp(value, name=name)
 
 
+def _as_bound(value: object) -> tuple[datetime, str]:
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or not isinstance(value[0], datetime)
+        or value[0].tzinfo is None
+        or not isinstance(value[1], str)
+    ):
+        raise SessionValidationError("after must be (an aware datetime, a session id)")
+    return (value[0], value[1])
+
+
 @dataclass(frozen=True)
 class SessionQuery:
     """Filters, order and window of a session query.
@@ -195,6 +207,11 @@ class SessionQuery:
     default when ``text`` is given; best match first, then newest), newest
     first unless ``descending`` is false, with the session id breaking ties
     so that pages never overlap.
+
+    ``after`` is a keyset bound: the sort key (time, session id) of the last
+    session of the previous page; only sessions strictly beyond it in the
+    query's order match.  It needs a time order (``created`` or
+    ``updated``): a search rank is no stable key.
     """
 
     statuses: frozenset[str] | None = None
@@ -207,6 +224,7 @@ class SessionQuery:
     updated_before: datetime | None = None
     active_before: datetime | None = None
     text: SearchTerms | None = None
+    after: tuple[datetime, str] | None = None
     order_by: OrderBy = "created"
     descending: bool = True
     limit: int | None = None
@@ -230,6 +248,7 @@ class SessionQuery:
         descending: bool = True,
         limit: int | None = None,
         offset: int = 0,
+        after: tuple[datetime, str] | None = None,
     ) -> SessionQuery:
         """Check and normalise user-supplied filters (strings, enums, lists)."""
         terms = None if text is None else parse_search(text)
@@ -239,6 +258,13 @@ class SessionQuery:
             raise SessionValidationError("order_by must be 'created', 'updated' or 'rank'")
         if order_by == "rank" and terms is None:
             raise SessionValidationError("order_by='rank' needs a text search")
+        if after is not None:
+            after = _as_bound(after)
+            if order_by == "rank":
+                raise SessionValidationError(
+                    "pages by cursor need order_by 'created' or 'updated': "
+                    "a search rank is no stable key"
+                )
         for name, number in (("limit", limit), ("offset", offset)):
             if number is not None and (
                 isinstance(number, bool) or not isinstance(number, int) or number < 0
@@ -266,6 +292,7 @@ class SessionQuery:
             descending=bool(descending),
             limit=limit,
             offset=offset,
+            after=after,
         )
 
     def matches(self, session: Session) -> bool:
@@ -291,6 +318,10 @@ class SessionQuery:
             return False
         if self.active_before is not None and session.last_activity > self.active_before:
             return False
+        if self.after is not None:
+            key = self.sort_key(session)
+            if (key >= self.after) if self.descending else (key <= self.after):
+                return False
         return self.text is None or self.text.matches(session.feature_request)
 
     def sort_key(self, session: Session) -> tuple[datetime, str]:
