@@ -10,6 +10,7 @@ session under ``<root>/.flow/maestro/sessions/<id>/metadata.json``::
     manager.transition_state(session.session_id, SessionStatus.PLANNING)
     manager.increment_statistics(session.session_id, total_tasks=8)
     manager.query_sessions(status="planning", limit=10)
+    page = manager.query_page(limit=50)          # next: cursor=page.next_cursor
 """
 
 from maestro.errors import (
@@ -38,6 +39,7 @@ from maestro.models import (
     SessionStatus,
     StateChange,
 )
+from maestro.pages import SessionPage
 from maestro.stores.base import (
     Capability,
     ChangeEvent,
@@ -46,6 +48,7 @@ from maestro.stores.base import (
     SessionStore,
 )
 from maestro.stores.files import FileSessionStore
+from maestro.timeline import SessionTimeline
 
 __version__ = "0.1.0"
 
@@ -68,11 +71,13 @@ __all__ = [
     "SessionExistsError",
     "SessionManager",
     "SessionNotFoundError",
+    "SessionPage",
     "SessionPhase",
     "SessionQuery",
     "SessionStatistics",
     "SessionStatus",
     "SessionStore",
+    "SessionTimeline",
     "SessionValidationError",
     "StateChange",
     "StorageError",

@@ -25,19 +25,20 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from maestro import errors
-from maestro.lifecycle import ACTIVE_STATES, active_seconds, phase_durations
+from maestro.lifecycle import ACTIVE_STATES
 from maestro.manager import SessionManager
 from maestro.models import (
+    TERMINAL_STATES,
     PRDReference,
     Session,
     SessionPhase,
     SessionStatistics,
     SessionStatus,
-    format_timestamp,
     parse_timestamp,
     utcnow,
 )
 from maestro.textsafe import json_text, visible
+from maestro.timeline import SessionTimeline
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -85,7 +86,7 @@ Shell completion (commands, options, states, session ids):
 
 STATUSES = [s.value for s in SessionStatus]
 PHASES = [p.value for p in SessionPhase]
-TERMINAL = ("completed", "failed")
+TERMINAL = sorted(s.value for s in TERMINAL_STATES)
 
 Progress = Callable[[int, int], None]
 
@@ -398,13 +399,7 @@ def _complete_session_ids(
     prefix = incomplete.strip().lower()
     try:
         manager = SessionManager(root)
-        lister = getattr(manager.store, "session_ids", None)
-        if lister is not None:
-            ids: list[str] = lister(prefix)
-        else:
-            ids = [
-                s.session_id for s in manager.query_sessions() if s.session_id.startswith(prefix)
-            ]
+        ids = manager.session_ids(prefix)
     except (errors.SessionError, OSError, ValueError):
         return []
     items = []
@@ -629,27 +624,8 @@ def show(ctx: Context, session_id: str) -> None:
     session = ctx.manager().get_session(ctx.resolve(session_id))
     now = utcnow()
     if ctx.as_json:
-        from maestro.lifecycle import segments
-
-        end = session.completed_at if session.is_terminal and session.completed_at else now
-        spent = phase_durations(session, end)
-        ctx.emit_json(
-            {
-                "session": session.to_dict(),
-                "timeline": [
-                    {
-                        "state": piece.state.value,
-                        "start": format_timestamp(piece.start),
-                        "end": format_timestamp(piece.end),
-                        "seconds": piece.seconds,
-                    }
-                    for piece in segments(session, end)
-                ],
-                "seconds_in_state": {state.value: seconds for state, seconds in spent.items()},
-                "active_seconds": active_seconds(session, end),
-                "paused_seconds": spent.get(SessionStatus.PAUSED, 0.0),
-            }
-        )
+        timeline = SessionTimeline.of(session, now)
+        ctx.emit_json({"session": session.to_dict(), **timeline.to_dict()})
         return
     from maestro.render import show_view
 
@@ -1201,14 +1177,7 @@ def export_cmd(
     with ctx.progress("exporting") as progress:
         result = ctx.manager().export_sessions(output, progress=progress, **filters)
     if ctx.as_json:
-        ctx.emit_json(
-            {
-                "sessions": result.sessions,
-                "files": result.files,
-                "bytes": result.bytes,
-                "path": str(result.path),
-            }
-        )
+        ctx.emit_json(result.to_dict())
         return
     click.echo(
         f"exported {result.sessions} session{'s' if result.sessions != 1 else ''} "
@@ -1278,9 +1247,7 @@ def import_cmd(
             progress=progress,
         )
     if ctx.as_json:
-        ctx.emit_json(
-            {"created": result.created, "updated": result.updated, "unchanged": result.unchanged}
-        )
+        ctx.emit_json(result.to_dict())
         return
     click.echo(
         f"imported {visible(archive.name)}: {len(result.created)} created, "

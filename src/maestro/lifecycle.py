@@ -25,7 +25,7 @@ from datetime import datetime
 from types import MappingProxyType
 
 from maestro.errors import InvalidTransitionError
-from maestro.models import Session, SessionPhase, SessionStatus, StateChange
+from maestro.models import TERMINAL_STATES, Session, SessionPhase, SessionStatus, StateChange
 
 __all__ = [
     "ACTIVE_STATES",
@@ -69,7 +69,6 @@ TRANSITIONS: Mapping[SessionStatus, tuple[SessionStatus, ...]] = MappingProxyTyp
     }
 )
 
-TERMINAL_STATES: frozenset[SessionStatus] = frozenset({S.COMPLETED, S.FAILED})
 ACTIVE_STATES: frozenset[SessionStatus] = frozenset(SessionStatus) - TERMINAL_STATES
 
 #: The phase a status implies.  Statuses not listed leave the phase as it is.

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
-from maestro import lifecycle, maintenance
+from maestro import lifecycle
 from maestro.errors import (
     AmbiguousSessionIdError,
     ConflictError,
@@ -29,7 +29,6 @@ from maestro.errors import (
 )
 from maestro.gitctx import capture_git_context, find_toplevel
 from maestro.ids import check_session_id, is_session_id, new_session_id
-from maestro.maintenance import DoctorReport, ExportResult, ImportResult, Progress
 from maestro.models import (
     GitContext,
     PRDReference,
@@ -40,9 +39,13 @@ from maestro.models import (
     SessionStatus,
     utcnow,
 )
+from maestro.pages import SessionPage, decode_cursor, encode_cursor
+from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
 from maestro.stats import SessionStats, summarize
 from maestro.stores.base import (
     Capability,
+    DirectoryExport,
+    Doctor,
     PrefixLookup,
     Reindexable,
     SessionQuery,
@@ -50,6 +53,7 @@ from maestro.stores.base import (
     require,
 )
 from maestro.stores.files import FileSessionStore
+from maestro.timeline import SessionTimeline
 
 __all__ = ["READ_ONLY_FIELDS", "UPDATABLE_FIELDS", "SessionManager", "resolve_root"]
 
@@ -217,17 +221,24 @@ class SessionManager:
             or not _ID_PREFIX.fullmatch(prefix)
         ):
             raise InvalidSessionIdError(prefix)
-        if Capability.PREFIX_LOOKUP in self.store.capabilities:
-            matches: list[str] = cast(PrefixLookup, self.store).session_ids(prefix)
-        else:
-            matches = sorted(
-                s.session_id for s in self.query_sessions() if s.session_id.startswith(prefix)
-            )
+        matches = self.session_ids(prefix)
         if not matches:
             raise SessionNotFoundError(prefix, "no session id starts with it")
         if len(matches) > 1:
             raise AmbiguousSessionIdError(prefix, matches)
         return matches[0]
+
+    def session_ids(self, prefix: str = "") -> list[str]:
+        """The ids of the stored sessions starting with ``prefix``, sorted.
+
+        Cheap on a store that declares ``Capability.PREFIX_LOOKUP``; any other
+        store answers by a query.
+        """
+        if Capability.PREFIX_LOOKUP in self.store.capabilities:
+            return cast(PrefixLookup, self.store).session_ids(prefix)
+        return sorted(
+            s.session_id for s in self.query_sessions() if s.session_id.startswith(prefix)
+        )
 
     def get_session(self, session_id: str) -> Session:
         """The stored session.  ``SessionNotFoundError``, ``CorruptSessionError``."""
@@ -365,6 +376,66 @@ class SessionManager:
             offset=offset,
         )
         return self.store.query(query)
+
+    def query_page(
+        self,
+        status: SessionStatus | str | Iterable[SessionStatus | str] | None = None,
+        phase: SessionPhase | str | Iterable[SessionPhase | str] | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        branch: str | None = None,
+        limit: int = 50,
+        *,
+        worktree: str | None = None,
+        updated_after: datetime | str | None = None,
+        updated_before: datetime | str | None = None,
+        active_before: datetime | str | None = None,
+        text: str | None = None,
+        order_by: str | None = None,
+        descending: bool = True,
+        cursor: str | None = None,
+    ) -> SessionPage:
+        """One page of :meth:`query_sessions`, and the cursor of the next one.
+
+        Pass ``next_cursor`` back as ``cursor`` with the same filters and
+        order to get the next page; it is ``None`` on the last page.  Pages
+        are keyset pages: sessions created between two calls never make a
+        session repeat or an older one go missing (with ``order_by="updated"``
+        a session updated meanwhile moves in the order, and may then be seen
+        twice or not at all).  The order is by creation unless ``order_by``
+        says ``"updated"``, also with ``text``: a search rank is no stable key
+        to page by, so ``order_by="rank"`` is refused.  A cursor that is
+        damaged, or was made for other filters or another order, raises
+        ``SessionValidationError``.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise SessionValidationError("limit must be a positive integer")
+        if order_by == "rank":
+            raise SessionValidationError(
+                "pages need order_by 'created' or 'updated': a search rank is no stable "
+                "key to page by (query_sessions with offset pages by rank)"
+            )
+        query = SessionQuery.build(
+            status=status,
+            phase=phase,
+            branch=branch,
+            worktree=worktree,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+            active_before=active_before,
+            text=text,
+            order_by=order_by or "created",
+            descending=descending,
+            limit=limit + 1,  # one more tells whether a next page exists
+        )
+        if cursor is not None:
+            query = dataclasses.replace(query, after=decode_cursor(cursor, query))
+        found = self.store.query(query)
+        sessions = found[:limit]
+        more = len(found) > limit
+        return SessionPage(sessions, encode_cursor(query, sessions[-1]) if more else None)
 
     def count_sessions(
         self,
@@ -565,7 +636,7 @@ class SessionManager:
         self,
         older_than: timedelta,
         *,
-        status: Iterable[SessionStatus | str] = (SessionStatus.COMPLETED, SessionStatus.FAILED),
+        status: Iterable[SessionStatus | str] = lifecycle.TERMINAL_STATES,
         dry_run: bool = False,
         progress: Progress | None = None,
     ) -> list[Session]:
@@ -595,6 +666,10 @@ class SessionManager:
             report(number, len(chosen))
         return removed
 
+    def timeline(self, session_id: str) -> SessionTimeline:
+        """The session's life state by state, up to now: segments, seconds per state."""
+        return SessionTimeline.of(self.get_session(session_id), self._now())
+
     def stats(self, **filters: Any) -> SessionStats:
         """Counts, success rate, time per state and sessions per branch.
 
@@ -605,9 +680,9 @@ class SessionManager:
 
     # ------------------------------------------------------------ whole directories
 
-    def _file_store(self, action: str) -> FileSessionStore:
+    def _directory_export(self, action: str) -> DirectoryExport:
         require(self.store, Capability.DIRECTORY_EXPORT, action)
-        return cast(FileSessionStore, self.store)
+        return cast(DirectoryExport, self.store)
 
     def export_sessions(
         self,
@@ -620,10 +695,9 @@ class SessionManager:
 
         ``filters`` are those of :meth:`query_sessions`; none exports all.
         """
+        exporter = self._directory_export("export")
         chosen = self.query_sessions(**filters)
-        return maintenance.export_sessions(
-            self._file_store("export"), chosen, target, progress=progress or _quiet
-        )
+        return exporter.export_sessions(chosen, target, progress=progress)
 
     def import_sessions(
         self,
@@ -640,12 +714,11 @@ class SessionManager:
         both are checked against what the archive declares before anything
         is written.
         """
-        return maintenance.import_sessions(
-            self._file_store("import"),
+        return self._directory_export("import").import_sessions(
             source,
             max_file_bytes=max_file_bytes,
             max_total_bytes=max_total_bytes,
-            progress=progress or _quiet,
+            progress=progress,
         )
 
     def doctor(
@@ -657,9 +730,8 @@ class SessionManager:
         (never deletes them), removes leftovers and rebuilds the index;
         ``reindex`` only rebuilds the index.
         """
-        return maintenance.doctor(
-            self._file_store("doctor"), fix=fix, reindex=reindex, progress=progress or _quiet
-        )
+        require(self.store, Capability.DOCTOR, "doctor")
+        return cast(Doctor, self.store).doctor(fix=fix, reindex=reindex, progress=progress)
 
 
 def _quiet(done: int, total: int) -> None:

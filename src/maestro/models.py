@@ -26,6 +26,7 @@ from maestro.errors import SessionValidationError
 
 __all__ = [
     "SCHEMA_VERSION",
+    "TERMINAL_STATES",
     "GitContext",
     "PRDReference",
     "Session",
@@ -56,6 +57,12 @@ class SessionStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     PAUSED = "paused"
+
+
+#: The states nothing leaves: the one definition every module uses.
+TERMINAL_STATES: frozenset[SessionStatus] = frozenset(
+    {SessionStatus.COMPLETED, SessionStatus.FAILED}
+)
 
 
 class SessionPhase(StrEnum):
@@ -508,7 +515,7 @@ class Session:
     @property
     def is_terminal(self) -> bool:
         """True for completed and failed sessions: nothing leaves those states."""
-        return self.status in (SessionStatus.COMPLETED, SessionStatus.FAILED)
+        return self.status in TERMINAL_STATES
 
     @property
     def last_activity(self) -> datetime:

@@ -21,11 +21,12 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from maestro.lifecycle import Segment, phase_durations, segments
-from maestro.maintenance import DoctorReport
+from maestro.lifecycle import Segment
 from maestro.models import Session, SessionStatus, utcnow
+from maestro.reports import DoctorReport
 from maestro.stats import SessionStats
 from maestro.textsafe import visible
+from maestro.timeline import SessionTimeline
 
 __all__ = [
     "ASCII_GLYPHS",
@@ -295,14 +296,14 @@ def timeline(
     The right-hand columns give the time spent in each state and its share
     of the session's life.  The chart never exceeds ``width`` columns.
     """
-    end = session.completed_at if session.is_terminal and session.completed_at else now
-    pieces = segments(session, end)
-    origin = session.created_at
-    finish = max(end, origin)
-    life = (finish - origin).total_seconds()
+    life_line = SessionTimeline.of(session, now)
+    pieces = list(life_line.segments)
+    origin = life_line.start
+    finish = life_line.end
+    life = life_line.life_seconds
     total = life if life > 0 else 1e-9
-    spent = phase_durations(session, end)
-    paused = spent.get(SessionStatus.PAUSED, 0.0)
+    spent = life_line.seconds_in_state
+    paused = life_line.paused_seconds
 
     label_width = STATUS_WIDTH
     right = 2 + 8 + 1 + 4  # gap, duration, gap, percentage
@@ -371,10 +372,9 @@ def timeline(
 def session_statistics(session: Session, now: datetime) -> Table:
     """The counters of a session, and its working and paused time."""
     stats = session.statistics
-    end = session.completed_at if session.is_terminal and session.completed_at else now
-    spent = phase_durations(session, end)
-    paused = spent.get(SessionStatus.PAUSED, 0.0)
-    working = sum(spent.values()) - paused
+    life_line = SessionTimeline.of(session, now)
+    paused = life_line.paused_seconds
+    working = life_line.active_seconds
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column(justify="right", no_wrap=True)

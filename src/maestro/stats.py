@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from maestro.lifecycle import phase_durations
-from maestro.models import Session, SessionStatus
+from maestro.models import TERMINAL_STATES, Session, SessionStatus
 
 __all__ = ["DurationSummary", "SessionStats", "percentile", "summarize"]
 
@@ -80,7 +80,7 @@ def summarize(sessions: Iterable[Session], now: datetime) -> SessionStats:
         branches[session.git_context.branch] += 1
         for state, seconds in phase_durations(session, now).items():
             spent.setdefault(state.value, []).append(seconds)
-    finished = statuses[SessionStatus.COMPLETED.value] + statuses[SessionStatus.FAILED.value]
+    finished = sum(statuses[state.value] for state in TERMINAL_STATES)
     return SessionStats(
         total=total,
         by_status={s.value: statuses[s.value] for s in SessionStatus if statuses[s.value]},

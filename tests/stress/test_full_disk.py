@@ -304,6 +304,9 @@ API: dict[str, Api] = {
     ),
     "query_sessions": lambda m, ids, w, a: m.query_sessions(status="planning", text="oauth"),
     "count_sessions": lambda m, ids, w, a: m.count_sessions(status=["planning", "paused"]),
+    "query_page": lambda m, ids, w, a: m.query_page(limit=1, text="oauth"),
+    "session_ids": lambda m, ids, w, a: m.session_ids(ids["planning"][:8]),
+    "timeline": lambda m, ids, w, a: m.timeline(ids["planning"]),
     "rebuild_index": lambda m, ids, w, a: m.rebuild_index(),
     "list_active_sessions": lambda m, ids, w, a: m.list_active_sessions(),
     "get_recent_sessions": lambda m, ids, w, a: m.get_recent_sessions(3),
@@ -333,6 +336,11 @@ API: dict[str, Api] = {
     "store.count": lambda m, ids, w, a: _store(m).count(SessionQuery()),
     "store.rebuild_index": lambda m, ids, w, a: _store(m).rebuild_index(),
     "store.reindex": lambda m, ids, w, a: _store(m).reindex([ids["planning"]]),
+    "store.export_sessions": lambda m, ids, w, a: _store(m).export_sessions(
+        _store(m).query(SessionQuery()), w / "store-out.tar.gz"
+    ),
+    "store.import_sessions": lambda m, ids, w, a: _store(m).import_sessions(a),
+    "store.doctor": lambda m, ids, w, a: _store(m).doctor(),
 }
 
 #: Every command, with arguments that make it do its real work.

@@ -16,9 +16,9 @@ discovered by probing for methods:
   transaction as the change;
 * ``REINDEX`` -- a derived index that can be rebuilt from the records
   (:class:`Reindexable`);
-* ``DOCTOR`` -- checks and repairs of the stored data;
+* ``DOCTOR`` -- checks and repairs of the stored data (:class:`Doctor`);
 * ``DIRECTORY_EXPORT`` -- export and import of whole session directories
-  (other files of a session travel with its record);
+  (other files of a session travel with its record; :class:`DirectoryExport`);
 * ``MULTI_PROCESS`` -- safe for writers in several processes at once.
 
 An operation a store does not declare raises
@@ -34,6 +34,7 @@ transform passed to ``modify`` may raise :class:`NoChange` to write nothing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +49,7 @@ from maestro.models import (
     format_timestamp,
     parse_timestamp,
 )
+from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
 from maestro.search import SearchTerms, parse_search
 
 __all__ = [
@@ -55,6 +57,8 @@ __all__ = [
     "ChangeEvent",
     "ChangeFeed",
     "ChangeKind",
+    "DirectoryExport",
+    "Doctor",
     "NoChange",
     "PrefixLookup",
     "Reindexable",
@@ -178,6 +182,18 @@ def _as_time(value: object, name: str) -> datetime | None:
     return parse_timestamp(value, name=name)
 
 
+def _as_bound(value: object) -> tuple[datetime, str]:
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or not isinstance(value[0], datetime)
+        or value[0].tzinfo is None
+        or not isinstance(value[1], str)
+    ):
+        raise SessionValidationError("after must be (an aware datetime, a session id)")
+    return (value[0], value[1])
+
+
 @dataclass(frozen=True)
 class SessionQuery:
     """Filters, order and window of a session query.
@@ -191,6 +207,11 @@ class SessionQuery:
     default when ``text`` is given; best match first, then newest), newest
     first unless ``descending`` is false, with the session id breaking ties
     so that pages never overlap.
+
+    ``after`` is a keyset bound: the sort key (time, session id) of the last
+    session of the previous page; only sessions strictly beyond it in the
+    query's order match.  It needs a time order (``created`` or
+    ``updated``): a search rank is no stable key.
     """
 
     statuses: frozenset[str] | None = None
@@ -203,6 +224,7 @@ class SessionQuery:
     updated_before: datetime | None = None
     active_before: datetime | None = None
     text: SearchTerms | None = None
+    after: tuple[datetime, str] | None = None
     order_by: OrderBy = "created"
     descending: bool = True
     limit: int | None = None
@@ -226,6 +248,7 @@ class SessionQuery:
         descending: bool = True,
         limit: int | None = None,
         offset: int = 0,
+        after: tuple[datetime, str] | None = None,
     ) -> SessionQuery:
         """Check and normalise user-supplied filters (strings, enums, lists)."""
         terms = None if text is None else parse_search(text)
@@ -235,6 +258,13 @@ class SessionQuery:
             raise SessionValidationError("order_by must be 'created', 'updated' or 'rank'")
         if order_by == "rank" and terms is None:
             raise SessionValidationError("order_by='rank' needs a text search")
+        if after is not None:
+            after = _as_bound(after)
+            if order_by == "rank":
+                raise SessionValidationError(
+                    "pages by cursor need order_by 'created' or 'updated': "
+                    "a search rank is no stable key"
+                )
         for name, number in (("limit", limit), ("offset", offset)):
             if number is not None and (
                 isinstance(number, bool) or not isinstance(number, int) or number < 0
@@ -262,6 +292,7 @@ class SessionQuery:
             descending=bool(descending),
             limit=limit,
             offset=offset,
+            after=after,
         )
 
     def matches(self, session: Session) -> bool:
@@ -287,6 +318,10 @@ class SessionQuery:
             return False
         if self.active_before is not None and session.last_activity > self.active_before:
             return False
+        if self.after is not None:
+            key = self.sort_key(session)
+            if (key >= self.after) if self.descending else (key <= self.after):
+                return False
         return self.text is None or self.text.matches(session.feature_request)
 
     def sort_key(self, session: Session) -> tuple[datetime, str]:
@@ -399,6 +434,41 @@ class Reindexable(Protocol):
 
     def reindex(self, session_ids: list[str]) -> int:
         """Re-read these sessions into the index; returns the rows written."""
+        ...
+
+
+class DirectoryExport(Protocol):
+    """``Capability.DIRECTORY_EXPORT``: whole session directories to and from an archive."""
+
+    def export_sessions(
+        self,
+        sessions: Iterable[Session],
+        target: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+    ) -> ExportResult:
+        """Write these sessions, with every file stored beside them, to ``target``."""
+        ...
+
+    def import_sessions(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        max_file_bytes: int | None = None,
+        max_total_bytes: int | None = None,
+        progress: Progress | None = None,
+    ) -> ImportResult:
+        """Bring in an export: checked whole first, the higher revision wins."""
+        ...
+
+
+class Doctor(Protocol):
+    """``Capability.DOCTOR``: checks and repairs of the stored data."""
+
+    def doctor(
+        self, *, fix: bool = False, reindex: bool = False, progress: Progress | None = None
+    ) -> DoctorReport:
+        """What is wrong with the stored data; with ``fix``, repaired."""
         ...
 
 

@@ -49,7 +49,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from maestro.codec import decode_record, encode_record
@@ -67,6 +67,7 @@ from maestro.errors import (
 )
 from maestro.ids import check_session_id, is_session_id
 from maestro.models import SCHEMA_VERSION, Session, session_from_trusted_record
+from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
 from maestro.stores.base import (
     Capability,
     ChangeKind,
@@ -803,6 +804,49 @@ class FileSessionStore:
         finally:
             _close(root_fd)
 
+    # ------------------------------------------------------------ whole directories
+
+    def export_sessions(
+        self,
+        sessions: Iterable[Session],
+        target: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+    ) -> ExportResult:
+        """Write these sessions' directories, every file in them, to a ``.tar.gz``."""
+        from maestro.stores import files_maintenance  # tarfile only when asked
+
+        return files_maintenance.export_sessions(
+            self, sessions, target, progress=progress or _quiet
+        )
+
+    def import_sessions(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        max_file_bytes: int | None = None,
+        max_total_bytes: int | None = None,
+        progress: Progress | None = None,
+    ) -> ImportResult:
+        """Bring in an export, checked whole first (see :mod:`.files_maintenance`)."""
+        from maestro.stores import files_maintenance
+
+        return files_maintenance.import_sessions(
+            self,
+            source,
+            max_file_bytes=max_file_bytes,
+            max_total_bytes=max_total_bytes,
+            progress=progress or _quiet,
+        )
+
+    def doctor(
+        self, *, fix: bool = False, reindex: bool = False, progress: Progress | None = None
+    ) -> DoctorReport:
+        """Check every session directory and the index; with ``fix``, repair."""
+        from maestro.stores import files_maintenance
+
+        return files_maintenance.doctor(self, fix=fix, reindex=reindex, progress=progress or _quiet)
+
     def _refresh(self, index: SessionIndex, root_fd: int) -> None:
         """Bring the index in step with the files before it answers."""
         here = os.fstat(root_fd)
@@ -1144,6 +1188,10 @@ def _collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def _quiet(done: int, total: int) -> None:
+    return None
 
 
 def _directory_key(info: os.stat_result) -> str:

@@ -730,7 +730,12 @@ class SessionIndex:
         stops after ten rows fetches ten.  Large results come in one statement.
         """
         wanted = None if query.limit is None else query.offset + query.limit
-        if terms is not None and query.order_by == "rank" and _only_text(query):
+        if (
+            terms is not None
+            and query.order_by == "rank"
+            and query.after is None
+            and _only_text(query)
+        ):
             # Nothing to filter on but the text: rank inside FTS5 alone, without
             # joining every match (ties: the most recently indexed first).
             sql = "SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY bm25(fts), rowid DESC"
@@ -851,6 +856,14 @@ def _where(query: SessionQuery) -> tuple[list[str], list[object]]:
         if moment is not None:
             clauses.append(clause)
             params.append(to_micros(moment))
+    if query.after is not None:
+        # The keyset bound: strictly beyond the last row of the previous page,
+        # in the same (time, id) order _order sorts by.
+        moment, session_id = query.after
+        column = "s.updated_us" if query.order_by == "updated" else "s.created_us"
+        beyond = "<" if query.descending else ">"
+        clauses.append(f"({column}, s.session_id) {beyond} (?, ?)")
+        params.extend((to_micros(moment), session_id))
     return clauses, params
 
 

@@ -2,8 +2,11 @@
 
 These work on session *directories*, with every file other Maestro parts
 keep there, not only on records, so they belong to the file store rather
-than to the store-agnostic manager.  All of them go through directory
-descriptors and refuse to follow symlinks, like the store itself.
+than to the store-agnostic manager: :class:`FileSessionStore` offers them
+as its ``export_sessions``, ``import_sessions`` and ``doctor`` methods and
+imports this module only when one is called (``tarfile`` stays unloaded).
+All of them go through directory descriptors and refuse to follow
+symlinks, like the store itself.
 
 Everything that writes holds a lock ``doctor`` can test without waiting: a
 session's writers hold its ``.lock`` (``create`` too), an import holds the
@@ -30,7 +33,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import orjson
 
@@ -44,6 +47,7 @@ from maestro.errors import (
 )
 from maestro.ids import is_session_id
 from maestro.models import Session, format_timestamp, utcnow
+from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
 from maestro.stores.files import (
     LOCK,
     MAX_RECORD_BYTES,
@@ -62,19 +66,12 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_FILE_BYTES",
     "MAX_IMPORT_BYTES",
-    "DoctorReport",
-    "ExportResult",
-    "ImportResult",
-    "Progress",
     "doctor",
     "export_sessions",
     "import_sessions",
 ]
 
 log = logging.getLogger("maestro")
-
-#: ``progress(done, total)`` after each session; ``total`` may be 0 when unknown.
-Progress = Callable[[int, int], None]
 
 MANIFEST = "maestro-export.json"
 EXPORT_FORMAT = 1
@@ -191,14 +188,6 @@ def _same_entry(dir_fd: int, name: str, fd: int) -> bool:
 # ---------------------------------------------------------------- export
 
 
-@dataclass(frozen=True)
-class ExportResult:
-    sessions: int
-    files: int
-    bytes: int
-    path: Path
-
-
 def export_sessions(
     store: FileSessionStore,
     sessions: Iterable[Session],
@@ -259,13 +248,6 @@ def _add(archive: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None
 
 
 # ---------------------------------------------------------------- import
-
-
-@dataclass
-class ImportResult:
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -928,59 +910,6 @@ def _put_back(journal: list[_Moved], source: _Tree, target: _Tree, backup_fd: in
 
 
 # ---------------------------------------------------------------- doctor
-
-
-@dataclass
-class DoctorReport:
-    """What :func:`doctor` found (and, with ``fix``, did)."""
-
-    sessions: int = 0
-    corrupt: dict[str, str] = field(default_factory=dict)
-    #: Records that could not be read (permissions, I/O errors): reported,
-    #: never moved, and never "healthy"; they may be perfectly sound.
-    unreadable: dict[str, str] = field(default_factory=dict)
-    unsafe: dict[str, str] = field(default_factory=dict)
-    without_metadata: list[str] = field(default_factory=list)
-    #: Temp files whose writer is gone (its lock was free).
-    temp_files: list[str] = field(default_factory=list)
-    #: Store-internal names of the wrong kind inside a session (a ``.lock``
-    #: directory or link, a directory named like a temp file).
-    misplaced: list[str] = field(default_factory=list)
-    #: Trash and staging directories whose writer is gone.
-    leftovers: list[str] = field(default_factory=list)
-    index: str = "ok"
-    #: Sessions whose index row differs from their file, or that have none.
-    stale_rows: list[str] = field(default_factory=list)
-    fixed: list[str] = field(default_factory=list)
-    #: The problems above that ``fix`` resolved (ids, temp file paths, leftover names).
-    resolved: set[str] = field(default_factory=set)
-
-    @property
-    def healthy(self) -> bool:
-        """No problem left unresolved (sessions without metadata.json are normal)."""
-        found = [*self.corrupt, *self.unsafe, *self.temp_files, *self.misplaced, *self.leftovers]
-        return (
-            not self.unreadable
-            and all(item in self.resolved for item in found)
-            and self.index in ("ok", "off", "rebuilt")
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "healthy": self.healthy,
-            "sessions": self.sessions,
-            "corrupt": self.corrupt,
-            "unreadable": self.unreadable,
-            "unsafe": self.unsafe,
-            "without_metadata": self.without_metadata,
-            "temp_files": self.temp_files,
-            "misplaced": self.misplaced,
-            "leftovers": self.leftovers,
-            "index": self.index,
-            "stale_rows": self.stale_rows,
-            "fixed": self.fixed,
-            "resolved": sorted(self.resolved),
-        }
 
 
 def doctor(

@@ -1,0 +1,171 @@
+"""The core knows no backend and no face: checked on the source and on a fresh interpreter.
+
+* No module of ``maestro`` outside ``maestro/stores/`` touches a private
+  attribute (``_name``) of a store object or of a store module, nor imports
+  a private name from one, nor probes a store with ``getattr``/``hasattr``/
+  ``isinstance``: a store is used through its declared contract and
+  capabilities.
+* A face (the CLI, the renderer) imports no store module.
+* ``import maestro`` loads no face and none of the heavy modules only some
+  operations need.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import maestro
+
+PACKAGE = Path(maestro.__file__).parent
+STORES = PACKAGE / "stores"
+FACES = ("cli.py", "render.py")
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _looks_like_store(node: ast.expr) -> bool:
+    """``store``, ``file_store``, ``self.store``, ``manager.store``: names that hold a store."""
+    if isinstance(node, ast.Name):
+        return "store" in node.id.lower()
+    if isinstance(node, ast.Attribute):
+        return "store" in node.attr.lower()
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return node.func.id == "cast" and bool(node.args) and _looks_like_store(node.args[-1])
+    return False
+
+
+def private_uses(source: str) -> list[str]:
+    """Every place ``source`` reaches into a store's private names or probes a store."""
+    tree = ast.parse(source)
+    store_modules: set[str] = set()
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            inside = node.module == "maestro.stores" or node.module.startswith("maestro.stores.")
+            for alias in node.names:
+                if inside and _is_private(alias.name):
+                    found.append(f"line {node.lineno}: imports {node.module}.{alias.name}")
+                if inside:  # a store module, class or function: its privates are its own
+                    store_modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("maestro.stores"):
+                    store_modules.add(alias.asname or alias.name.split(".")[0])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_private(node.attr):
+            base = node.value
+            if _looks_like_store(base) or (isinstance(base, ast.Name) and base.id in store_modules):
+                found.append(f"line {node.lineno}: .{node.attr}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "setattr", "hasattr")
+            and node.args
+            and _looks_like_store(node.args[0])
+        ):
+            # Probing a store for a method: what it offers is declared instead.
+            found.append(f"line {node.lineno}: {node.func.id} on a store")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "isinstance"
+            and node.args
+            and _looks_like_store(node.args[0])
+        ):
+            found.append(f"line {node.lineno}: isinstance on a store")
+    return found
+
+
+def _core_modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if STORES not in p.parents)
+
+
+def test_the_checker_catches_what_it_looks_for() -> None:
+    bad = """
+from maestro.stores.files import FileSessionStore, _close
+from maestro.stores import files
+import maestro.stores.index as idx
+
+def f(store, manager):
+    store._locked("x")
+    manager.store._write(1, 2)
+    cast(FileSessionStore, manager.store)._index_begin("x")
+    files._close(3)
+    idx._not_now(None)
+    FileSessionStore._locked
+    getattr(store, "_current")
+    hasattr(manager.store, "session_ids")
+    getattr(manager.store, "session_ids", None)
+    isinstance(manager.store, FileSessionStore)
+"""
+    assert len(private_uses(bad)) == 11
+    fine = """
+def f(store, manager, session):
+    store.load("x")
+    manager.store.capabilities
+    session._private_thing
+    store.__class__
+"""
+    assert private_uses(fine) == []
+
+
+def test_no_module_outside_stores_touches_a_store_private_name() -> None:
+    modules = _core_modules()
+    assert PACKAGE / "manager.py" in modules and PACKAGE / "cli.py" in modules
+    offences = {
+        str(path.relative_to(PACKAGE)): uses
+        for path in modules
+        if (uses := private_uses(path.read_text(encoding="utf-8")))
+    }
+    assert offences == {}
+
+
+def test_faces_import_no_store_module() -> None:
+    for name in FACES:
+        tree = ast.parse((PACKAGE / name).read_text(encoding="utf-8"))
+        imported = [
+            node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+        ] + [
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        ]
+        assert [m for m in imported if m.startswith("maestro.stores")] == [], name
+
+
+#: Never loaded by ``import maestro``: the faces, optional engines, and
+#: modules only an export or import needs.
+NOT_ON_IMPORT = (
+    "rich",
+    "click",
+    "maestro.cli",
+    "maestro.render",
+    "maestro.server",
+    "maestro.mcp",
+    "maestro.stores.files_maintenance",
+    "psycopg",
+    "tarfile",
+)
+
+
+def test_importing_maestro_loads_no_face() -> None:
+    code = "import json, sys, maestro; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = set(json.loads(done.stdout))
+    assert "maestro.manager" in loaded  # the probe did import the library
+    leaked = sorted(
+        module
+        for module in loaded
+        for banned in NOT_ON_IMPORT
+        if module == banned or module.startswith(banned + ".")
+    )
+    assert leaked == []
