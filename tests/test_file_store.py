@@ -23,7 +23,6 @@ from maestro import (
     SessionStatus,
     StorageError,
 )
-from maestro.stores import files
 
 from .conftest import GIT
 
@@ -202,26 +201,6 @@ def test_a_record_naming_another_session_is_corruption(manager: SessionManager) 
         manager.get_session(second)
 
 
-def test_queries_skip_corrupt_sessions_with_a_warning(
-    manager: SessionManager, caplog: pytest.LogCaptureFixture
-) -> None:
-    good = manager.create_session("good").session_id
-    bad = manager.create_session("bad").session_id
-    metadata(manager, bad).write_text("{not json")
-    with caplog.at_level(logging.WARNING, logger="maestro"):
-        assert [s.session_id for s in manager.query_sessions()] == [good]
-    assert any(bad in record.getMessage() for record in caplog.records)
-    # the corrupt file is left alone for doctor to look at
-    assert metadata(manager, bad).read_text() == "{not json"
-
-
-def test_a_corrupt_session_can_still_be_deleted(manager: SessionManager) -> None:
-    sid = manager.create_session("x").session_id
-    metadata(manager, sid).write_text("garbage")
-    manager.delete_session(sid)
-    assert not (manager.sessions_dir / sid).exists()
-
-
 def test_directory_without_metadata_is_normal(
     manager: SessionManager, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -290,22 +269,6 @@ def test_a_writer_waiting_on_a_deleted_session_gets_not_found(tmp_path: Path) ->
     assert not (manager.sessions_dir / sid).exists()
 
 
-def test_threads_do_not_lose_increments(tmp_path: Path) -> None:
-    manager = SessionManager(tmp_path, durable=False)
-    sid = manager.create_session("x", git_context=GIT).session_id
-
-    def work() -> None:
-        for _ in range(25):
-            manager.increment_statistics(sid, completed_tasks=1)
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert manager.get_session(sid).statistics.completed_tasks == 100
-
-
 def _increment_many(root: str, sid: str, times: int) -> None:
     manager = SessionManager(root, durable=False)
     for _ in range(times):
@@ -327,24 +290,6 @@ def test_processes_do_not_lose_increments(tmp_path: Path) -> None:
     session = manager.get_session(sid)
     assert session.statistics.completed_tasks == 90
     assert session.revision == 91
-
-
-def test_store_satisfies_the_protocol(tmp_path: Path) -> None:
-    from maestro import SessionStore
-
-    assert isinstance(files.FileSessionStore(tmp_path), SessionStore)
-
-
-def test_extra_values_that_json_cannot_hold_are_refused(manager: SessionManager) -> None:
-    session = manager.create_session("x")
-
-    def add_set(current):  # type: ignore[no-untyped-def]
-        current.extra["tags"] = {"a", "b"}
-        return current
-
-    with pytest.raises(ValueError, match="JSON cannot store"):
-        manager.store.modify(session.session_id, add_set)
-    assert manager.get_session(session.session_id) == session
 
 
 def test_non_ascii_text_round_trips_as_utf8(manager: SessionManager) -> None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from maestro import errors
+from maestro import Capability, errors
 from maestro.lifecycle import ACTIVE_STATES
 from maestro.manager import SessionManager
 from maestro.models import (
@@ -118,6 +118,7 @@ class Context:
 
     root: Path | None
     as_json: bool
+    store: str | None = None
     _manager: SessionManager | None = field(default=None, repr=False)
     _out: Console | None = field(default=None, repr=False)
     _err: Console | None = field(default=None, repr=False)
@@ -136,8 +137,12 @@ class Context:
 
     def manager(self) -> SessionManager:
         if self._manager is None:
-            self._manager = SessionManager(self.root)
+            self._manager = self.open_manager()
         return self._manager
+
+    def open_manager(self, **options: Any) -> SessionManager:
+        """A new manager on the chosen store: ``--store`` wins over ``--root``."""
+        return _open_manager(self.root, self.store, **options)
 
     def resolve(self, prefix: str) -> str:
         """The full id of the session ``prefix`` names (a unique prefix of 6+ characters)."""
@@ -395,10 +400,10 @@ def _complete_session_ids(
     """Session ids starting with what was typed, each with its feature request as help."""
     from click.shell_completion import CompletionItem
 
-    root = ctx.find_root().params.get("root")
+    params = ctx.find_root().params
     prefix = incomplete.strip().lower()
     try:
-        manager = SessionManager(root)
+        manager = _open_manager(params.get("root"), params.get("store"))
         ids = manager.session_ids(prefix)
     except (errors.SessionError, OSError, ValueError):
         return []
@@ -506,10 +511,17 @@ def _filters(
     envvar="MAESTRO_ROOT",
     help="Directory holding .flow/maestro (default: $MAESTRO_ROOT, the git top level, the cwd).",
 )
+@click.option(
+    "--store",
+    metavar="URL",
+    envvar="MAESTRO_STORE",
+    help="Store URL: a path or file:PATH (a root, like --root), memory: "
+    "(default: $MAESTRO_STORE; overrides --root).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.version_option(package_name="maestro-sessions", prog_name="maestro")
 @click.pass_context
-def cli(click_ctx: click.Context, root: Path | None, as_json: bool) -> None:
+def cli(click_ctx: click.Context, root: Path | None, store: str | None, as_json: bool) -> None:
     """Record, query and steer the sessions of the Maestro orchestrator.
 
     Sessions live in <root>/.flow/maestro/sessions, one directory each.
@@ -525,7 +537,7 @@ def cli(click_ctx: click.Context, root: Path | None, as_json: bool) -> None:
       maestro --json list --status failed | jq '.[].session_id'
     """
     _install_log_handler()
-    click_ctx.obj = Context(root=root, as_json=as_json)
+    click_ctx.obj = Context(root=root, as_json=as_json, store=store or None)
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -1322,7 +1334,7 @@ def demo(ctx: Context) -> None:
     from maestro.render import show_view
 
     clock = demo_clock()
-    manager = SessionManager(ctx.root, clock=clock)
+    manager = ctx.open_manager(clock=clock)
 
     def say(line: str) -> None:
         if not ctx.as_json:  # Text, not markup: the line holds the branch name
@@ -1335,9 +1347,17 @@ def demo(ctx: Context) -> None:
     ctx.out.print()
     ctx.out.print(show_view(session, clock.now, width=ctx.out.width, glyphs=ctx.glyphs()))
     ctx.out.print()
-    stored = manager.sessions_dir / session.session_id / "metadata.json"
-    click.echo(f"stored in {visible(str(stored))}")
+    if Capability.DIRECTORY_EXPORT in manager.store.capabilities:  # a session directory
+        stored = manager.sessions_dir / session.session_id / "metadata.json"
+        click.echo(f"stored in {visible(str(stored))}")
     click.echo(f"see it again with: maestro show {session.session_id[:8]}")
+
+
+def _open_manager(root: Path | None, store: str | None, **options: Any) -> SessionManager:
+    # A store URL says where the sessions are; --root then plays no part.
+    if store:
+        return SessionManager(store=store, **options)
+    return SessionManager(root, **options)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,6 +42,7 @@ from maestro.models import (
 from maestro.pages import SessionPage, decode_cursor, encode_cursor
 from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
 from maestro.stats import SessionStats, summarize
+from maestro.stores import open_store, parse_store_url
 from maestro.stores.base import (
     Capability,
     DirectoryExport,
@@ -52,7 +53,6 @@ from maestro.stores.base import (
     SessionStore,
     require,
 )
-from maestro.stores.files import FileSessionStore
 from maestro.timeline import SessionTimeline
 
 __all__ = ["READ_ONLY_FIELDS", "UPDATABLE_FIELDS", "SessionManager", "resolve_root"]
@@ -124,9 +124,13 @@ class SessionManager:
 
     ``repo_root`` is where ``.flow/maestro/sessions`` lives: the path given,
     else ``$MAESTRO_ROOT``, else the git top level of the working directory,
-    else the working directory.  ``store`` replaces the default file store
-    (whose ``index=False`` turns off the SQLite query index); ``clock``
-    replaces the source of timestamps (tests).
+    else the working directory.  ``store`` replaces the default file store:
+    a store object, or a store URL (:func:`maestro.stores.open_store`: a
+    path or ``file:PATH``, ``memory:``); a file URL's path is then the root.
+    ``lock_timeout`` applies to any store the manager opens; ``durable``
+    and ``index`` (``False`` turns off the SQLite query index) belong to the
+    file store and are refused with another one.  ``clock`` replaces the
+    source of timestamps (tests).
 
     No directory between ``repo_root`` and ``sessions/`` (``.flow``,
     ``.flow/maestro``, ``sessions``) may be a symlink: a checkout can commit
@@ -144,22 +148,47 @@ class SessionManager:
         self,
         repo_root: str | os.PathLike[str] | None = None,
         *,
-        store: SessionStore | None = None,
+        store: SessionStore | str | os.PathLike[str] | None = None,
         lock_timeout: float = 10.0,
         durable: bool = True,
         index: bool = True,
         clock: Callable[[], datetime] | None = None,
         allow_symlinked_root: bool | None = None,
     ) -> None:
-        self.repo_root = resolve_root(repo_root)
+        # Only what the caller changed is passed on, so that a store which
+        # does not take an option refuses it instead of ignoring it.
+        file_options: dict[str, Any] = {}
+        if not durable:
+            file_options["durable"] = False
+        if not index:
+            file_options["index"] = False
+        if allow_symlinked_root is not None:
+            file_options["allow_symlinked_root"] = allow_symlinked_root
+        if store is None:
+            self.repo_root = resolve_root(repo_root)
+            store = self.repo_root
+        elif isinstance(store, str | os.PathLike):
+            location = parse_store_url(store)
+            if location.root is not None:
+                if repo_root is not None and resolve_root(repo_root) != location.root:
+                    raise SessionValidationError(
+                        "repo_root and the store URL name different roots; give one of them"
+                    )
+                self.repo_root = location.root
+            else:
+                self.repo_root = resolve_root(repo_root)
+        else:
+            if file_options or lock_timeout != 10.0:
+                raise SessionValidationError(
+                    "lock_timeout, durable, index and allow_symlinked_root configure the "
+                    "store a manager opens; pass them to the store given instead"
+                )
+            self.repo_root = resolve_root(repo_root)
         self.sessions_dir = self.repo_root / ".flow" / "maestro" / "sessions"
-        self.store: SessionStore = store or FileSessionStore(
-            self.sessions_dir,
-            lock_timeout=lock_timeout,
-            durable=durable,
-            index=index,
-            base=self.repo_root,
-            allow_symlinked_root=allow_symlinked_root,
+        self.store: SessionStore = (
+            open_store(store, lock_timeout=lock_timeout, **file_options)
+            if isinstance(store, str | os.PathLike)
+            else store
         )
         self._clock = clock or utcnow
 

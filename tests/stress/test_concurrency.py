@@ -5,6 +5,9 @@ of them leave a start barrier at the same moment, so their read-modify-write
 cycles overlap.  The checks do not rely on the final record alone: each write
 reports the record it produced, and a write built on a stale read shows up as
 two writes that produced the same revision.
+
+The exact counter, the transition race and compare-and-swap run against
+every store that declares ``MULTI_PROCESS``, named by its URL.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from maestro import GitContext, SessionManager
+from maestro import Capability, GitContext, SessionManager
+from maestro.stores import open_store
 
 from .conftest import size
 from .workers import (
@@ -40,6 +44,25 @@ RACERS = size(4, 8)
 RACES = size(50, 1000)
 CAS_ROUNDS = size(100, 2000)
 
+#: Every store by URL (``{root}`` is the test's directory).
+STORE_URLS = {
+    "file": "file:{root}",
+    "file-noindex": "file:{root}?index=off",
+    "memory": "memory:",
+}
+#: Those that other processes can share.
+MULTI_PROCESS_URLS = [
+    name
+    for name, url in STORE_URLS.items()
+    if Capability.MULTI_PROCESS in open_store(url.format(root="/nonexistent")).capabilities
+]
+
+
+@pytest.fixture(params=MULTI_PROCESS_URLS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return STORE_URLS[request.param].format(root=tmp_path)
+
+
 #: Generous safety net for a worker's whole run (never an expectation).
 RUN_TIMEOUT = 600.0
 
@@ -60,16 +83,16 @@ def _results(workers: list[Worker]) -> list[Any]:
 
 
 @pytest.mark.parametrize("via", sorted(INCREMENTERS))
-def test_counter_is_exact_across_processes(tmp_path: Path, via: str) -> None:
+def test_counter_is_exact_across_processes(tmp_path: Path, store_url: str, via: str) -> None:
     # Through the command line every increment starts a Python process: fewer.
     increments = INCREMENTS if via == "api" else CLI_INCREMENTS
-    manager = SessionManager(tmp_path)
+    manager = SessionManager(store=store_url)
     sid = _new_session(manager, "count")
     gate = Gate(tmp_path / "gate")
     crew: list[Worker] = []
     try:
         for number in range(PROCESSES):
-            args = ["increment", "--root", str(tmp_path), "--session", sid, "--gate"]
+            args = ["increment", "--store", store_url, "--session", sid, "--gate"]
             args += [str(gate.path), "--count", str(increments), "--via", via]
             crew.append(Worker(f"increment-{number}", args, logs=tmp_path / "logs"))
         start_together(crew, gate)
@@ -143,11 +166,13 @@ def test_writers_of_disjoint_fields_lose_nothing(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- 3. transition race
 
 
-def _start_servers(count: int, root: Path, gate: Gate, prefix: str) -> list[Worker]:
+def _start_servers(
+    count: int, root: Path, gate: Gate, prefix: str, store_url: str | None = None
+) -> list[Worker]:
     servers: list[Worker] = []
     try:
         for number in range(count):
-            args = ["serve", "--root", str(root), "--gate", str(gate.path)]
+            args = ["serve", "--store", store_url or str(root), "--gate", str(gate.path)]
             servers.append(Worker(f"{prefix}-{number}", args, logs=root / "logs"))
         for server in servers:
             server.expect("ready")
@@ -167,13 +192,13 @@ def _shut_down(servers: list[Worker]) -> None:
         stop_all(servers)
 
 
-def test_one_winner_per_transition_race(tmp_path: Path) -> None:
-    manager = SessionManager(tmp_path)
+def test_one_winner_per_transition_race(tmp_path: Path, store_url: str) -> None:
+    manager = SessionManager(store=store_url)
     gate = Gate(tmp_path / "gate")
     servers: list[Worker] = []
     winners: dict[int, int] = {}
     try:
-        servers = _start_servers(RACERS, tmp_path, gate, "racer")
+        servers = _start_servers(RACERS, tmp_path, gate, "racer", store_url)
         for race in range(RACES):
             sid = _new_session(manager, f"race {race}")
             manager.transition_state(sid, "planning")
@@ -206,8 +231,10 @@ def test_one_winner_per_transition_race(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- 4. compare-and-swap
 
 
-def test_compare_and_swap_has_one_winner_and_no_silent_overwrite(tmp_path: Path) -> None:
-    manager = SessionManager(tmp_path)
+def test_compare_and_swap_has_one_winner_and_no_silent_overwrite(
+    tmp_path: Path, store_url: str
+) -> None:
+    manager = SessionManager(store=store_url)
     sid = _new_session(manager, "cas")
     gate = Gate(tmp_path / "gate")
     servers: list[Worker] = []
@@ -215,7 +242,7 @@ def test_compare_and_swap_has_one_winner_and_no_silent_overwrite(tmp_path: Path)
     increments = 0
     last_revision = 1
     try:
-        servers = _start_servers(2, tmp_path, gate, "cas")
+        servers = _start_servers(2, tmp_path, gate, "cas", store_url)
         for round_ in range(CAS_ROUNDS):
             current = manager.get_session(sid)
             revision = current.revision

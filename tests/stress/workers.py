@@ -7,7 +7,9 @@ Each worker is a separate interpreter started as::
     python -m tests.stress.workers serve     --root R --gate G
     python -m tests.stress.workers churn     --root R --session S --base 4
 
-from the repository root.  Workers talk over their standard streams, one line
+from the repository root (``increment`` and ``serve`` take ``--store URL``
+in place of ``--root``, any store URL that names a multi-process store).
+Workers talk over their standard streams, one line
 per event: ``ready`` once set up, JSON results, ``ack`` lines.  Anything
 unexpected raises, so the traceback lands in the worker's stderr file and its
 exit status is not 0.  ``--lifetime`` arms an alarm that ends a worker the
@@ -88,7 +90,7 @@ Incrementer = Callable[[str], tuple[int, int]]
 
 
 def _api_incrementer(root: str) -> Incrementer:
-    manager = SessionManager(root)
+    manager = SessionManager(store=root)
 
     def increment(session_id: str) -> tuple[int, int]:
         session = manager.increment_statistics(session_id, completed_tasks=1)
@@ -99,7 +101,7 @@ def _api_incrementer(root: str) -> Incrementer:
 
 def _cli_incrementer(root: str) -> Incrementer:
     """Each increment is one run of the installed ``maestro`` command, a process of its own."""
-    command = [str(Path(sys.executable).with_name("maestro")), "--root", root, "--json"]
+    command = [str(Path(sys.executable).with_name("maestro")), "--store", root, "--json"]
 
     def increment(session_id: str) -> tuple[int, int]:
         done = subprocess.run(
@@ -210,7 +212,7 @@ def run_command(manager: SessionManager, command: dict[str, Any]) -> dict[str, A
 
 def _cmd_serve(options: argparse.Namespace) -> None:
     """Answer requests until told to exit: read, say ``armed``, pass the gate, act, report."""
-    manager = SessionManager(options.root)
+    manager = SessionManager(store=options.root)
     _say("ready")
     for line in sys.stdin:
         command = json.loads(line)
@@ -392,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
 
     increment = commands.add_parser("increment")
-    increment.add_argument("--root", required=True)
+    increment.add_argument("--root", "--store", dest="root", required=True)
     increment.add_argument("--session", required=True)
     increment.add_argument("--count", type=int, required=True)
     increment.add_argument("--gate", required=True)
@@ -408,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     fields.set_defaults(run=_cmd_fields)
 
     serve = commands.add_parser("serve")
-    serve.add_argument("--root", required=True)
+    serve.add_argument("--root", "--store", dest="root", required=True)
     serve.add_argument("--gate", required=True)
     serve.set_defaults(run=_cmd_serve)
 

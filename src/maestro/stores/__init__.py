@@ -1,1 +1,162 @@
-"""Session stores: the contract (``base``) and its backends."""
+"""Session stores: the contract (``base``) and its backends, chosen by URL.
+
+:func:`open_store` turns a store URL into a store:
+
+* a plain path, or ``file:PATH`` (``file:///abs/path`` too): the file store
+  of the root ``PATH``, the directory that holds ``.flow`` (the meaning of
+  ``--root``).  ``?index=off`` turns the query index off and
+  ``?durable=off`` the fsyncs, like the keyword arguments of the same names;
+* ``memory:``: a new, empty in-memory store of this process;
+  ``memory:NAME`` is the in-memory store of that name, made by its first
+  use and shared by every later one in the process, for as long as the
+  process lives;
+* ``postgresql://...``: recognised, but PostgreSQL support is not part of
+  this version.
+
+A path whose first component holds a colon must be written ``file:PATH``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from maestro.errors import SessionValidationError
+from maestro.stores.base import SessionStore
+
+__all__ = ["KNOWN_SCHEMES", "StoreLocation", "open_store", "parse_store_url"]
+
+#: The schemes :func:`open_store` understands, for messages.
+KNOWN_SCHEMES = ("file:", "memory:", "postgresql://")
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+_FILE_OPTIONS = ("lock_timeout", "durable", "index", "allow_symlinked_root", "pending_wait")
+_MEMORY_OPTIONS = ("lock_timeout", "retention")
+_FILE_DEFAULTS: dict[str, Any] = {"durable": True, "index": True, "allow_symlinked_root": None}
+_SWITCHES = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+
+_named_lock = threading.Lock()
+_named: dict[str, SessionStore] = {}
+
+
+class StoreLocation:
+    """A parsed store URL: its ``scheme`` and, for files, the ``root`` and URL options."""
+
+    def __init__(
+        self, scheme: str, *, root: Path | None = None, name: str = "", options: dict[str, Any]
+    ) -> None:
+        self.scheme = scheme
+        self.root = root
+        self.name = name
+        self.options = options
+
+    def __repr__(self) -> str:
+        return f"StoreLocation({self.scheme!r}, root={self.root!r}, name={self.name!r})"
+
+
+def _known() -> str:
+    return ", ".join(["a path", *KNOWN_SCHEMES])
+
+
+def parse_store_url(url: str | os.PathLike[str]) -> StoreLocation:
+    """Read a store URL (see the module docstring); ``SessionValidationError`` if it is not one.
+
+    Messages name the scheme only, never the rest of the URL (it may hold a
+    password).
+    """
+    if isinstance(url, os.PathLike):
+        return StoreLocation("file", root=Path(url).expanduser().absolute(), options={})
+    if not isinstance(url, str) or not url.strip():
+        raise SessionValidationError(f"a store URL must be a non-empty string ({_known()})")
+    match = _SCHEME.match(url)
+    first = url.split("/", 1)[0]
+    if match is None or ":" not in first:
+        return StoreLocation("file", root=Path(url).expanduser().absolute(), options={})
+    scheme = match.group(1).lower()
+    rest = url[match.end() :]
+    if scheme == "file":
+        path, _, query = rest.partition("?")
+        if path.startswith("//"):
+            host, slash, tail = path[2:].partition("/")
+            if host not in ("", "localhost"):
+                raise SessionValidationError("a file: store URL names no host (file:///path)")
+            path = slash + tail
+        path = unquote(path)
+        if not path:
+            raise SessionValidationError("a file: store URL needs a path (file:PATH)")
+        return StoreLocation(
+            "file", root=Path(path).expanduser().absolute(), options=_file_query(query)
+        )
+    if scheme == "memory":
+        if "?" in rest or "/" in rest:
+            raise SessionValidationError("a memory: store URL is memory: or memory:NAME")
+        return StoreLocation("memory", name=rest, options={})
+    if scheme in ("postgresql", "postgres"):
+        return StoreLocation("postgresql", options={})
+    raise SessionValidationError(f"unknown store URL scheme {scheme[:20]!r}; known: {_known()}")
+
+
+def _file_query(query: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        if key not in ("index", "durable"):
+            raise SessionValidationError(
+                f"unknown file: store URL parameter {key[:20]!r}; known: index, durable"
+            )
+        switch = _SWITCHES.get(value.lower())
+        if switch is None:
+            raise SessionValidationError(f"the {key} parameter of a file: URL is on or off")
+        options[key] = switch
+    return options
+
+
+def open_store(url: str | os.PathLike[str], **options: Any) -> SessionStore:
+    """The store a URL names, opened with ``options``.
+
+    ``lock_timeout`` applies to every store; ``durable``, ``index``,
+    ``allow_symlinked_root`` and ``pending_wait`` belong to the file store and
+    ``retention`` to the memory store: given to another store with a value
+    other than their default, they are refused (``SessionValidationError``),
+    never silently ignored.  A named memory store keeps the options of its
+    first use.  A file
+    URL's ``?index=off``/``?durable=off`` turn those off whatever the
+    keyword says.
+    """
+    location = parse_store_url(url)
+    if location.scheme == "postgresql":
+        raise SessionValidationError(
+            "postgresql:// stores are not available: PostgreSQL support is not installed "
+            "in this version of maestro; available: a path, file:, memory:"
+        )
+    allowed = _FILE_OPTIONS if location.scheme == "file" else _MEMORY_OPTIONS
+    if location.scheme != "file":
+        # The file store's defaults ask nothing of another store.
+        options = {k: v for k, v in options.items() if _FILE_DEFAULTS.get(k, ...) != v}
+    refused = sorted(set(options) - set(allowed))
+    if refused:
+        raise SessionValidationError(
+            f"{', '.join(refused)} cannot be used with a {location.scheme}: store "
+            f"(it takes {', '.join(allowed)})"
+        )
+    if location.scheme == "memory":
+        from maestro.stores.memory import MemoryStore
+
+        if not location.name:
+            return MemoryStore(**options)
+        with _named_lock:
+            store = _named.get(location.name)
+            if store is None:
+                store = _named[location.name] = MemoryStore(**options)
+            return store
+    from maestro.stores.files import FileSessionStore
+
+    assert location.root is not None
+    for key, value in location.options.items():
+        options[key] = options.get(key, True) and value  # "off" wins
+    return FileSessionStore(
+        location.root / ".flow" / "maestro" / "sessions", base=location.root, **options
+    )
