@@ -42,7 +42,7 @@ from maestro.models import (
 from maestro.pages import SessionPage, decode_cursor, encode_cursor
 from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
 from maestro.stats import SessionStats, summarize
-from maestro.stores import open_store, parse_store_url
+from maestro.stores import select_store
 from maestro.stores.base import (
     Capability,
     DirectoryExport,
@@ -164,32 +164,14 @@ class SessionManager:
             file_options["index"] = False
         if allow_symlinked_root is not None:
             file_options["allow_symlinked_root"] = allow_symlinked_root
-        if store is None:
-            self.repo_root = resolve_root(repo_root)
-            store = self.repo_root
-        elif isinstance(store, str | os.PathLike):
-            location = parse_store_url(store)
-            if location.root is not None:
-                if repo_root is not None and resolve_root(repo_root) != location.root:
-                    raise SessionValidationError(
-                        "repo_root and the store URL name different roots; give one of them"
-                    )
-                self.repo_root = location.root
-            else:
-                self.repo_root = resolve_root(repo_root)
-        else:
-            if file_options or lock_timeout != 10.0:
-                raise SessionValidationError(
-                    "lock_timeout, durable, index and allow_symlinked_root configure the "
-                    "store a manager opens; pass them to the store given instead"
-                )
-            self.repo_root = resolve_root(repo_root)
-        self.sessions_dir = self.repo_root / ".flow" / "maestro" / "sessions"
-        self.store: SessionStore = (
-            open_store(store, lock_timeout=lock_timeout, **file_options)
-            if isinstance(store, str | os.PathLike)
-            else store
+        self.store, self.repo_root = select_store(
+            store,
+            root=resolve_root,
+            explicit_root=None if repo_root is None else resolve_root(repo_root),
+            lock_timeout=lock_timeout,
+            options=file_options,
         )
+        self.sessions_dir = self.repo_root / ".flow" / "maestro" / "sessions"
         self._clock = clock or utcnow
 
     def __repr__(self) -> str:

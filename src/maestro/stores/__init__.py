@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -28,7 +29,7 @@ from urllib.parse import parse_qsl, unquote
 from maestro.errors import SessionValidationError
 from maestro.stores.base import SessionStore
 
-__all__ = ["KNOWN_SCHEMES", "StoreLocation", "open_store", "parse_store_url"]
+__all__ = ["KNOWN_SCHEMES", "StoreLocation", "open_store", "parse_store_url", "select_store"]
 
 #: The schemes :func:`open_store` understands, for messages.
 KNOWN_SCHEMES = ("file:", "memory:", "postgresql://")
@@ -160,3 +161,42 @@ def open_store(url: str | os.PathLike[str], **options: Any) -> SessionStore:
     return FileSessionStore(
         location.root / ".flow" / "maestro" / "sessions", base=location.root, **options
     )
+
+
+def select_store(
+    given: SessionStore | str | os.PathLike[str] | None,
+    *,
+    root: Callable[[], Path],
+    explicit_root: Path | None,
+    lock_timeout: float,
+    options: dict[str, Any],
+) -> tuple[SessionStore, Path]:
+    """The store a manager uses, and its root (where local session directories live).
+
+    ``given`` is a URL or path to open, a store object to use as it is, or
+    ``None`` for the file store of ``root()``.  ``explicit_root`` is the
+    root the caller named, if any: it must agree with a file URL's.  Options
+    (``lock_timeout`` other than 10 s, ``options``) configure a store that is
+    opened here; given with a store object, they are refused rather than
+    ignored.
+    """
+    if given is None:
+        base = explicit_root or root()
+        return open_store(base, lock_timeout=lock_timeout, **options), base
+    if isinstance(given, str | os.PathLike):
+        location = parse_store_url(given)
+        if location.root is not None:
+            if explicit_root is not None and explicit_root != location.root:
+                raise SessionValidationError(
+                    "repo_root and the store URL name different roots; give one of them"
+                )
+            base = location.root
+        else:
+            base = explicit_root or root()
+        return open_store(given, lock_timeout=lock_timeout, **options), base
+    if options or lock_timeout != 10.0:
+        raise SessionValidationError(
+            "lock_timeout, durable, index and allow_symlinked_root configure the "
+            "store a manager opens; pass them to the store given instead"
+        )
+    return given, explicit_root or root()
