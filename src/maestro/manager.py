@@ -214,18 +214,8 @@ class SessionManager:
         With ``request_id``, a retry returns the session the first call
         created (it keeps that key for its life), even from another process.
         """
-        digest = None
         if request_id is not None:
             idempotency.check_request_id(request_id)
-            digest = idempotency.fingerprint(
-                "create",
-                {
-                    "feature_request": feature_request,
-                    "configuration": configuration,
-                    "prd_reference": prd_reference,
-                    "git_context": git_context,
-                },
-            )
         config: SessionConfiguration = (
             SessionConfiguration()
             if configuration is None
@@ -247,8 +237,20 @@ class SessionManager:
             prd_reference=prd,
             configuration=config,
         )
-        if request_id is None or digest is None:
+        if request_id is None:
             return self.store.create(session)
+        # Fingerprinted as stored (a configuration given as a dict or as an
+        # object, complete or not, is the same request), and the git context
+        # only when given: the one captured may move between a call and its retry.
+        digest = idempotency.fingerprint(
+            "create",
+            {
+                "feature_request": feature_request,
+                "configuration": config,
+                "prd_reference": prd,
+                "git_context": git_context,
+            },
+        )
         session = idempotency.with_create_key(session, request_id, digest)
         stored = self.store.create(session, request_id=request_id)
         return idempotency.check_created(stored, request_id, digest)

@@ -23,6 +23,7 @@ from maestro import (
     Capability,
     ConflictError,
     Session,
+    SessionConfiguration,
     SessionManager,
     SessionNotFoundError,
     SessionStatus,
@@ -396,3 +397,16 @@ def test_a_writer_killed_before_hearing_its_answer_is_retried_with_one_effect(
         retried = manager.increment_statistics(sid, completed_tasks=1, request_id="once")
         assert retried.statistics.completed_tasks == 1
         assert retried.revision == 2 == manager.get_session(sid).revision
+
+
+def test_equal_arguments_in_other_forms_are_the_same_request(manager: SessionManager) -> None:
+    first = manager.create_session(
+        "x", {"max_iterations": 5}, git_context=GIT, request_id="same"
+    ).session_id
+    config = SessionConfiguration(max_iterations=5)
+    assert (
+        manager.create_session("x", config, git_context=GIT, request_id="same").session_id == first
+    )
+    manager.update_session(first, {"status": "planning"}, request_id="u")
+    manager.update_session(first, {"status": S.PLANNING}, request_id="u")
+    assert manager.get_session(first).revision == 2
