@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -415,6 +416,8 @@ class StateChange:
         return cls(mapping["from"], mapping["to"], mapping["at"], mapping.get("reason"))
 
 
+_FINGERPRINT = re.compile(r"[0-9a-f]{32}")
+
 #: Operations a request id can be recorded for (a delete leaves no record).
 REQUEST_OPERATIONS = frozenset(
     {"create", "update", "transition", "resume", "increment", "heartbeat"}
@@ -437,12 +440,16 @@ class RequestRecord:
     revision: int
 
     def __post_init__(self) -> None:
-        self.request_id = _require_str(self.request_id, "requests.id")
+        # As strict as the schema: a record these accept is one the writer can store.
+        self.request_id = _require_str(self.request_id, "requests.id", empty=True)
+        if not 1 <= len(self.request_id) <= 200:
+            raise SessionValidationError("requests.id must hold 1 to 200 characters")
         if self.operation not in REQUEST_OPERATIONS:
             raise SessionValidationError(
                 "requests.operation must be one of " + ", ".join(sorted(REQUEST_OPERATIONS))
             )
-        self.fingerprint = _require_str(self.fingerprint, "requests.fingerprint")
+        if not isinstance(self.fingerprint, str) or not _FINGERPRINT.fullmatch(self.fingerprint):
+            raise SessionValidationError("requests.fingerprint must be 32 lowercase hex digits")
         _require_int(self.revision, "requests.revision", 0)
 
     def to_dict(self) -> dict[str, Any]:
