@@ -1077,3 +1077,54 @@ def test_the_root_comes_from_the_environment(tmp_path: Path) -> None:
     sid = new(tmp_path, "x")
     result = runner().invoke(cli, ["list"], env={**PLAIN_ENV, "MAESTRO_ROOT": str(tmp_path)})
     assert sid[:8] in result.stdout
+
+
+# ---------------------------------------------------------------- --request-id
+
+
+def test_every_write_command_takes_a_request_id() -> None:
+    writes = {
+        "create", "transition", "pause", "resume", "fail", "complete",
+        "update", "increment", "heartbeat", "delete",
+    }  # fmt: skip
+    for name in writes:
+        command = cli.commands[name]
+        assert any("--request-id" in p.opts for p in command.params), name
+
+
+def test_request_id_retries_change_nothing_on_the_command_line(tmp_path: Path) -> None:
+    sid = ok(run(tmp_path, "create", "-q", "--request-id", "job-1", "Add OAuth")).strip()
+    assert ok(run(tmp_path, "create", "-q", "--request-id", "job-1", "Add OAuth")).strip() == sid
+    steps = [
+        ("transition", sid, "planning", "--request-id", "t-1"),
+        ("increment", sid, "completed_tasks", "--request-id", "i-1"),
+        ("update", sid, "--set", "statistics.total_tasks=4", "--request-id", "u-1"),
+        ("heartbeat", sid, "--request-id", "h-1"),
+        ("pause", sid, "--request-id", "p-1"),
+        ("resume", sid, "--request-id", "r-1"),
+    ]
+    for step in steps:
+        ok(run(tmp_path, *step))
+    stored = json.loads(ok(run(tmp_path, "--json", "show", sid)))["session"]
+    for step in steps:  # every one retried, in any order, after the others
+        retried = json.loads(ok(run(tmp_path, "--json", *step)))
+        assert retried["revision"] == stored["revision"]
+    assert json.loads(ok(run(tmp_path, "--json", "show", sid)))["session"] == stored
+    assert stored["statistics"]["completed_tasks"] == 1
+
+    conflict = run(tmp_path, "increment", sid, "completed_tasks", "2", "--request-id", "i-1")
+    line = error_line(conflict, 5)
+    assert sid in line and "'i-1'" in line and "other arguments" in line
+    assert error_line(run(tmp_path, "create", "--request-id", "job-1", "Other"), 5)
+
+    ok(run(tmp_path, "fail", sid, "--reason", "broken", "--request-id", "f-1"))
+    ok(run(tmp_path, "fail", sid, "--reason", "broken", "--request-id", "f-1"))
+    assert "deleted session" in ok(run(tmp_path, "delete", sid, "--yes", "--request-id", "d-1"))
+    assert "deleted session" in ok(run(tmp_path, "delete", sid, "--yes", "--request-id", "d-1"))
+    error_line(run(tmp_path, "delete", sid, "--yes"), 3)  # without an id, gone is an error
+
+
+def test_a_bad_request_id_is_a_usage_error(tmp_path: Path) -> None:
+    result = run(tmp_path, "create", "--request-id", " x", "Add OAuth")
+    assert "request_id must be printable text" in error_line(result, 1)
+    assert SessionManager(tmp_path).count_sessions() == 0

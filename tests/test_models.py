@@ -281,3 +281,34 @@ def test_trusted_rebuild_equals_the_checked_one(session: Session) -> None:
     assert rebuilt == session
     assert rebuilt.to_dict() == session.to_dict()
     assert rebuilt.created_at.tzinfo is UTC
+
+
+def test_stored_requests_are_checked_as_strictly_as_the_schema() -> None:
+    from maestro.errors import SessionValidationError
+    from maestro.models import RequestRecord
+    from maestro.schema import schema_errors
+
+    good = {"id": "job-1", "operation": "create", "fingerprint": "0" * 32, "revision": 1}
+    assert RequestRecord.from_dict(good).to_dict() == good
+    for bad in (
+        {**good, "id": ""},
+        {**good, "id": "x" * 201},
+        {**good, "operation": "delete"},
+        {**good, "fingerprint": "XYZ"},
+        {**good, "revision": -1},
+        {**good, "extra": 1},
+    ):
+        with pytest.raises(SessionValidationError):
+            RequestRecord.from_dict(bad)
+    session = Session.from_dict(
+        {
+            "session_id": "3f01b541-5cc9-47a7-9f8b-d884159c705f",
+            "feature_request": "x",
+            "status": "planning",
+            "created_at": "2026-01-01T00:00:00Z",
+            "git_context": {"branch": "b", "commit": "c", "repo_root": "/r", "is_worktree": False},
+            "requests": [good],
+        }
+    )
+    assert schema_errors(session.to_dict()) is None
+    assert session.to_dict()["requests"] == [good]

@@ -435,6 +435,15 @@ def expected_revision_option(func: F) -> F:
     )(func)
 
 
+def request_id_option(func: F) -> F:
+    return click.option(
+        "--request-id",
+        metavar="KEY",
+        help="Idempotency key: a retry with the same KEY changes nothing and prints "
+        "the session as stored now; the same KEY with other arguments exits 5.",
+    )(func)
+
+
 def filter_options(func: F) -> F:
     """--status, --phase, --branch, --since, --until, --active."""
     options = [
@@ -578,6 +587,7 @@ def _prd(path: str) -> PRDReference:
 @click.option("--no-auto-checkpoint", is_flag=True, help="Turn automatic checkpoints off.")
 @click.option("--prd", metavar="PATH", help="The PRD of the session (stored as given).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the new id.")
+@request_id_option
 @pass_ctx
 @handled
 def create(
@@ -588,6 +598,7 @@ def create(
     no_auto_checkpoint: bool,
     prd: str | None,
     quiet: bool,
+    request_id: str | None,
 ) -> None:
     """Start a session for REQUEST (in state initializing) and print its id.
 
@@ -597,6 +608,7 @@ def create(
     Example:
       maestro create "Add OAuth login" --max-iterations 5 --prd docs/prd-oauth.md
       maestro create --quiet "Fix the flaky login test"
+      maestro create --quiet --request-id job-4711 "Fix the flaky login test"
     """
     configuration: dict[str, Any] = {}
     if max_iterations is not None:
@@ -606,7 +618,10 @@ def create(
     if no_auto_checkpoint:
         configuration["auto_checkpoint"] = False
     session = ctx.manager().create_session(
-        feature_request, configuration, prd_reference=_prd(prd) if prd else None
+        feature_request,
+        configuration,
+        prd_reference=_prd(prd) if prd else None,
+        request_id=request_id,
     )
     if ctx.as_json:
         ctx.emit_json(session.to_dict())
@@ -737,6 +752,7 @@ def search(
 @click.argument("state", type=click.Choice(STATUSES), metavar="STATE")
 @click.option("--reason", help="Why; kept in the history.")
 @expected_revision_option
+@request_id_option
 @pass_ctx
 @handled
 def transition(
@@ -745,6 +761,7 @@ def transition(
     state: str,
     reason: str | None,
     expected_revision: int | None,
+    request_id: str | None,
 ) -> None:
     """Move a session to STATE, if the state machine allows it (else exit 4).
 
@@ -758,7 +775,11 @@ def transition(
       maestro transition 3f01b541 implementing --reason "2 tests failed"
     """
     session = ctx.manager().transition_state(
-        ctx.resolve(session_id), state, reason=reason, expected_revision=expected_revision
+        ctx.resolve(session_id),
+        state,
+        reason=reason,
+        expected_revision=expected_revision,
+        request_id=request_id,
     )
     _moved(ctx, session)
 
@@ -767,9 +788,16 @@ def transition(
 @session_id_argument
 @click.option("--reason", help="Why; kept in the history.")
 @expected_revision_option
+@request_id_option
 @pass_ctx
 @handled
-def pause(ctx: Context, session_id: str, reason: str | None, expected_revision: int | None) -> None:
+def pause(
+    ctx: Context,
+    session_id: str,
+    reason: str | None,
+    expected_revision: int | None,
+    request_id: str | None,
+) -> None:
     """Pause an active session; `maestro resume` takes it back where it was.
 
     \b
@@ -777,7 +805,10 @@ def pause(ctx: Context, session_id: str, reason: str | None, expected_revision: 
       maestro pause 3f01b541 --reason "waiting for review"
     """
     session = ctx.manager().pause_session(
-        ctx.resolve(session_id), reason=reason, expected_revision=expected_revision
+        ctx.resolve(session_id),
+        reason=reason,
+        expected_revision=expected_revision,
+        request_id=request_id,
     )
     _moved(ctx, session)
 
@@ -786,10 +817,15 @@ def pause(ctx: Context, session_id: str, reason: str | None, expected_revision: 
 @session_id_argument
 @click.option("--reason", help="Why; kept in the history.")
 @expected_revision_option
+@request_id_option
 @pass_ctx
 @handled
 def resume(
-    ctx: Context, session_id: str, reason: str | None, expected_revision: int | None
+    ctx: Context,
+    session_id: str,
+    reason: str | None,
+    expected_revision: int | None,
+    request_id: str | None,
 ) -> None:
     """Resume a paused session in the state it was paused from.
 
@@ -798,7 +834,10 @@ def resume(
       maestro resume 3f01b541 --reason "review approved"
     """
     session = ctx.manager().resume_session(
-        ctx.resolve(session_id), reason=reason, expected_revision=expected_revision
+        ctx.resolve(session_id),
+        reason=reason,
+        expected_revision=expected_revision,
+        request_id=request_id,
     )
     _moved(ctx, session)
 
@@ -813,9 +852,16 @@ def _non_empty(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @session_id_argument
 @click.option("--reason", required=True, callback=_non_empty, help="Why it failed (required).")
 @expected_revision_option
+@request_id_option
 @pass_ctx
 @handled
-def fail_session(ctx: Context, session_id: str, reason: str, expected_revision: int | None) -> None:
+def fail_session(
+    ctx: Context,
+    session_id: str,
+    reason: str,
+    expected_revision: int | None,
+    request_id: str | None,
+) -> None:
     """Mark a session failed, with the reason.
 
     \b
@@ -827,6 +873,7 @@ def fail_session(ctx: Context, session_id: str, reason: str, expected_revision: 
         SessionStatus.FAILED,
         reason=reason,
         expected_revision=expected_revision,
+        request_id=request_id,
     )
     _moved(ctx, session)
 
@@ -835,10 +882,15 @@ def fail_session(ctx: Context, session_id: str, reason: str, expected_revision: 
 @session_id_argument
 @click.option("--reason", help="A note kept in the history.")
 @expected_revision_option
+@request_id_option
 @pass_ctx
 @handled
 def complete(
-    ctx: Context, session_id: str, reason: str | None, expected_revision: int | None
+    ctx: Context,
+    session_id: str,
+    reason: str | None,
+    expected_revision: int | None,
+    request_id: str | None,
 ) -> None:
     """Mark a session completed (from generating_report only, else exit 4).
 
@@ -851,6 +903,7 @@ def complete(
         SessionStatus.COMPLETED,
         reason=reason,
         expected_revision=expected_revision,
+        request_id=request_id,
     )
     _moved(ctx, session)
 
@@ -871,6 +924,7 @@ def complete(
 @click.option("--prd", metavar="PATH", help="Set the PRD (file name = its base name).")
 @click.option("--reason", help="Kept in the history when --set status=... changes the state.")
 @expected_revision_option
+@request_id_option
 @pass_ctx
 @handled
 def update(
@@ -880,6 +934,7 @@ def update(
     prd: str | None,
     reason: str | None,
     expected_revision: int | None,
+    request_id: str | None,
 ) -> None:
     """Change fields of a session in one atomic write.
 
@@ -903,7 +958,11 @@ def update(
     if not updates:
         raise click.UsageError("nothing to change: give --set KEY=VALUE or --prd PATH")
     session = ctx.manager().update_session(
-        ctx.resolve(session_id), updates, expected_revision=expected_revision, reason=reason
+        ctx.resolve(session_id),
+        updates,
+        expected_revision=expected_revision,
+        reason=reason,
+        request_id=request_id,
     )
     if ctx.as_json:
         ctx.emit_json(session.to_dict())
@@ -927,10 +986,16 @@ def _leaves(updates: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
 @click.argument("counter", type=click.Choice(SessionStatistics.COUNTERS), metavar="COUNTER")
 @click.argument("amount", type=int, default=1, required=False, metavar="[N]")
 @expected_revision_option
+@request_id_option
 @pass_ctx
 @handled
 def increment(
-    ctx: Context, session_id: str, counter: str, amount: int, expected_revision: int | None
+    ctx: Context,
+    session_id: str,
+    counter: str,
+    amount: int,
+    expected_revision: int | None,
+    request_id: str | None,
 ) -> None:
     """Add N (default 1, may be negative) to a statistics counter, atomically.
 
@@ -942,8 +1007,12 @@ def increment(
       maestro increment 3f01b541 completed_tasks
       maestro increment 3f01b541 failed_tasks -1
     """
+    deltas: dict[str, Any] = {counter: amount}
     session = ctx.manager().increment_statistics(
-        ctx.resolve(session_id), expected_revision=expected_revision, **{counter: amount}
+        ctx.resolve(session_id),
+        expected_revision=expected_revision,
+        request_id=request_id,
+        **deltas,
     )
     if ctx.as_json:
         ctx.emit_json(session.to_dict())
@@ -956,9 +1025,10 @@ def increment(
 
 @cli.command(epilog=_EPILOG)
 @session_id_argument
+@request_id_option
 @pass_ctx
 @handled
-def heartbeat(ctx: Context, session_id: str) -> None:
+def heartbeat(ctx: Context, session_id: str, request_id: str | None) -> None:
     """Record that the worker driving a session is alive (keeps it from going stale).
 
     \b
@@ -966,7 +1036,7 @@ def heartbeat(ctx: Context, session_id: str) -> None:
       maestro heartbeat 3f01b541
       maestro --json heartbeat 3f01b541 | jq .heartbeat_at
     """
-    session = ctx.manager().heartbeat(ctx.resolve(session_id))
+    session = ctx.manager().heartbeat(ctx.resolve(session_id), request_id=request_id)
     if ctx.as_json:
         ctx.emit_json(session.to_dict())
         return
@@ -987,13 +1057,22 @@ def _stdin_is_tty() -> bool:
 @session_id_argument
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @expected_revision_option
+@request_id_option
 @pass_ctx
 @handled
-def delete(ctx: Context, session_id: str, yes: bool, expected_revision: int | None) -> None:
+def delete(
+    ctx: Context,
+    session_id: str,
+    yes: bool,
+    expected_revision: int | None,
+    request_id: str | None,
+) -> None:
     """Delete a session's directory and every file in it.
 
     Asks for confirmation on a terminal; without one (scripts, pipes)
-    --yes is required.
+    --yes is required.  With --request-id, deleting a session that is
+    already gone succeeds (give the full id: a prefix of a deleted
+    session matches nothing).
 
     \b
     Example:
@@ -1009,20 +1088,26 @@ def delete(ctx: Context, session_id: str, yes: bool, expected_revision: int | No
                 "a terminal; pass --yes",
                 EXIT_USAGE,
             )
-        session = manager.get_session(sid)
-        request = " ".join(session.feature_request.split())
-        if len(request) > 50:
-            request = request[:47] + "..."
-        if not click.confirm(
-            f"delete session {sid} ({session.status.value}, '{visible(request)}') "
-            "and all its files?",
-            default=False,
-            err=True,
-        ):
-            raise CommandError("not confirmed; nothing was deleted")
-        if expected_revision is None:
-            expected_revision = session.revision  # delete what was shown, nothing newer
-    manager.delete_session(sid, expected_revision=expected_revision)
+        try:
+            session: Session | None = manager.get_session(sid)
+        except errors.SessionNotFoundError:
+            if request_id is None:
+                raise
+            session = None  # a retried delete: nothing is left to confirm
+        if session is not None:
+            request = " ".join(session.feature_request.split())
+            if len(request) > 50:
+                request = request[:47] + "..."
+            if not click.confirm(
+                f"delete session {sid} ({session.status.value}, '{visible(request)}') "
+                "and all its files?",
+                default=False,
+                err=True,
+            ):
+                raise CommandError("not confirmed; nothing was deleted")
+            if expected_revision is None:
+                expected_revision = session.revision  # delete what was shown, nothing newer
+    manager.delete_session(sid, expected_revision=expected_revision, request_id=request_id)
     if ctx.as_json:
         ctx.emit_json({"deleted": sid})
     else:

@@ -13,7 +13,8 @@ so ``except FileNotFoundError`` or ``except ValueError`` keep working::
     │   ├── InvalidTransitionError                  transition not in the whitelist
     │   └── AmbiguousSessionIdError                 an id prefix matching several sessions
     ├── CorruptSessionError (json.JSONDecodeError)  stored record unreadable or invalid
-    ├── ConflictError                               expected_revision did not match
+    ├── ConflictError                               expected_revision did not match, or a
+    │                                               request id came back with other arguments
     ├── SessionExistsError (FileExistsError)        a session with that id already exists
     ├── LockTimeoutError (TimeoutError)             per-session lock not acquired in time
     ├── UnsafePathError (PermissionError)           symlink or path escaping the store
@@ -189,16 +190,39 @@ class CorruptSessionError(SessionError, json.JSONDecodeError):
 
 
 class ConflictError(SessionError):
-    """``expected_revision`` did not match the stored revision (compare-and-swap)."""
+    """``expected_revision`` did not match the stored revision (compare-and-swap).
 
-    def __init__(self, session_id: str, expected: int, actual: int) -> None:
-        super().__init__(
-            f"session {session_id}: revision conflict: expected revision {expected}, "
-            f"stored revision is {actual}; re-read the session and retry"
-        )
+    Also raised, with ``request_id`` set (and ``expected``/``actual`` left
+    ``None``), when a request id already recorded for the session comes back
+    with other arguments: it names another request, not a retry.
+    """
+
+    expected: int | None
+    actual: int | None
+
+    def __init__(
+        self,
+        session_id: str,
+        expected: int | None = None,
+        actual: int | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> None:
+        if request_id is not None:
+            message = (
+                f"session {session_id}: request id {describe_id(request_id)} was already "
+                "used with other arguments; a new request needs a new request id"
+            )
+        else:
+            message = (
+                f"session {session_id}: revision conflict: expected revision {expected}, "
+                f"stored revision is {actual}; re-read the session and retry"
+            )
+        super().__init__(message)
         self.session_id = session_id
         self.expected = expected
         self.actual = actual
+        self.request_id = request_id
 
 
 class SessionExistsError(SessionError, FileExistsError):

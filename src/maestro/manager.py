@@ -18,10 +18,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
-from maestro import lifecycle
+from maestro import idempotency, lifecycle
 from maestro.errors import (
     AmbiguousSessionIdError,
     ConflictError,
+    CorruptSessionError,
     InvalidSessionIdError,
     InvalidTransitionError,
     SessionNotFoundError,
@@ -51,6 +52,7 @@ from maestro.stores.base import (
     Reindexable,
     SessionQuery,
     SessionStore,
+    Transform,
     require,
 )
 from maestro.timeline import SessionTimeline
@@ -86,6 +88,7 @@ READ_ONLY_FIELDS = frozenset(
         "history",
         "revision",
         "schema_version",
+        "requests",
     }
 )
 
@@ -180,6 +183,35 @@ class SessionManager:
     def _now(self) -> datetime:
         return self._clock()
 
+    def _once(
+        self,
+        change: Transform,
+        request_id: str | None,
+        operation: str,
+        arguments: dict[str, Any],
+        expected_revision: int | None,
+    ) -> tuple[Transform, int | None]:
+        """The transform and expected revision to hand the store for this write.
+
+        Without a request id, ``change`` as it is.  With one, ``change``
+        guarded by it (see :mod:`maestro.idempotency`), which checks
+        ``expected_revision`` itself.
+        """
+        if request_id is None:
+            return change, expected_revision
+        idempotency.check_request_id(request_id)
+        digest = idempotency.fingerprint(
+            operation, {**arguments, "expected_revision": expected_revision}
+        )
+        guarded = idempotency.guarded(
+            change,
+            request_id=request_id,
+            operation=operation,
+            digest=digest,
+            expected_revision=expected_revision,
+        )
+        return guarded, None
+
     # ------------------------------------------------------------ the seed's API
 
     def create_session(
@@ -189,11 +221,16 @@ class SessionManager:
         *,
         prd_reference: PRDReference | Mapping[str, Any] | None = None,
         git_context: GitContext | None = None,
+        request_id: str | None = None,
     ) -> Session:
         """Start a new session in ``initializing`` and store it.
 
         The git context of the repository root is captured unless given.
+        With ``request_id``, a retry returns the session the first call
+        created (it keeps that key for its life), even from another process.
         """
+        if request_id is not None:
+            idempotency.check_request_id(request_id)
         config: SessionConfiguration = (
             SessionConfiguration()
             if configuration is None
@@ -215,7 +252,23 @@ class SessionManager:
             prd_reference=prd,
             configuration=config,
         )
-        return self.store.create(session)
+        if request_id is None:
+            return self.store.create(session)
+        # Fingerprinted as stored (a configuration given as a dict or as an
+        # object, complete or not, is the same request), and the git context
+        # only when given: the one captured may move between a call and its retry.
+        digest = idempotency.fingerprint(
+            "create",
+            {
+                "feature_request": feature_request,
+                "configuration": config,
+                "prd_reference": prd,
+                "git_context": git_context,
+            },
+        )
+        session = idempotency.with_create_key(session, request_id, digest)
+        stored = self.store.create(session, request_id=request_id)
+        return idempotency.check_created(stored, request_id, digest)
 
     def resolve_session_id(self, prefix: str) -> str:
         """The full id of the one session whose id starts with ``prefix`` (6+ characters).
@@ -262,6 +315,7 @@ class SessionManager:
         *,
         expected_revision: int | None = None,
         reason: str | None = None,
+        request_id: str | None = None,
     ) -> Session:
         """Change fields of a session in one atomic write.
 
@@ -269,6 +323,7 @@ class SessionManager:
         given as mappings merge into the stored object; ``status`` goes through
         the state machine (``reason`` is recorded in the history); unknown and
         read-only fields raise ``SessionValidationError`` before anything is read.
+        ``request_id`` makes a retry a no-op (see :meth:`create_session`).
         """
         check_session_id(session_id)
         if not isinstance(updates, Mapping):
@@ -312,7 +367,16 @@ class SessionManager:
                 raise _with_session_id(error, session.session_id) from None
             return updated
 
-        return self.store.modify(session_id, change, expected_revision=expected_revision)
+        write, expected = self._once(
+            change,
+            request_id,
+            "update",
+            {"updates": dict(updates), "reason": reason},
+            expected_revision,
+        )
+        return self.store.modify(
+            session_id, write, expected_revision=expected, request_id=request_id
+        )
 
     def transition_state(
         self,
@@ -321,6 +385,7 @@ class SessionManager:
         *,
         reason: str | None = None,
         expected_revision: int | None = None,
+        request_id: str | None = None,
     ) -> Session:
         """Move a session to ``new_state`` if the whitelist allows it.
 
@@ -340,7 +405,16 @@ class SessionManager:
             moved.updated_at = now
             return moved
 
-        return self.store.modify(session_id, change, expected_revision=expected_revision)
+        write, expected = self._once(
+            change,
+            request_id,
+            "transition",
+            {"new_state": target, "reason": reason},
+            expected_revision,
+        )
+        return self.store.modify(
+            session_id, write, expected_revision=expected, request_id=request_id
+        )
 
     def query_sessions(
         self,
@@ -495,9 +569,40 @@ class SessionManager:
         """The ``count`` most recently created sessions, newest first."""
         return self.query_sessions(limit=count)
 
-    def delete_session(self, session_id: str, *, expected_revision: int | None = None) -> None:
-        """Remove the session's directory and every file in it."""
-        self.store.delete(check_session_id(session_id), expected_revision=expected_revision)
+    def delete_session(
+        self,
+        session_id: str,
+        *,
+        expected_revision: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """Remove the session's directory and every file in it.
+
+        With ``request_id``, deleting a session that does not exist succeeds:
+        the record that could tell a retry from a mistake is gone with the
+        session, and a retry must not fail because the first call went
+        through.  A ``request_id`` the session already recorded for another
+        write raises ``ConflictError``.
+        """
+        check_session_id(session_id)
+        if request_id is None:
+            self.store.delete(session_id, expected_revision=expected_revision)
+            return
+        idempotency.check_request_id(request_id)
+        try:
+            current = self.store.load(session_id)
+            if idempotency.recorded(current, request_id) is not None:
+                raise ConflictError(session_id, request_id=request_id)
+        except SessionNotFoundError:
+            return
+        except CorruptSessionError:
+            pass  # nothing to compare with; an unreadable record can still be deleted
+        try:
+            self.store.delete(
+                session_id, expected_revision=expected_revision, request_id=request_id
+            )
+        except SessionNotFoundError:
+            return  # another call with this id got there first
 
     # ------------------------------------------------------------ beyond the seed
 
@@ -507,10 +612,15 @@ class SessionManager:
         *,
         reason: str | None = None,
         expected_revision: int | None = None,
+        request_id: str | None = None,
     ) -> Session:
         """Pause an active session; it remembers where it was (``paused_from``)."""
         return self.transition_state(
-            session_id, SessionStatus.PAUSED, reason=reason, expected_revision=expected_revision
+            session_id,
+            SessionStatus.PAUSED,
+            reason=reason,
+            expected_revision=expected_revision,
+            request_id=request_id,
         )
 
     def resume_session(
@@ -519,6 +629,7 @@ class SessionManager:
         *,
         reason: str | None = None,
         expected_revision: int | None = None,
+        request_id: str | None = None,
     ) -> Session:
         """Return a paused session to the state it was paused from."""
         check_session_id(session_id)
@@ -543,10 +654,20 @@ class SessionManager:
             moved.updated_at = now
             return moved
 
-        return self.store.modify(session_id, change, expected_revision=expected_revision)
+        write, expected = self._once(
+            change, request_id, "resume", {"reason": reason}, expected_revision
+        )
+        return self.store.modify(
+            session_id, write, expected_revision=expected, request_id=request_id
+        )
 
     def increment_statistics(
-        self, session_id: str, *, expected_revision: int | None = None, **deltas: int
+        self,
+        session_id: str,
+        *,
+        expected_revision: int | None = None,
+        request_id: str | None = None,
+        **deltas: int,
     ) -> Session:
         """Add to statistics counters atomically: ``increment_statistics(id, completed_tasks=1)``.
 
@@ -576,11 +697,22 @@ class SessionManager:
                 raise _with_session_id(error, session.session_id) from None
             return dataclasses.replace(session, statistics=statistics, updated_at=self._now())
 
-        return self.store.modify(session_id, change, expected_revision=expected_revision)
+        write, expected = self._once(
+            change, request_id, "increment", {"deltas": deltas}, expected_revision
+        )
+        return self.store.modify(
+            session_id, write, expected_revision=expected, request_id=request_id
+        )
 
     # ------------------------------------------------------------ keeping sessions honest
 
-    def heartbeat(self, session_id: str, *, expected_revision: int | None = None) -> Session:
+    def heartbeat(
+        self,
+        session_id: str,
+        *,
+        expected_revision: int | None = None,
+        request_id: str | None = None,
+    ) -> Session:
         """Record that the worker driving an active session is alive (``heartbeat_at``).
 
         A heartbeat is not a change of the session's data: ``updated_at`` stays.
@@ -596,7 +728,10 @@ class SessionManager:
             session.heartbeat_at = self._now()
             return session
 
-        return self.store.modify(session_id, change, expected_revision=expected_revision)
+        write, expected = self._once(change, request_id, "heartbeat", {}, expected_revision)
+        return self.store.modify(
+            session_id, write, expected_revision=expected, request_id=request_id
+        )
 
     def find_stale_sessions(self, older_than: timedelta | None = None) -> list[Session]:
         """Running sessions nobody has touched for too long: zombies of a crashed worker.

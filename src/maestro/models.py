@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ __all__ = [
     "TERMINAL_STATES",
     "GitContext",
     "PRDReference",
+    "RequestRecord",
     "Session",
     "SessionConfiguration",
     "SessionPhase",
@@ -421,6 +423,65 @@ class StateChange:
         return cls(mapping["from"], mapping["to"], mapping["at"], mapping.get("reason"))
 
 
+_FINGERPRINT = re.compile(r"[0-9a-f]{32}")
+
+#: Operations a request id can be recorded for (a delete leaves no record).
+REQUEST_OPERATIONS = frozenset(
+    {"create", "update", "transition", "resume", "increment", "heartbeat"}
+)
+
+
+@dataclass
+class RequestRecord:
+    """One idempotent request a session remembers (an entry of ``requests``).
+
+    ``fingerprint`` is a hash of the operation and its arguments, so that a
+    retry can be told from another request reusing the id; ``revision`` is
+    the revision the request produced.  Stored as ``{"id", "operation",
+    "fingerprint", "revision"}``.
+    """
+
+    request_id: str
+    operation: str
+    fingerprint: str
+    revision: int
+
+    def __post_init__(self) -> None:
+        # As strict as the schema: a record these accept is one the writer can store.
+        self.request_id = _require_str(self.request_id, "requests.id", empty=True)
+        if not 1 <= len(self.request_id) <= 200:
+            raise SessionValidationError("requests.id must hold 1 to 200 characters")
+        if self.operation not in REQUEST_OPERATIONS:
+            raise SessionValidationError(
+                "requests.operation must be one of " + ", ".join(sorted(REQUEST_OPERATIONS))
+            )
+        if not isinstance(self.fingerprint, str) or not _FINGERPRINT.fullmatch(self.fingerprint):
+            raise SessionValidationError("requests.fingerprint must be 32 lowercase hex digits")
+        _require_int(self.revision, "requests.revision", 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.request_id,
+            "operation": self.operation,
+            "fingerprint": self.fingerprint,
+            "revision": self.revision,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RequestRecord:
+        mapping = _require_mapping(data, "requests entry")
+        keys = {"id", "operation", "fingerprint", "revision"}
+        unknown = sorted(set(mapping) - keys)
+        if unknown:
+            raise SessionValidationError(
+                f"requests entry has unknown field(s): {', '.join(unknown)}"
+            )
+        for key in sorted(keys):
+            if key not in mapping:
+                raise SessionValidationError(f"requests entry is missing {key!r}")
+        return cls(mapping["id"], mapping["operation"], mapping["fingerprint"], mapping["revision"])
+
+
 # ---------------------------------------------------------------- the session
 
 #: Top-level keys this version knows; any other top-level key found in a
@@ -442,6 +503,7 @@ KNOWN_FIELDS = (
     "paused_from",
     "heartbeat_at",
     "history",
+    "requests",
 )
 
 
@@ -466,6 +528,9 @@ class Session:
     history: list[StateChange] = field(default_factory=list)
     revision: int = 0
     schema_version: int = SCHEMA_VERSION
+    #: Idempotent requests remembered: the create key for the session's life,
+    #: and the most recent others (see :mod:`maestro.idempotency`).
+    requests: list[RequestRecord] = field(default_factory=list, repr=False)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -504,6 +569,12 @@ class Session:
         ]
         _require_int(self.revision, "revision", 0)
         _require_int(self.schema_version, "schema_version", 0)
+        if not isinstance(self.requests, list):
+            raise SessionValidationError("requests must be a list")
+        self.requests = [
+            entry if isinstance(entry, RequestRecord) else RequestRecord.from_dict(entry)
+            for entry in self.requests
+        ]
         if not isinstance(self.extra, dict):
             raise SessionValidationError("extra must be a dict")
         clashes = sorted(set(self.extra) & set(KNOWN_FIELDS))
@@ -549,6 +620,9 @@ class Session:
         if self.heartbeat_at is not None:
             data["heartbeat_at"] = format_timestamp(self.heartbeat_at)
         data["history"] = [entry.to_dict() for entry in self.history]
+        if self.requests:
+            # Left out when empty: a record without requests stays byte for byte as before.
+            data["requests"] = [entry.to_dict() for entry in self.requests]
         data.update(self.extra)
         return data
 
@@ -568,6 +642,9 @@ class Session:
         history = mapping.get("history", [])
         if not isinstance(history, list):
             raise SessionValidationError("history must be a list")
+        requests = mapping.get("requests", [])
+        if not isinstance(requests, list):
+            raise SessionValidationError("requests must be a list")
         return cls(
             session_id=mapping["session_id"],
             feature_request=mapping["feature_request"],
@@ -597,6 +674,7 @@ class Session:
             history=[StateChange.from_dict(entry) for entry in history],
             revision=mapping.get("revision", 0),
             schema_version=mapping.get("schema_version", SCHEMA_VERSION),
+            requests=[RequestRecord.from_dict(entry) for entry in requests],
             extra={k: v for k, v in mapping.items() if k not in KNOWN_FIELDS},
         )
 
@@ -680,6 +758,18 @@ def session_from_trusted_record(record: Mapping[str, Any]) -> Session:
             ],
             "revision": record["revision"],
             "schema_version": record["schema_version"],
+            "requests": [
+                _bare(
+                    RequestRecord,
+                    {
+                        "request_id": entry["id"],
+                        "operation": entry["operation"],
+                        "fingerprint": entry["fingerprint"],
+                        "revision": entry["revision"],
+                    },
+                )
+                for entry in record.get("requests", ())
+            ],
             "extra": {}
             if record.keys() <= _KNOWN
             else {k: v for k, v in record.items() if k not in _KNOWN},

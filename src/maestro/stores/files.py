@@ -43,6 +43,7 @@ import dataclasses
 import errno
 import fcntl
 import gc
+import hashlib
 import logging
 import os
 import secrets
@@ -104,6 +105,8 @@ TEMP_PREFIX = f".{METADATA}."
 TEMP_SUFFIX = ".tmp"
 TRASH_PREFIX = ".trash-"
 INDEX_FILE = "index.sqlite3"
+#: Beside ``sessions/``: one reservation file per create key (see ``create``).
+REQUESTS_DIR = "requests"
 STALE_MARKER = "index.stale"
 TRASH_MARKER = "trash.pending"
 MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -487,9 +490,171 @@ class FileSessionStore:
             _close(root_fd)
 
     def create(self, session: Session, *, request_id: str | None = None) -> Session:
-        session_id = check_session_id(session.session_id)
+        check_session_id(session.session_id)
         stored = _with_revision(session, 1)
         encode_record(stored)  # refuse an invalid record before creating anything
+        if request_id is not None:
+            return self._create_reserved(stored, request_id)
+        return self._create(stored)
+
+    def _create_reserved(self, stored: Session, request_id: str) -> Session:
+        """Create ``stored`` under a create key, or return the session already made under it.
+
+        The key is reserved by a file in ``requests/`` named by its hash and
+        holding the id of the session made under it.  Whoever decides about
+        a key holds an ``flock`` on that file from reading it until its own
+        session is written, so two creators racing with one key are
+        serialised: the loser waits for the winner's record, then finds it.
+        The reservation is written (and made durable) before the session
+        directory, so it is never missing for a session that exists.
+
+        A reservation is dead when the session it names does not exist: its
+        creator died before writing the record, failed, or the session was
+        deleted.  A dead one is taken over under its lock: nobody else can
+        be deciding about it then, and a creator that died released its
+        lock with its process.  A torn write of the reservation itself
+        names no session and is dead too.
+        """
+        session_id = stored.session_id
+        name = hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).hexdigest()
+        deadline = time.monotonic() + self.lock_timeout
+        root_fd = self._open_root(create=True)
+        assert root_fd is not None
+        try:
+            requests_fd = self._open_requests(root_fd)
+        finally:
+            _close(root_fd)
+        try:
+            while True:
+                fd = self._open_reservation(requests_fd, name, create=True, session_id=session_id)
+                assert fd is not None
+                try:
+                    self._acquire(fd, session_id, deadline)
+                    if not self._reservation_current(requests_fd, name, fd):
+                        continue  # unlinked by a delete meanwhile: start over
+                    try:
+                        holder = _read_small(fd)
+                    except OSError as error:
+                        raise StorageError(
+                            session_id, "reading the request reservation", error
+                        ) from error
+                    if is_session_id(holder):
+                        try:
+                            return self.load(holder)
+                        except SessionNotFoundError:
+                            pass  # dead: take it over
+                    self._reserve(requests_fd, fd, session_id)
+                    try:
+                        return self._create(stored)
+                    except BaseException:
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(fd, 0)  # the key is free again
+                        raise
+                finally:
+                    os.close(fd)  # releases the lock
+        finally:
+            _close(requests_fd)
+
+    def _open_requests(self, root_fd: int) -> int:
+        """A descriptor of ``requests/`` beside ``sessions/``, made if missing."""
+        try:
+            parent_fd = os.open("..", _NOFOLLOW_DIR, dir_fd=root_fd)
+        except OSError as error:
+            raise StorageError(None, "opening the store directory", error) from error
+        try:
+            try:
+                return os.open(REQUESTS_DIR, _NOFOLLOW_DIR, dir_fd=parent_fd)
+            except FileNotFoundError:
+                pass
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(REQUESTS_DIR, 0o777, dir_fd=parent_fd)
+                if self.durable:
+                    os.fsync(parent_fd)
+            return os.open(REQUESTS_DIR, _NOFOLLOW_DIR, dir_fd=parent_fd)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UnsafePathError(None, f"{REQUESTS_DIR}/ is not a plain directory") from None
+            raise StorageError(None, f"opening {REQUESTS_DIR}/", error) from error
+        finally:
+            _close(parent_fd)
+
+    def _open_reservation(
+        self, requests_fd: int, name: str, *, create: bool, session_id: str
+    ) -> int | None:
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        try:
+            return os.open(name, flags, 0o666, dir_fd=requests_fd)
+        except FileNotFoundError:
+            if create:
+                raise StorageError(
+                    session_id, "opening the request reservation", FileNotFoundError()
+                ) from None
+            return None
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise UnsafePathError(session_id, "a request reservation is a symlink") from None
+            raise StorageError(session_id, "opening the request reservation", error) from error
+
+    def _reservation_current(self, requests_fd: int, name: str, fd: int) -> bool:
+        try:
+            on_disk = os.stat(name, dir_fd=requests_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return _same_file(on_disk, os.fstat(fd))
+
+    def _reserve(self, requests_fd: int, fd: int, session_id: str) -> None:
+        """Write ``session_id`` into the locked reservation, durably, before the session."""
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{session_id}\n".encode(), 0)
+            if self.durable:
+                os.fsync(fd)
+                os.fsync(requests_fd)  # the reservation's own name, when it is new
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            raise StorageError(session_id, "reserving the request id", error) from error
+
+    def _release_key(self, session: Session) -> None:
+        """After a delete: remove the reservation of the session's create key, if it holds one."""
+        keys = [entry.request_id for entry in session.requests if entry.operation == "create"]
+        if not keys:
+            return
+        name = hashlib.sha256(keys[0].encode("utf-8", "surrogatepass")).hexdigest()
+        try:
+            root_fd = self._open_root(create=False)
+            if root_fd is None:
+                return
+            try:
+                requests_fd = self._open_requests(root_fd)
+            finally:
+                _close(root_fd)
+            try:
+                fd = self._open_reservation(
+                    requests_fd, name, create=False, session_id=session.session_id
+                )
+                if fd is None:
+                    return
+                try:
+                    self._acquire(fd, session.session_id, time.monotonic() + self.lock_timeout)
+                    if (
+                        self._reservation_current(requests_fd, name, fd)
+                        and _read_small(fd) == session.session_id
+                    ):
+                        os.unlink(name, dir_fd=requests_fd)
+                finally:
+                    os.close(fd)
+            finally:
+                _close(requests_fd)
+        except (OSError, SessionError) as error:
+            # A reservation left behind names a missing session: it is dead,
+            # and the next create with that key takes it over.
+            log.warning(
+                "session %s: request reservation not removed (%s)", session.session_id, error
+            )
+
+    def _create(self, stored: Session) -> Session:
+        session_id = stored.session_id
         root_fd = self._open_root(create=True)
         assert root_fd is not None
         try:
@@ -619,6 +784,8 @@ class FileSessionStore:
                 ) from error
         self._purge(trash)
         self._sweep_trash()
+        if current is not None and current.requests:
+            self._release_key(current)
 
     def _purge(self, name: str) -> None:
         """Remove a renamed-away session directory (symlinks inside are not followed).
@@ -1192,6 +1359,11 @@ def _collector_paused() -> Iterator[None]:
 
 def _quiet(done: int, total: int) -> None:
     return None
+
+
+def _read_small(fd: int) -> str:
+    """The text of a reservation file: a session id and a newline, or anything when torn."""
+    return os.pread(fd, 128, 0).decode("ascii", "replace").strip()
 
 
 def _directory_key(info: os.stat_result) -> str:
