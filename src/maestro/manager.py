@@ -13,7 +13,8 @@ import dataclasses
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -43,6 +44,9 @@ from maestro.models import (
 from maestro.stats import SessionStats, summarize
 from maestro.stores.base import (
     Capability,
+    ChangeEvent,
+    ChangeFeed,
+    ChangeKind,
     PrefixLookup,
     Reindexable,
     SessionQuery,
@@ -290,7 +294,10 @@ class SessionManager:
                 raise _with_session_id(error, session.session_id) from None
             return updated
 
-        return self.store.modify(session_id, change, expected_revision=expected_revision)
+        # Reported as ``transitioned`` when it moves the status (the store's rule).
+        return self.store.modify(
+            session_id, change, expected_revision=expected_revision, kind=ChangeKind.UPDATED
+        )
 
     def transition_state(
         self,
@@ -318,7 +325,8 @@ class SessionManager:
             moved.updated_at = now
             return moved
 
-        return self.store.modify(session_id, change, expected_revision=expected_revision)
+        kind = ChangeKind.PAUSED if target is SessionStatus.PAUSED else ChangeKind.TRANSITIONED
+        return self.store.modify(session_id, change, expected_revision=expected_revision, kind=kind)
 
     def query_sessions(
         self,
@@ -405,6 +413,74 @@ class SessionManager:
         require(self.store, Capability.REINDEX, "rebuilding the index")
         return cast(Reindexable, self.store).rebuild_index()
 
+    def changes(
+        self,
+        since: str | None = None,
+        *,
+        follow: bool = False,
+        timeout: float | None = None,
+        session_id: str | None = None,
+        status: SessionStatus | str | Iterable[SessionStatus | str] | None = None,
+        kind: ChangeKind | str | Iterable[ChangeKind | str] | None = None,
+    ) -> Iterator[ChangeEvent]:
+        """The committed changes, oldest first, as :class:`ChangeEvent` values.
+
+        ``since`` is the ``cursor`` of an event already seen: reading goes on
+        after it, also in another process.  Without it, reading starts at the
+        oldest event kept, or with ``follow`` at the current end.  With
+        ``follow`` the iterator waits for new events until ``timeout``
+        seconds have passed (``None``: forever); else it ends when it has
+        given what there is.  ``session_id``, ``status`` (the status after
+        the change) and ``kind`` keep only some events; a ``reset`` event
+        (the events after ``since`` are no longer kept: re-read what you
+        need) always passes.  Needs a store with the change feed
+        (``UnsupportedOperationError`` otherwise).
+        """
+        require(self.store, Capability.CHANGES, "reading the change feed")
+        feed = cast(ChangeFeed, self.store)
+        if session_id is not None:
+            check_session_id(session_id)
+        statuses = None if status is None else _choices(status, SessionStatus, "status")
+        kinds = None if kind is None else _choices(kind, ChangeKind, "kind")
+        if timeout is not None and not timeout >= 0:
+            raise SessionValidationError("timeout must be a non-negative number of seconds")
+        if since is not None and not isinstance(since, str):
+            raise SessionValidationError("since must be a cursor string")
+
+        def wanted(event: ChangeEvent) -> bool:
+            if event.kind is ChangeKind.RESET:
+                return True
+            return (
+                (session_id is None or event.session_id == session_id)
+                and (statuses is None or event.to_status in statuses)
+                and (kinds is None or event.kind.value in kinds)
+            )
+
+        def events() -> Iterator[ChangeEvent]:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            cursor = feed.feed_end() if since is None and follow else since
+            batch_size = 1000
+            while True:
+                batch = feed.changes_after(cursor, limit=batch_size)
+                for event in batch:
+                    cursor = event.cursor
+                    if wanted(event):
+                        yield event
+                if len(batch) == batch_size:
+                    continue  # more is there already
+                if not follow:
+                    return
+                if cursor is None:
+                    cursor = feed.feed_end()
+                while True:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return
+                    if feed.wait_for_change(cursor, 1.0 if remaining is None else remaining):
+                        break
+
+        return events()
+
     def list_active_sessions(self) -> list[Session]:
         """Every session not in a terminal state, newest first."""
         return self.query_sessions(status=sorted(lifecycle.ACTIVE_STATES))
@@ -461,7 +537,9 @@ class SessionManager:
             moved.updated_at = now
             return moved
 
-        return self.store.modify(session_id, change, expected_revision=expected_revision)
+        return self.store.modify(
+            session_id, change, expected_revision=expected_revision, kind=ChangeKind.RESUMED
+        )
 
     def increment_statistics(
         self, session_id: str, *, expected_revision: int | None = None, **deltas: int
@@ -494,7 +572,9 @@ class SessionManager:
                 raise _with_session_id(error, session.session_id) from None
             return dataclasses.replace(session, statistics=statistics, updated_at=self._now())
 
-        return self.store.modify(session_id, change, expected_revision=expected_revision)
+        return self.store.modify(
+            session_id, change, expected_revision=expected_revision, kind=ChangeKind.INCREMENTED
+        )
 
     # ------------------------------------------------------------ keeping sessions honest
 
@@ -514,7 +594,9 @@ class SessionManager:
             session.heartbeat_at = self._now()
             return session
 
-        return self.store.modify(session_id, change, expected_revision=expected_revision)
+        return self.store.modify(
+            session_id, change, expected_revision=expected_revision, kind=ChangeKind.HEARTBEAT
+        )
 
     def find_stale_sessions(self, older_than: timedelta | None = None) -> list[Session]:
         """Running sessions nobody has touched for too long: zombies of a crashed worker.
@@ -664,6 +746,21 @@ class SessionManager:
 
 def _quiet(done: int, total: int) -> None:
     return None
+
+
+def _choices(
+    value: object, enum: type[SessionStatus] | type[ChangeKind], name: str
+) -> frozenset[str]:
+    """One value or several of ``enum`` (members or their strings), as strings."""
+    items: Iterable[object] = [value] if isinstance(value, str) else cast(Iterable[object], value)
+    chosen: set[str] = set()
+    try:
+        for item in items:
+            chosen.add(enum(item if isinstance(item, str) else str(item)).value)
+    except (TypeError, ValueError):
+        allowed = ", ".join(member.value for member in enum)
+        raise SessionValidationError(f"{name} must be among {allowed}") from None
+    return frozenset(chosen)
 
 
 def _status(value: object) -> str:

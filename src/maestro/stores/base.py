@@ -62,6 +62,7 @@ __all__ = [
     "SessionQuery",
     "SessionStore",
     "Transform",
+    "reported_kind",
     "require",
 ]
 
@@ -105,6 +106,13 @@ class ChangeKind(StrEnum):
     #: The events after the reader's cursor are no longer kept (retention, a
     #: rebuilt index): the reader must re-read what it needs.  No session.
     RESET = "reset"
+
+
+def reported_kind(kind: ChangeKind, from_status: str | None, to_status: str | None) -> ChangeKind:
+    """The kind a change is reported as: an update that moved the status is a transition."""
+    if kind is ChangeKind.UPDATED and from_status is not None and from_status != to_status:
+        return ChangeKind.TRANSITIONED
+    return kind
 
 
 @dataclass(frozen=True)
@@ -355,7 +363,8 @@ class SessionStore(Protocol):
 
         ``change`` may raise :class:`NoChange`: nothing is stored and the
         record is returned as it is.  ``kind`` and ``request_id`` describe
-        the change for the change feed.
+        the change for the change feed; an ``UPDATED`` change that moves the
+        status is reported as ``TRANSITIONED`` (:func:`reported_kind`).
         """
         ...
 
