@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -422,7 +422,7 @@ class SessionManager:
         session_id: str | None = None,
         status: SessionStatus | str | Iterable[SessionStatus | str] | None = None,
         kind: ChangeKind | str | Iterable[ChangeKind | str] | None = None,
-    ) -> Iterator[ChangeEvent]:
+    ) -> Generator[ChangeEvent, None, None]:
         """The committed changes, oldest first, as :class:`ChangeEvent` values.
 
         ``since`` is the ``cursor`` of an event already seen: reading goes on
@@ -456,7 +456,7 @@ class SessionManager:
                 and (kinds is None or event.kind.value in kinds)
             )
 
-        def events() -> Iterator[ChangeEvent]:
+        def events() -> Generator[ChangeEvent, None, None]:
             deadline = None if timeout is None else time.monotonic() + timeout
             cursor = feed.feed_end() if since is None and follow else since
             batch_size = 1000
@@ -480,6 +480,11 @@ class SessionManager:
                         break
 
         return events()
+
+    def changes_cursor(self) -> str:
+        """The cursor of the newest change: ``changes(since=...)`` of it gives only later ones."""
+        require(self.store, Capability.CHANGES, "reading the change feed")
+        return cast(ChangeFeed, self.store).feed_end()
 
     def list_active_sessions(self) -> list[Session]:
         """Every session not in a terminal state, newest first."""
