@@ -119,8 +119,11 @@ PENDING_WAIT = 1.0
 #: not given (default :data:`~maestro.stores.index.DEFAULT_RETENTION`); 0
 #: turns the change feed off.
 FEED_RETENTION = "MAESTRO_FEED_RETENTION"
-#: How often an idle reader of the change feed looks for news (seconds).
-FEED_POLL = 0.02
+#: How often a reader of the change feed looks for news (seconds): soon
+#: after a change, then less often while nothing happens, so that a reader
+#: of a busy store hears of a write within milliseconds and an idle one
+#: costs well under 1 % of a core.
+FEED_POLL = (0.01, 0.05)
 #: How often it also looks for what makes no commit: a killed writer's
 #: pending mark, an index that fell behind (seconds).
 FEED_RECHECK = 0.25
@@ -915,9 +918,9 @@ class FileSessionStore:
     def wait_for_change(self, cursor: str, timeout: float) -> bool:
         """Block until an event after ``cursor`` may exist, or ``timeout`` seconds pass.
 
-        Polls SQLite's ``PRAGMA data_version`` every :data:`FEED_POLL`
-        seconds: it moves when another connection commits, at the cost of
-        reading shared memory.  Every :data:`FEED_RECHECK` seconds it also
+        Polls SQLite's ``PRAGMA data_version`` every 10 to 50 ms
+        (:data:`FEED_POLL`): it moves when another connection commits, at the
+        cost of reading shared memory.  Every :data:`FEED_RECHECK` seconds it also
         looks for what commits nothing: a pending mark a killed writer left
         (the next read repairs it) or an index marked stale.
         """
@@ -927,11 +930,13 @@ class FileSessionStore:
             return True
         version = index.data_version()
         recheck = time.monotonic() + FEED_RECHECK
+        pause, longest = FEED_POLL
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            time.sleep(min(FEED_POLL, remaining))
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 1.25, longest)
             if index.data_version() != version:
                 return True
             if time.monotonic() >= recheck:

@@ -117,7 +117,7 @@ CREATE TABLE IF NOT EXISTS pending (
     request_id TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     at_us INTEGER NOT NULL,
     kind TEXT NOT NULL,
     session_id TEXT,
@@ -990,8 +990,7 @@ class SessionIndex:
         """The cursor of the newest event (or of the start of an empty history)."""
         try:
             conn = self.connection()
-            epoch, base = _epoch(conn)
-            return f"{epoch}:{max(base, _last_seq(conn))}"
+            return f"{_epoch(conn)}:{_last_seq(conn)}"
         except sqlite3.Error as error:
             raise IndexUnavailable.of(error) from error
 
@@ -1006,11 +1005,11 @@ class SessionIndex:
         try:
             conn.execute("BEGIN")
             try:
-                epoch, base = _epoch(conn)
-                last = max(base, _last_seq(conn))
+                epoch = _epoch(conn)
+                last = _last_seq(conn)
                 row = conn.execute("SELECT min(seq) FROM events").fetchone()
                 oldest: int | None = row[0] if row else None
-                start = base if oldest is None else oldest - 1
+                start = 0 if oldest is None else oldest - 1
                 events: list[ChangeEvent] = []
                 if wanted is None:
                     after = start
@@ -1062,8 +1061,7 @@ class SessionIndex:
         assert wanted is not None
         try:
             conn = self.connection()
-            epoch, base = _epoch(conn)
-            return wanted[0] != epoch or max(base, _last_seq(conn)) != wanted[1]
+            return wanted[0] != _epoch(conn) or _last_seq(conn) != wanted[1]
         except sqlite3.Error as error:
             raise IndexUnavailable.of(error) from error
 
@@ -1099,26 +1097,29 @@ def _only_known(event: _EventOf) -> _EventOf:
 
 
 def _new_epoch(conn: sqlite3.Connection) -> None:
-    """A new feed history, starting after the last event number ever given."""
+    """A new feed history (its events, none yet, are numbered from 1)."""
     conn.execute(
-        "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?), ('epoch_base', ?)",
-        (secrets.token_hex(4), str(_last_seq(conn))),
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)", (secrets.token_hex(4),)
     )
 
 
-def _epoch(conn: sqlite3.Connection) -> tuple[str, int]:
+def _epoch(conn: sqlite3.Connection) -> str:
     epoch = _meta(conn, "epoch")
     if epoch is None:
         raise sqlite3.OperationalError("the index has no feed epoch")
-    return epoch, int(_meta(conn, "epoch_base") or 0)
+    return epoch
 
 
 def _last_seq(conn: sqlite3.Connection) -> int:
-    try:
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-    except sqlite3.OperationalError:
-        return 0  # no AUTOINCREMENT table made a number yet
-    return int(row[0]) if row else 0
+    """The newest event's number.
+
+    Events are numbered ``max + 1`` (a plain rowid: no AUTOINCREMENT, whose
+    bookkeeping would cost every write another page).  Within an epoch the
+    newest event is never removed (retention drops the oldest, and only a
+    new epoch empties the table), so a number is never given twice.
+    """
+    row = conn.execute("SELECT max(seq) FROM events").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def _parse_cursor(cursor: str | None) -> tuple[str, int] | None:
