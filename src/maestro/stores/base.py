@@ -417,7 +417,8 @@ class ChangeFeed(Protocol):
     ``changes_after(None)`` starts at the oldest kept event.  When events
     after ``cursor`` are no longer kept, or ``cursor`` belongs to another
     history (a rebuilt index), the first event returned is a ``RESET`` whose
-    cursor is the point reading continues from.
+    cursor is the point reading continues from.  A string that is no cursor
+    at all raises ``SessionValidationError``.
     """
 
     def changes_after(self, cursor: str | None, *, limit: int = 1000) -> list[ChangeEvent]:

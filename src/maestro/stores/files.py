@@ -595,8 +595,7 @@ class FileSessionStore:
             current, signature = self._load_signed(sess_fd, session_id)
             if expected_revision is not None and expected_revision != current.revision:
                 raise ConflictError(session_id, expected_revision, current.revision)
-            # Before ``change``, which may alter ``current`` in place.
-            self._index_catch_up(current, signature)
+            previous = (current.revision, signature)
             # ``current`` was read for this call alone, so the result of
             # ``change`` (often a modified ``current``) can be stamped in place.
             try:
@@ -608,7 +607,9 @@ class FileSessionStore:
             if updated.session_id != session_id:
                 raise SessionValidationError("session_id is read-only", session_id=session_id)
             self._sweep_temp_files(sess_fd)
-            self._index_begin(session_id, kind=kind, request_id=request_id)
+            self._index_begin(
+                session_id, kind=kind, request_id=request_id, previous=previous, sess_fd=sess_fd
+            )
             self._index_commit(
                 updated, self._write(sess_fd, updated), kind=kind, request_id=request_id
             )
@@ -624,9 +625,10 @@ class FileSessionStore:
         check_session_id(session_id)
         trash = f"{TRASH_PREFIX}{session_id}-{secrets.token_hex(4)}"
         with self._locked(session_id) as (root_fd, sess_fd):
+            previous: tuple[int, Signature] | None = None
             try:
                 current, signature = self._load_signed(sess_fd, session_id)
-                self._index_catch_up(current, signature)
+                previous = (current.revision, signature)
             except CorruptSessionError:
                 if expected_revision is not None:
                     raise
@@ -637,7 +639,13 @@ class FileSessionStore:
                 and expected_revision != current.revision
             ):
                 raise ConflictError(session_id, expected_revision, current.revision)
-            self._index_begin(session_id, kind=ChangeKind.DELETED, request_id=request_id)
+            self._index_begin(
+                session_id,
+                kind=ChangeKind.DELETED,
+                request_id=request_id,
+                previous=previous,
+                sess_fd=sess_fd,
+            )
             try:
                 os.rename(session_id, trash, src_dir_fd=root_fd, dst_dir_fd=root_fd)
             except OSError as error:
@@ -761,30 +769,32 @@ class FileSessionStore:
     def _stale_marker(self) -> Path:
         return self.sessions_dir.parent / STALE_MARKER
 
-    def _index_catch_up(self, session: Session, signature: Signature) -> None:
-        """Before a write: report a change the index missed first (see ``catch_up``)."""
-        if self.index is None or self.index.retention <= 0:
-            return
-        # Failing here costs nothing: ``_index_begin`` then marks the index stale.
-        with contextlib.suppress(IndexUnavailable):
-            self.index.catch_up((session, signature))
-
     def _index_begin(
         self,
         session_id: str,
         *,
         kind: ChangeKind = ChangeKind.REPLACED,
         request_id: str | None = None,
+        previous: tuple[int, Signature] | None = None,
+        sess_fd: int | None = None,
     ) -> None:
         """Before a write: mark the session pending, or the whole index stale.
 
         ``kind`` is how the change will be reported; whole directories put
-        in place by maintenance are ``replaced``.
+        in place by maintenance are ``replaced``.  ``previous`` (the revision
+        and signature of the record read under the lock in ``sess_fd``) lets
+        the index report first a change it missed (see ``mark_pending``).
         """
         if self.index is None:
             return
         try:
-            self.index.mark_pending(session_id, kind=kind, request_id=request_id)
+            marked = self.index.mark_pending(
+                session_id, kind=kind, request_id=request_id, previous=previous
+            )
+            if not marked and sess_fd is not None:
+                # The record on disk is still the one read under the lock.
+                self.index.store([self._load_signed(sess_fd, session_id)])
+                self.index.mark_pending(session_id, kind=kind, request_id=request_id)
         except IndexUnavailable as error:
             try:
                 flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC

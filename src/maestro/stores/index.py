@@ -533,50 +533,51 @@ class SessionIndex:
     # ------------------------------------------------------------ writes
 
     def mark_pending(
-        self, session_id: str, *, kind: ChangeKind | None = None, request_id: str | None = None
-    ) -> None:
+        self,
+        session_id: str,
+        *,
+        kind: ChangeKind | None = None,
+        request_id: str | None = None,
+        previous: tuple[int, Signature] | None = None,
+    ) -> bool:
         """Before a JSON write: the row may be about to go stale.
 
         The mark keeps the ``kind`` and ``request_id`` of the write, so that
         a repair after the writer died reports the change as it was meant.
+        ``previous`` is the revision and signature of the record the writer
+        read under its lock.  If the row is behind it (an earlier writer died
+        after its record write, or the record was changed outside the
+        library), nothing is marked and False is returned: the caller brings
+        that record in first (:meth:`store`), so its change is reported
+        before the one about to be made, then marks again.
         """
-        if kind is None:
-            self._write([("INSERT OR IGNORE INTO pending (session_id) VALUES (?)", (session_id,))])
-        else:
-            self._write(
-                [
-                    (
-                        "INSERT OR REPLACE INTO pending (session_id, kind, request_id)"
-                        " VALUES (?, ?, ?)",
-                        (session_id, kind.value, request_id),
+        with self._transaction() as conn:
+            if previous is not None and self.retention > 0:
+                row = conn.execute(
+                    "SELECT revision, ino, size, mtime_ns FROM sessions WHERE session_id = ?",
+                    (session_id,),
+                ).fetchone()
+                if row is None:
+                    # No row: behind only if a writer died creating it.
+                    behind = (
+                        conn.execute(
+                            "SELECT 1 FROM pending WHERE session_id = ?", (session_id,)
+                        ).fetchone()
+                        is not None
                     )
-                ]
-            )
-
-    def catch_up(self, item: Item) -> None:
-        """Before a write: bring in the record read under the lock if the row is behind it.
-
-        It is behind when an earlier writer died after its record write (its
-        pending mark left) or the record was changed outside the library:
-        that change is then reported before the one about to be made.  A
-        session the index has neither a row nor a mark for is left to the
-        write's own row.
-        """
-        session, signature = item
-        sid = session.session_id
-        row = self._read(
-            "SELECT revision, ino, size, mtime_ns FROM sessions WHERE session_id = ?", (sid,)
-        )
-        if row:
-            revision, ino, size, mtime_ns = row[0]
-            if (revision, Signature(int(str(ino)), int(str(size)), int(str(mtime_ns)))) == (
-                session.revision,
-                signature,
-            ):
-                return
-        elif not self._read("SELECT 1 FROM pending WHERE session_id = ?", (sid,)):
-            return
-        self.store([item])
+                else:
+                    behind = (row[0], Signature(*row[1:])) != previous
+                if behind:
+                    return False
+            if kind is None:
+                conn.execute("INSERT OR IGNORE INTO pending (session_id) VALUES (?)", (session_id,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO pending (session_id, kind, request_id)"
+                    " VALUES (?, ?, ?)",
+                    (session_id, kind.value, request_id),
+                )
+        return True
 
     def store(
         self,
@@ -606,8 +607,6 @@ class SessionIndex:
         """
         written = 0
         batch: list[Item] = []
-        for item in items:
-            batch.append(item)
         event: _EventOf
         if kind is not None:
             fixed = (kind, request_id)
