@@ -8,10 +8,11 @@ Three measurements, all in one run:
   when each event arrives.  Latency is arrival minus return, so it slightly
   understates the true commit-to-arrival time (the commit comes just before
   the return).  Target: p99 <= 100 ms.
-* **write overhead**: the same ``increment_statistics`` calls on a store with
-  the feed and on one without it (``feed_retention=0``: the index, no events),
-  interleaved call by call so that background noise hits both alike; printed
-  as a ratio.  A store without the index is timed too, for scale.
+* **write overhead**: the write operations (create, update, transition,
+  increment) on a store with the feed and on one without it
+  (``feed_retention=0``: the index, no events), interleaved call by call so
+  that background noise hits both alike; printed as a ratio.  A store without
+  the index is timed too, for scale.
 * **idle watcher CPU**: a process that follows the feed of an idle store for
   ``--idle`` seconds reports its CPU time (``getrusage``) as a share of one
   core.  Target: under 1 %.
@@ -38,9 +39,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from maestro import GitContext, SessionManager
+from maestro import GitContext, SessionManager, SessionStatus
 from maestro.stores.files import FileSessionStore
 
+S = SessionStatus
 GIT = GitContext(branch="main", commit="0" * 40, repo_root="/repo", is_worktree=False)
 
 #: Makes N heartbeats on one session and prints the wall-clock time (ns) each
@@ -114,37 +116,73 @@ def latency(root: Path, writes: int) -> dict[str, Any]:
     }
 
 
-def overhead(root: Path, calls: int) -> dict[str, Any]:
-    def opened(name: str, **options: Any) -> tuple[SessionManager, str]:
+class _Driver:
+    """One store and the sessions the timed writes go to."""
+
+    def __init__(self, root: Path, name: str, **options: Any) -> None:
         base = root / name
         store = FileSessionStore(base / ".flow" / "maestro" / "sessions", base=base, **options)
-        manager = SessionManager(base, store=store)
-        return manager, manager.create_session(name, git_context=GIT).session_id
+        self.manager = SessionManager(base, store=store)
+        self.sid = self._fresh()
+        self.calls = 0
 
+    def _fresh(self) -> str:
+        sid = self.manager.create_session("timed", git_context=GIT).session_id
+        for state in (S.PLANNING, S.GENERATING_TASKS, S.IMPLEMENTING):
+            self.manager.transition_state(sid, state)
+        return sid
+
+    def prepare(self, operation: str) -> None:
+        # A record growing without end would time a larger write each call,
+        # so a transition loop moves to a fresh session now and then, untimed.
+        if operation == "transition_state" and self.calls % TRANSITIONS_PER_SESSION == 0:
+            self.sid = self._fresh()
+
+    def run(self, operation: str) -> None:
+        manager, sid = self.manager, self.sid
+        self.calls += 1
+        if operation == "create_session":
+            manager.create_session("timed", git_context=GIT)
+        elif operation == "update_session":
+            manager.update_session(sid, {"statistics": {"total_tasks": self.calls}})
+        elif operation == "transition_state":
+            target = S.VALIDATING if self.calls % 2 else S.IMPLEMENTING
+            manager.transition_state(sid, target)
+        else:
+            manager.increment_statistics(sid, completed_tasks=1)
+
+
+TRANSITIONS_PER_SESSION = 20
+OPERATIONS = ("create_session", "update_session", "transition_state", "increment_statistics")
+
+
+def overhead(root: Path, calls: int) -> dict[str, Any]:
+    """Each write operation on three stores, call by call in turn, in one run."""
     stores = {
-        "feed": opened("feed"),
-        "index, no feed": opened("nofeed", feed_retention=0),
-        "no index": opened("noindex", index=False),
+        "feed": _Driver(root, "feed"),
+        "index, no feed": _Driver(root, "nofeed", feed_retention=0),
+        "no index": _Driver(root, "noindex", index=False),
     }
-    timings: dict[str, list[int]] = {name: [] for name in stores}
-    for _ in range(20):  # warm-up
-        for manager, sid in stores.values():
-            manager.increment_statistics(sid, completed_tasks=1)
-    for call in range(calls):
-        # Alternate the order so that neither store always goes first.
-        names = list(stores) if call % 2 == 0 else list(reversed(stores))
-        for name in names:
-            manager, sid = stores[name]
-            start = time.perf_counter_ns()
-            manager.increment_statistics(sid, completed_tasks=1)
-            timings[name].append(time.perf_counter_ns() - start)
-    medians = {name: statistics.median(values) / 1000 for name, values in timings.items()}
-    return {
-        "calls": calls,
-        "median_us": {name: round(value, 1) for name, value in medians.items()},
-        "feed_vs_index_only": round(medians["feed"] / medians["index, no feed"], 3),
-        "feed_vs_no_index": round(medians["feed"] / medians["no index"], 3),
-    }
+    results: dict[str, Any] = {"calls": calls, "operations": {}}
+    for operation in OPERATIONS:
+        timings: dict[str, list[int]] = {name: [] for name in stores}
+        for call in range(calls + 20):  # the first 20: warm-up, untimed
+            # Alternate the order so that no store always goes first.
+            names = list(stores) if call % 2 == 0 else list(reversed(stores))
+            for name in names:
+                driver = stores[name]
+                driver.prepare(operation)
+                start = time.perf_counter_ns()
+                driver.run(operation)
+                if call >= 20:
+                    timings[name].append(time.perf_counter_ns() - start)
+        medians = {name: statistics.median(values) / 1000 for name, values in timings.items()}
+        results["operations"][operation] = {
+            "median_us": {name: round(value, 1) for name, value in medians.items()},
+            "feed_vs_index_only": round(medians["feed"] / medians["index, no feed"], 3),
+            "feed_vs_no_index": round(medians["feed"] / medians["no index"], 3),
+        }
+    return results
 
 
 def idle_cpu(root: Path, seconds: float) -> dict[str, Any]:
@@ -172,7 +210,7 @@ def idle_cpu(root: Path, seconds: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--writes", type=int, default=1000, help="writes timed for latency")
-    parser.add_argument("--overhead", type=int, default=300, help="calls per store, overhead")
+    parser.add_argument("--overhead", type=int, default=200, help="calls per operation and store")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds the idle watcher runs")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="where the scratch goes")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -200,15 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         f" ({lat['events_seen']} events seen)"
         f"  [target p99 <= 100 ms: {'met' if lat['met'] else 'MISSED'}]"
     )
-    medians = over["median_us"]
-    print(
-        f"write (increment_statistics) median over {over['calls']} calls each:"
-        + "".join(f"\n  {name:<16} {value:>9.1f} us" for name, value in medians.items())
-    )
-    print(
-        f"  feed / index-only {over['feed_vs_index_only']:.3f}x,"
-        f" feed / no index {over['feed_vs_no_index']:.3f}x"
-    )
+    print(f"write overhead, median of {over['calls']} calls per store, interleaved:")
+    print(f"  {'operation':<22}{'feed':>10}{'index only':>12}{'no index':>10}  feed/index-only")
+    for operation, figures in over["operations"].items():
+        medians = figures["median_us"]
+        print(
+            f"  {operation:<22}{medians['feed']:>8.0f}us{medians['index, no feed']:>10.0f}us"
+            f"{medians['no index']:>8.0f}us  {figures['feed_vs_index_only']:.3f}x"
+        )
     print(
         f"idle watcher: {idle['cpu_seconds']} CPU s in {idle['seconds']} s"
         f" = {idle['core_percent']} % of a core"
