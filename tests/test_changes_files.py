@@ -256,3 +256,43 @@ def test_a_cursor_of_another_root_is_a_reset_not_a_gap(tmp_path: Path) -> None:
     events = _events(two, foreign)
     assert events[0].kind is K.RESET
     assert [(e.kind, e.session_id) for e in events[1:]] == [(K.CREATED, sid)]
+
+
+#: Increments counters of the sessions given: argv = root, rounds, ids...
+INCREMENTER = textwrap.dedent(
+    """
+    import sys
+    from maestro import SessionManager
+    manager = SessionManager(sys.argv[1])
+    for _ in range(int(sys.argv[2])):
+        for sid in sys.argv[3:]:
+            manager.increment_statistics(sid, completed_tasks=1)
+    """
+)
+
+
+def test_writers_in_several_processes_every_change_once_in_revision_order(
+    tmp_path: Path,
+) -> None:
+    manager = SessionManager(tmp_path)
+    ids = [manager.create_session(f"s{i}", git_context=GIT).session_id for i in range(2)]
+    rounds = 15
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", INCREMENTER, str(tmp_path), str(rounds), *ids], env=env
+        )
+        for _ in range(3)
+    ]
+    # Read while they write: what is read in pieces must add up to the whole.
+    seen: list[ChangeEvent] = []
+    cursor = None
+    while any(writer.poll() is None for writer in writers):
+        seen += _events(manager, cursor)
+        cursor = seen[-1].cursor if seen else cursor
+    assert all(writer.wait(timeout=60) == 0 for writer in writers)
+    seen += _events(manager, cursor)
+    for sid in ids:
+        revisions = [e.revision for e in seen if e.session_id == sid]
+        assert revisions == list(range(1, 3 * rounds + 2))
+    assert [e.cursor for e in seen] == [e.cursor for e in _events(manager)]
