@@ -982,6 +982,7 @@ def test_doctor_reindexes_after_hand_edits(tmp_path: Path, lib: SessionManager) 
 def prepare(root: Path) -> dict[str, list[str]]:
     """For each command, arguments that succeed on the store prepared here."""
     manager = SessionManager(root)
+    start = manager.changes_cursor()
     sid = manager.create_session("Add OAuth login").session_id
     walk(manager, sid, S.PLANNING, S.GENERATING_TASKS, S.IMPLEMENTING)
     paused = manager.create_session("paused").session_id
@@ -1011,6 +1012,8 @@ def prepare(root: Path) -> dict[str, list[str]]:
         "import": ["import", str(archive)],
         "doctor": ["doctor"],
         "demo": ["demo"],
+        # after "complete": replays that session's changes, then exits 0
+        "watch": ["watch", report, "--since", start],
     }
 
 
@@ -1020,8 +1023,12 @@ def test_every_command_prints_json(tmp_path: Path) -> None:
     for name, args in calls.items():  # in order: fail before delete, export before import
         result = run(tmp_path, "--json", *args)
         assert result.exit_code == 0, (name, result.stderr)
-        payload = json.loads(result.stdout)
-        assert isinstance(payload, dict | list), name
+        if name == "watch":  # a stream: one JSON object per line
+            lines = result.stdout.splitlines()
+            assert lines and all(isinstance(json.loads(line), dict) for line in lines)
+        else:
+            payload = json.loads(result.stdout)
+            assert isinstance(payload, dict | list), name
         text = result.stdout
         for stamp in re.findall(r'"\w+_at": "([^"]+)"', text):
             assert stamp.endswith("Z") and "T" in stamp, (name, stamp)

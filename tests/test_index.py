@@ -150,7 +150,7 @@ def test_a_crash_between_json_and_index_is_repaired(
     sid = filled[0].session_id
     manager.query_sessions()
     # The writer dies after the JSON is in place and before the index row is.
-    monkeypatch.setattr(FileSessionStore, "_index_commit", lambda self, s, sig: None)
+    monkeypatch.setattr(FileSessionStore, "_index_commit", lambda self, s, sig, **_: None)
     manager.transition_state(sid, S.FAILED)
     monkeypatch.undo()
     with sqlite3.connect(index_path(manager)) as conn:
@@ -171,7 +171,7 @@ def test_a_crashed_delete_is_repaired(
 ) -> None:
     sid = filled[1].session_id
     manager.query_sessions()
-    monkeypatch.setattr(FileSessionStore, "_index_forget", lambda self, s: None)
+    monkeypatch.setattr(FileSessionStore, "_index_forget", lambda self, s, **_: None)
     manager.delete_session(sid)
     monkeypatch.undo()
     assert manager.count_sessions() == len(filled) - 1

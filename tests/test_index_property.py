@@ -128,7 +128,7 @@ class IndexAgainstScan(RuleBasedStateMachine):
         store = self.manager.store
         assert isinstance(store, FileSessionStore)
         original = store._index_commit
-        store._index_commit = lambda session, signature: None  # type: ignore[method-assign]
+        store._index_commit = lambda session, signature, **_: None  # type: ignore[method-assign]
         try:
             self.manager.update_session(sid, updates)
         finally:

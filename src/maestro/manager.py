@@ -13,7 +13,8 @@ import dataclasses
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -46,6 +47,9 @@ from maestro.stats import SessionStats, summarize
 from maestro.stores import select_store
 from maestro.stores.base import (
     Capability,
+    ChangeEvent,
+    ChangeFeed,
+    ChangeKind,
     DirectoryExport,
     Doctor,
     PrefixLookup,
@@ -367,6 +371,7 @@ class SessionManager:
                 raise _with_session_id(error, session.session_id) from None
             return updated
 
+        # Reported as ``transitioned`` when it moves the status (the store's rule).
         write, expected = self._once(
             change,
             request_id,
@@ -375,7 +380,11 @@ class SessionManager:
             expected_revision,
         )
         return self.store.modify(
-            session_id, write, expected_revision=expected, request_id=request_id
+            session_id,
+            write,
+            expected_revision=expected,
+            kind=ChangeKind.UPDATED,
+            request_id=request_id,
         )
 
     def transition_state(
@@ -405,6 +414,7 @@ class SessionManager:
             moved.updated_at = now
             return moved
 
+        kind = ChangeKind.PAUSED if target is SessionStatus.PAUSED else ChangeKind.TRANSITIONED
         write, expected = self._once(
             change,
             request_id,
@@ -413,7 +423,7 @@ class SessionManager:
             expected_revision,
         )
         return self.store.modify(
-            session_id, write, expected_revision=expected, request_id=request_id
+            session_id, write, expected_revision=expected, kind=kind, request_id=request_id
         )
 
     def query_sessions(
@@ -561,6 +571,79 @@ class SessionManager:
         require(self.store, Capability.REINDEX, "rebuilding the index")
         return cast(Reindexable, self.store).rebuild_index()
 
+    def changes(
+        self,
+        since: str | None = None,
+        *,
+        follow: bool = False,
+        timeout: float | None = None,
+        session_id: str | None = None,
+        status: SessionStatus | str | Iterable[SessionStatus | str] | None = None,
+        kind: ChangeKind | str | Iterable[ChangeKind | str] | None = None,
+    ) -> Generator[ChangeEvent, None, None]:
+        """The committed changes, oldest first, as :class:`ChangeEvent` values.
+
+        ``since`` is the ``cursor`` of an event already seen: reading goes on
+        after it, also in another process.  Without it, reading starts at the
+        oldest event kept, or with ``follow`` at the current end.  With
+        ``follow`` the iterator waits for new events until ``timeout``
+        seconds have passed (``None``: forever); else it ends when it has
+        given what there is.  ``session_id``, ``status`` (the status after
+        the change) and ``kind`` keep only some events; a ``reset`` event
+        (the events after ``since`` are no longer kept: re-read what you
+        need) always passes.  Needs a store with the change feed
+        (``UnsupportedOperationError`` otherwise).
+        """
+        require(self.store, Capability.CHANGES, "reading the change feed")
+        feed = cast(ChangeFeed, self.store)
+        if session_id is not None:
+            check_session_id(session_id)
+        statuses = None if status is None else _choices(status, SessionStatus, "status")
+        kinds = None if kind is None else _choices(kind, ChangeKind, "kind")
+        if timeout is not None and not timeout >= 0:
+            raise SessionValidationError("timeout must be a non-negative number of seconds")
+        if since is not None and not isinstance(since, str):
+            raise SessionValidationError("since must be a cursor string")
+
+        def wanted(event: ChangeEvent) -> bool:
+            if event.kind is ChangeKind.RESET:
+                return True
+            return (
+                (session_id is None or event.session_id == session_id)
+                and (statuses is None or event.to_status in statuses)
+                and (kinds is None or event.kind.value in kinds)
+            )
+
+        def events() -> Generator[ChangeEvent, None, None]:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            cursor = feed.feed_end() if since is None and follow else since
+            batch_size = 1000
+            while True:
+                batch = feed.changes_after(cursor, limit=batch_size)
+                for event in batch:
+                    cursor = event.cursor
+                    if wanted(event):
+                        yield event
+                if len(batch) == batch_size:
+                    continue  # more is there already
+                if not follow:
+                    return
+                if cursor is None:
+                    cursor = feed.feed_end()
+                while True:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return
+                    if feed.wait_for_change(cursor, 1.0 if remaining is None else remaining):
+                        break
+
+        return events()
+
+    def changes_cursor(self) -> str:
+        """The cursor of the newest change: ``changes(since=...)`` of it gives only later ones."""
+        require(self.store, Capability.CHANGES, "reading the change feed")
+        return cast(ChangeFeed, self.store).feed_end()
+
     def list_active_sessions(self) -> list[Session]:
         """Every session not in a terminal state, newest first."""
         return self.query_sessions(status=sorted(lifecycle.ACTIVE_STATES))
@@ -658,7 +741,11 @@ class SessionManager:
             change, request_id, "resume", {"reason": reason}, expected_revision
         )
         return self.store.modify(
-            session_id, write, expected_revision=expected, request_id=request_id
+            session_id,
+            write,
+            expected_revision=expected,
+            kind=ChangeKind.RESUMED,
+            request_id=request_id,
         )
 
     def increment_statistics(
@@ -701,7 +788,11 @@ class SessionManager:
             change, request_id, "increment", {"deltas": deltas}, expected_revision
         )
         return self.store.modify(
-            session_id, write, expected_revision=expected, request_id=request_id
+            session_id,
+            write,
+            expected_revision=expected,
+            kind=ChangeKind.INCREMENTED,
+            request_id=request_id,
         )
 
     # ------------------------------------------------------------ keeping sessions honest
@@ -730,7 +821,11 @@ class SessionManager:
 
         write, expected = self._once(change, request_id, "heartbeat", {}, expected_revision)
         return self.store.modify(
-            session_id, write, expected_revision=expected, request_id=request_id
+            session_id,
+            write,
+            expected_revision=expected,
+            kind=ChangeKind.HEARTBEAT,
+            request_id=request_id,
         )
 
     def find_stale_sessions(self, older_than: timedelta | None = None) -> list[Session]:
@@ -882,6 +977,21 @@ class SessionManager:
 
 def _quiet(done: int, total: int) -> None:
     return None
+
+
+def _choices(
+    value: object, enum: type[SessionStatus] | type[ChangeKind], name: str
+) -> frozenset[str]:
+    """One value or several of ``enum`` (members or their strings), as strings."""
+    items: Iterable[object] = [value] if isinstance(value, str) else cast(Iterable[object], value)
+    chosen: set[str] = set()
+    try:
+        for item in items:
+            chosen.add(enum(item if isinstance(item, str) else str(item)).value)
+    except (TypeError, ValueError):
+        allowed = ", ".join(member.value for member in enum)
+        raise SessionValidationError(f"{name} must be among {allowed}") from None
+    return frozenset(chosen)
 
 
 def _status(value: object) -> str:

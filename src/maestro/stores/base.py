@@ -66,6 +66,7 @@ __all__ = [
     "SessionQuery",
     "SessionStore",
     "Transform",
+    "reported_kind",
     "require",
 ]
 
@@ -109,6 +110,13 @@ class ChangeKind(StrEnum):
     #: The events after the reader's cursor are no longer kept (retention, a
     #: rebuilt index): the reader must re-read what it needs.  No session.
     RESET = "reset"
+
+
+def reported_kind(kind: ChangeKind, from_status: str | None, to_status: str | None) -> ChangeKind:
+    """The kind a change is reported as: an update that moved the status is a transition."""
+    if kind is ChangeKind.UPDATED and from_status is not None and from_status != to_status:
+        return ChangeKind.TRANSITIONED
+    return kind
 
 
 @dataclass(frozen=True)
@@ -390,7 +398,8 @@ class SessionStore(Protocol):
 
         ``change`` may raise :class:`NoChange`: nothing is stored and the
         record is returned as it is.  ``kind`` and ``request_id`` describe
-        the change for the change feed.
+        the change for the change feed; an ``UPDATED`` change that moves the
+        status is reported as ``TRANSITIONED`` (:func:`reported_kind`).
         """
         ...
 
@@ -478,7 +487,8 @@ class ChangeFeed(Protocol):
     ``changes_after(None)`` starts at the oldest kept event.  When events
     after ``cursor`` are no longer kept, or ``cursor`` belongs to another
     history (a rebuilt index), the first event returned is a ``RESET`` whose
-    cursor is the point reading continues from.
+    cursor is the point reading continues from.  A string that is no cursor
+    at all raises ``SessionValidationError``.
     """
 
     def changes_after(self, cursor: str | None, *, limit: int = 1000) -> list[ChangeEvent]:

@@ -25,6 +25,16 @@ How it stays truthful (the JSON files are the source of truth):
 * Query results are checked against their files' signatures; a row whose file
   changed is re-read from the file and the filter applied again, so a stale
   row can cost a re-read, never a wrong session.
+
+The change feed lives here too: every row change appends an event to the
+``events`` table in the same transaction as the row, so the feed holds a
+change exactly when the index does, at no extra fsync.  ``seq`` numbers
+events in commit order (SQLite serialises write transactions), without gaps.
+A cursor is ``<epoch>:<seq>``; the epoch is drawn anew whenever the feed's
+history is broken (the index recreated, found foreign, rebuilt, marked stale,
+or possibly rolled back by a power cut), so a reader holding an old cursor
+is told to start over (a ``reset`` event) instead of silently missing
+changes.  The newest ``retention`` events are kept.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -42,12 +53,13 @@ from typing import NamedTuple
 
 import orjson
 
-from maestro.errors import StorageError
+from maestro.errors import SessionValidationError, StorageError
 from maestro.models import Session, SessionStatus
 from maestro.search import TOKENIZER, SearchTerms
-from maestro.stores.base import SessionQuery
+from maestro.stores.base import ChangeEvent, ChangeKind, SessionQuery, reported_kind
 
 __all__ = [
+    "DEFAULT_RETENTION",
     "INDEX_FORMAT",
     "RACY_NS",
     "CurrentSignature",
@@ -63,7 +75,9 @@ __all__ = [
 ]
 
 #: Bump when the tables change: an index of another format is rebuilt.
-INDEX_FORMAT = 3
+INDEX_FORMAT = 4
+#: How many of the newest change events the feed keeps by default.
+DEFAULT_RETENTION = 100_000
 #: A file mtime closer than this to the moment it was recorded is not trusted
 #: to reveal a later change (filesystem timestamps can be seconds coarse).
 RACY_NS = 2_000_000_000
@@ -97,7 +111,21 @@ CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_us, session_id)
 CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated_us, session_id);
 CREATE INDEX IF NOT EXISTS sessions_status ON sessions (status, created_us, session_id);
 CREATE INDEX IF NOT EXISTS sessions_branch ON sessions (branch, created_us, session_id);
-CREATE TABLE IF NOT EXISTS pending (session_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS pending (
+    session_id TEXT PRIMARY KEY,
+    kind TEXT,
+    request_id TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    at_us INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    session_id TEXT,
+    revision INTEGER,
+    from_status TEXT,
+    to_status TEXT,
+    request_id TEXT
+);
 CREATE TABLE IF NOT EXISTS unreadable (
     session_id TEXT PRIMARY KEY,
     ino INTEGER NOT NULL,
@@ -118,7 +146,7 @@ _WIDE_ROWS = (
     "SELECT id, session_id, ino, size, mtime_ns, racy, record, feature_request"
     " FROM sessions WHERE id IN ({})"
 )
-_TABLES = ("fts", "pending", "unreadable", "sessions", "meta")
+_TABLES = ("fts", "pending", "unreadable", "events", "sessions", "meta")
 
 
 #: SQLite's primary result codes that have an errno counterpart; any other
@@ -274,10 +302,13 @@ class SessionIndex:
         *,
         timeout: float = 10.0,
         sessions_dir: str | os.PathLike[str] | None = None,
+        retention: int = DEFAULT_RETENTION,
     ) -> None:
         self.path = Path(path)
         self.timeout = timeout
         self.sessions_dir = None if sessions_dir is None else Path(sessions_dir)
+        #: How many of the newest events the feed keeps; 0 writes none.
+        self.retention = retention
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -375,6 +406,7 @@ class SessionIndex:
             if statement.strip():
                 conn.execute(statement)
         conn.execute("INSERT INTO meta (key, value) VALUES ('format', ?)", (str(INDEX_FORMAT),))
+        _new_epoch(conn)
         owner = self._owner()
         if owner is not None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('owner', ?)", (owner,))
@@ -500,9 +532,52 @@ class SessionIndex:
 
     # ------------------------------------------------------------ writes
 
-    def mark_pending(self, session_id: str) -> None:
-        """Before a JSON write: the row may be about to go stale."""
-        self._write([("INSERT OR IGNORE INTO pending (session_id) VALUES (?)", (session_id,))])
+    def mark_pending(
+        self,
+        session_id: str,
+        *,
+        kind: ChangeKind | None = None,
+        request_id: str | None = None,
+        previous: tuple[int, Signature] | None = None,
+    ) -> bool:
+        """Before a JSON write: the row may be about to go stale.
+
+        The mark keeps the ``kind`` and ``request_id`` of the write, so that
+        a repair after the writer died reports the change as it was meant.
+        ``previous`` is the revision and signature of the record the writer
+        read under its lock.  If the row is behind it (an earlier writer died
+        after its record write, or the record was changed outside the
+        library), nothing is marked and False is returned: the caller brings
+        that record in first (:meth:`store`), so its change is reported
+        before the one about to be made, then marks again.
+        """
+        with self._transaction() as conn:
+            if previous is not None and self.retention > 0:
+                row = conn.execute(
+                    "SELECT revision, ino, size, mtime_ns FROM sessions WHERE session_id = ?",
+                    (session_id,),
+                ).fetchone()
+                if row is None:
+                    # No row: behind only if a writer died creating it.
+                    behind = (
+                        conn.execute(
+                            "SELECT 1 FROM pending WHERE session_id = ?", (session_id,)
+                        ).fetchone()
+                        is not None
+                    )
+                else:
+                    behind = (row[0], Signature(*row[1:])) != previous
+                if behind:
+                    return False
+            if kind is None:
+                conn.execute("INSERT OR IGNORE INTO pending (session_id) VALUES (?)", (session_id,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO pending (session_id, kind, request_id)"
+                    " VALUES (?, ?, ?)",
+                    (session_id, kind.value, request_id),
+                )
+        return True
 
     def store(
         self,
@@ -510,8 +585,17 @@ class SessionIndex:
         *,
         current: CurrentSignature | None = None,
         clear_pending: bool = True,
+        kind: ChangeKind | None = None,
+        request_id: str | None = None,
+        new_rows_are_changes: bool = True,
     ) -> int:
         """Insert or replace rows (in batches); returns how many were written.
+
+        Each row that changes appends an event to the feed: of ``kind`` and
+        ``request_id`` when given (a library write), else of the session's
+        pending mark (a repair), else ``replaced`` (a change made outside
+        the library).  ``new_rows_are_changes=False`` adds no event for a
+        session the index had no row for (filling a new index).
 
         The file is the truth whatever its revision: a directory restored
         from a backup holds a lower revision than its row, and its row must
@@ -523,13 +607,24 @@ class SessionIndex:
         """
         written = 0
         batch: list[Item] = []
+        event: _EventOf
+        if kind is not None:
+            fixed = (kind, request_id)
+
+            def event(conn: sqlite3.Connection, sid: str) -> tuple[ChangeKind, str | None] | None:
+                return fixed
+
+        else:
+            event = self._pending_event
+        if not new_rows_are_changes:
+            event = _only_known(event)
         for item in items:
             batch.append(item)
             if len(batch) >= _BATCH:
-                written += self._store_batch(batch, current, clear_pending)
+                written += self._store_batch(batch, current, clear_pending, event)
                 batch = []
         if batch:
-            written += self._store_batch(batch, current, clear_pending)
+            written += self._store_batch(batch, current, clear_pending, event)
         return written
 
     def load_fresh(self, items: Iterable[Item]) -> int:
@@ -567,7 +662,11 @@ class SessionIndex:
         return inserted
 
     def _store_batch(
-        self, batch: list[Item], current: CurrentSignature | None, clear_pending: bool
+        self,
+        batch: list[Item],
+        current: CurrentSignature | None,
+        clear_pending: bool,
+        event: _EventOf,
     ) -> int:
         now_ns = time.time_ns()
         written = 0
@@ -576,26 +675,71 @@ class SessionIndex:
                 sid = session.session_id
                 if current is not None and current(sid) != signature:
                     continue  # changed since it was read: its writer stores it
-                if self._store_one(conn, session, signature, now_ns):
+                if self._store_one(conn, session, signature, now_ns, event):
                     written += 1
                 if clear_pending:
                     conn.execute("DELETE FROM pending WHERE session_id = ?", (sid,))
                 conn.execute("DELETE FROM unreadable WHERE session_id = ?", (sid,))
         return written
 
-    @staticmethod
+    def _pending_event(
+        self, conn: sqlite3.Connection, session_id: str
+    ) -> tuple[ChangeKind, str | None] | None:
+        """What a change noticed by the index is reported as: its pending mark's kind."""
+        mark = conn.execute(
+            "SELECT kind, request_id FROM pending WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        if mark is None or mark[0] is None:
+            return (ChangeKind.REPLACED, None)
+        return (ChangeKind(mark[0]), mark[1])
+
+    def _emit(
+        self,
+        conn: sqlite3.Connection,
+        kind: ChangeKind,
+        session_id: str,
+        revision: int | None,
+        from_status: str | None,
+        to_status: str | None,
+        request_id: str | None,
+        now_ns: int,
+    ) -> None:
+        """Append one event to the feed (inside the caller's transaction)."""
+        if self.retention <= 0:
+            return
+        cursor = conn.execute(
+            "INSERT INTO events (at_us, kind, session_id, revision, from_status, to_status,"
+            " request_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                now_ns // 1000,
+                reported_kind(kind, from_status, to_status).value,
+                session_id,
+                revision,
+                from_status,
+                to_status,
+                request_id,
+            ),
+        )
+        seq = cursor.lastrowid or 0
+        if seq > self.retention:
+            # One row out per row in: the primary key makes this a short seek.
+            conn.execute("DELETE FROM events WHERE seq <= ?", (seq - self.retention,))
+
     def _store_one(
+        self,
         conn: sqlite3.Connection,
         session: Session,
         signature: Signature,
         now_ns: int,
+        event: _EventOf,
     ) -> bool:
         values = _row_values(session, signature, now_ns)
         old = conn.execute(
-            "SELECT id, revision, feature_request, ino, size, mtime_ns FROM sessions"
+            "SELECT id, revision, feature_request, ino, size, mtime_ns, status FROM sessions"
             " WHERE session_id = ?",
             (session.session_id,),
         ).fetchone()
+        status = session.status.value
         if old is None:
             cursor = conn.execute(
                 "INSERT INTO sessions (session_id, status, phase, branch, worktree, created_us,"
@@ -607,12 +751,31 @@ class SessionIndex:
                 "INSERT INTO fts (rowid, feature_request) VALUES (?, ?)",
                 (cursor.lastrowid, session.feature_request),
             )
+            described = event(conn, session.session_id)
+            if described is not None:
+                kind, request_id = described
+                self._emit(
+                    conn,
+                    kind,
+                    session.session_id,
+                    session.revision,
+                    None,
+                    status,
+                    request_id,
+                    now_ns,
+                )
             return True
-        rowid, revision, old_text, ino, size, mtime_ns = old
-        if Signature(ino, size, mtime_ns) == signature and revision > session.revision:
+        rowid, revision, old_text, ino, size, mtime_ns, old_status = old
+        old_signature = Signature(ino, size, mtime_ns)
+        if old_signature == signature and revision > session.revision:
             # One file cannot hold two revisions: what was read is an older
             # file whose inode a later one reused, and the row is newer.
             return False
+        changed = revision != session.revision or (
+            old_signature != signature
+            and conn.execute("SELECT record FROM sessions WHERE id = ?", (rowid,)).fetchone()[0]
+            != values[10]
+        )
         conn.execute(
             "UPDATE sessions SET status = ?, phase = ?, branch = ?, worktree = ?,"
             " created_us = ?, updated_us = ?, active_us = ?, revision = ?, feature_request = ?,"
@@ -629,26 +792,64 @@ class SessionIndex:
                 "INSERT INTO fts (rowid, feature_request) VALUES (?, ?)",
                 (rowid, session.feature_request),
             )
+        if changed:
+            described = event(conn, session.session_id)
+            if described is not None:
+                kind, request_id = described
+                self._emit(
+                    conn,
+                    kind,
+                    session.session_id,
+                    session.revision,
+                    old_status,
+                    status,
+                    request_id,
+                    now_ns,
+                )
         return True
 
-    def remove(self, session_ids: Iterable[str]) -> None:
-        """Drop the rows (and pending marks) of sessions that no longer exist."""
+    def remove(
+        self,
+        session_ids: Iterable[str],
+        *,
+        kind: ChangeKind = ChangeKind.DELETED,
+        request_id: str | None = None,
+    ) -> None:
+        """Drop the rows (and pending marks) of sessions that no longer exist.
+
+        Each row dropped is a ``kind`` event (``deleted``, with the request id
+        of the pending mark when none is given).
+        """
         ids = list(session_ids)
         for start in range(0, len(ids), _BATCH):
             with self._transaction() as conn:
                 for session_id in ids[start : start + _BATCH]:
-                    self._remove_one(conn, session_id)
+                    self._remove_one(conn, session_id, kind, request_id)
 
-    @staticmethod
-    def _remove_one(conn: sqlite3.Connection, session_id: str) -> None:
+    def _remove_one(
+        self,
+        conn: sqlite3.Connection,
+        session_id: str,
+        kind: ChangeKind,
+        request_id: str | None,
+    ) -> None:
         old = conn.execute(
-            "SELECT id, feature_request FROM sessions WHERE session_id = ?", (session_id,)
+            "SELECT id, feature_request, revision, status FROM sessions WHERE session_id = ?",
+            (session_id,),
         ).fetchone()
         if old is not None:
             conn.execute(
-                "INSERT INTO fts (fts, rowid, feature_request) VALUES ('delete', ?, ?)", old
+                "INSERT INTO fts (fts, rowid, feature_request) VALUES ('delete', ?, ?)",
+                (old[0], old[1]),
             )
             conn.execute("DELETE FROM sessions WHERE id = ?", (old[0],))
+            if request_id is None and kind is ChangeKind.DELETED:
+                mark = conn.execute(
+                    "SELECT kind, request_id FROM pending WHERE session_id = ?", (session_id,)
+                ).fetchone()
+                if mark is not None and mark[0] == ChangeKind.DELETED.value:
+                    request_id = mark[1]
+            self._emit(conn, kind, session_id, old[2], old[3], None, request_id, time.time_ns())
         conn.execute("DELETE FROM pending WHERE session_id = ?", (session_id,))
         conn.execute("DELETE FROM unreadable WHERE session_id = ?", (session_id,))
 
@@ -656,7 +857,7 @@ class SessionIndex:
 
     def mark_unreadable(self, session_id: str, signature: Signature, problem: str) -> None:
         """A session a scan would skip: no row, but remembered so every query warns."""
-        self.remove([session_id])
+        self.remove([session_id], kind=ChangeKind.REPLACED)
         self._write(
             [
                 (
@@ -780,6 +981,158 @@ class SessionIndex:
         body, params = _body(query, terms)
         rows = self._read(f"SELECT count(*) {body}", params)
         return int(str(rows[0][0]))
+
+    # ------------------------------------------------------------ the change feed
+
+    def rotate_epoch(self) -> None:
+        """Start a new feed history: its readers get a ``reset``; old events are dropped."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM events")
+            _new_epoch(conn)
+
+    def feed_end(self) -> str:
+        """The cursor of the newest event (or of the start of an empty history)."""
+        try:
+            conn = self.connection()
+            return f"{_epoch(conn)}:{_last_seq(conn)}"
+        except sqlite3.Error as error:
+            raise IndexUnavailable.of(error) from error
+
+    def changes_after(self, cursor: str | None, limit: int) -> list[ChangeEvent]:
+        """Up to ``limit`` events after ``cursor``, a ``reset`` first if some are gone.
+
+        All is read in one transaction, so the answer is one snapshot: the
+        oldest kept event, the newest and the rows between agree.
+        """
+        wanted = _parse_cursor(cursor)
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN")
+            try:
+                epoch = _epoch(conn)
+                last = _last_seq(conn)
+                row = conn.execute("SELECT min(seq) FROM events").fetchone()
+                oldest: int | None = row[0] if row else None
+                start = 0 if oldest is None else oldest - 1
+                events: list[ChangeEvent] = []
+                if wanted is None:
+                    after = start
+                else:
+                    their_epoch, after = wanted
+                    # Complete from ``after`` only in this history, and only if
+                    # no event between ``after`` and the oldest kept is gone.
+                    kept = after >= start if oldest is not None else after == last
+                    if their_epoch != epoch or not kept or after > last:
+                        after = start if oldest is not None else last
+                        events.append(
+                            ChangeEvent(
+                                cursor=f"{epoch}:{after}",
+                                kind=ChangeKind.RESET,
+                                session_id=None,
+                                revision=None,
+                                from_status=None,
+                                to_status=None,
+                                at=datetime.now(UTC),
+                            )
+                        )
+                rows = conn.execute(
+                    "SELECT seq, at_us, kind, session_id, revision, from_status, to_status,"
+                    " request_id FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, max(0, limit - len(events))),
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise IndexUnavailable.of(error) from error
+        for seq, at_us, kind, sid, revision, from_status, to_status, request_id in rows:
+            events.append(
+                ChangeEvent(
+                    cursor=f"{epoch}:{seq}",
+                    kind=ChangeKind(kind),
+                    session_id=sid,
+                    revision=revision,
+                    from_status=from_status,
+                    to_status=to_status,
+                    at=_EPOCH + at_us * _MICRO,
+                    request_id=request_id,
+                )
+            )
+        return events
+
+    def has_after(self, cursor: str) -> bool:
+        """Whether reading from ``cursor`` would return something now (a reset included)."""
+        wanted = _parse_cursor(cursor)
+        assert wanted is not None
+        try:
+            conn = self.connection()
+            return wanted[0] != _epoch(conn) or _last_seq(conn) != wanted[1]
+        except sqlite3.Error as error:
+            raise IndexUnavailable.of(error) from error
+
+    def has_pending(self) -> bool:
+        return bool(self._read("SELECT 1 FROM pending LIMIT 1"))
+
+    def data_version(self) -> tuple[int, int]:
+        """Changes whenever another connection commits to the index (or it is replaced).
+
+        SQLite's ``PRAGMA data_version`` costs no I/O beyond the shared
+        memory of WAL mode: cheap enough to poll every few tens of ms.
+        """
+        try:
+            conn = self.connection()
+            return (id(conn), int(conn.execute("PRAGMA data_version").fetchone()[0]))
+        except sqlite3.Error as error:
+            raise IndexUnavailable.of(error) from error
+
+
+#: Says how a row change is reported: (kind, request id), or ``None`` for no event.
+_EventOf = Callable[[sqlite3.Connection, str], tuple[ChangeKind, str | None] | None]
+
+
+def _only_known(event: _EventOf) -> _EventOf:
+    """``event`` for sessions that already have a row, nothing for new ones."""
+
+    def only_known(conn: sqlite3.Connection, sid: str) -> tuple[ChangeKind, str | None] | None:
+        if conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (sid,)).fetchone():
+            return event(conn, sid)
+        return None
+
+    return only_known
+
+
+def _new_epoch(conn: sqlite3.Connection) -> None:
+    """A new feed history (its events, none yet, are numbered from 1)."""
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)", (secrets.token_hex(4),)
+    )
+
+
+def _epoch(conn: sqlite3.Connection) -> str:
+    epoch = _meta(conn, "epoch")
+    if epoch is None:
+        raise sqlite3.OperationalError("the index has no feed epoch")
+    return epoch
+
+
+def _last_seq(conn: sqlite3.Connection) -> int:
+    """The newest event's number.
+
+    Events are numbered ``max + 1`` (a plain rowid: no AUTOINCREMENT, whose
+    bookkeeping would cost every write another page).  Within an epoch the
+    newest event is never removed (retention drops the oldest, and only a
+    new epoch empties the table), so a number is never given twice.
+    """
+    row = conn.execute("SELECT max(seq) FROM events").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _parse_cursor(cursor: str | None) -> tuple[str, int] | None:
+    if cursor is None:
+        return None
+    epoch, _, number = cursor.partition(":") if isinstance(cursor, str) else ("", "", "")
+    if not epoch or not number.isdigit() or len(number) > 18:
+        raise SessionValidationError("not a change-feed cursor (use one the feed gave)")
+    return epoch, int(number)
 
 
 def _identity(path: Path) -> tuple[int, int]:
