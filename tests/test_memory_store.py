@@ -58,9 +58,12 @@ def test_retention_and_unknown_cursors_give_an_explicit_reset() -> None:
     assert behind[0].kind is ChangeKind.RESET and behind[0].session_id is None
     assert behind[1:] == kept
     assert store.changes_after(behind[0].cursor) == kept  # reading goes on from the reset
-    for foreign in ("nonsense", MemoryStore().feed_end(), store.feed_end() + "9"):
+    for foreign in (MemoryStore().feed_end(), store.feed_end() + "9"):
         reset = store.changes_after(foreign)
         assert reset[0].kind is ChangeKind.RESET and reset[1:] == kept
+    for malformed in ("nonsense", "1:2", ""):  # no store makes these: a caller's mistake
+        with pytest.raises(SessionValidationError):
+            store.changes_after(malformed)
     assert store.changes_after(kept[1].cursor) == kept[2:]  # kept events: no reset
     with pytest.raises(SessionValidationError):
         MemoryStore(retention=0)
@@ -77,7 +80,8 @@ def test_a_waiting_reader_wakes_on_the_next_write() -> None:
     manager.create_session("x", git_context=GIT)
     reader.join(30)
     assert woke == [True]
-    assert store.wait_for_change("unknown", 30) is True  # answered by a reset, at once
+    # A cursor of another store is answered by a reset, at once.
+    assert store.wait_for_change(MemoryStore().feed_end(), 30) is True
 
 
 def test_a_create_key_returns_the_session_made_under_it_for_its_life() -> None:

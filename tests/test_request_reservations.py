@@ -24,9 +24,9 @@ def _stop_before_the_session(root: str, key: str) -> None:
     """Reserve ``key``, then stop before the session exists (the parent kills us)."""
     real_create = FileSessionStore._create
 
-    def stopped(self: FileSessionStore, stored: Session) -> Session:
+    def stopped(self: FileSessionStore, stored: Session, **kwargs: Any) -> Session:
         os.kill(os.getpid(), signal.SIGSTOP)
-        return real_create(self, stored)
+        return real_create(self, stored, **kwargs)
 
     FileSessionStore._create = stopped  # type: ignore[method-assign]
     SessionManager(root).create_session("crashed", git_context=GIT, request_id=key)

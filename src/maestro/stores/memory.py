@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import secrets
 import threading
 import time
@@ -54,6 +55,7 @@ from maestro.stores.base import (
     ScanEntry,
     SessionQuery,
     Transform,
+    reported_kind,
 )
 
 __all__ = ["DEFAULT_RETENTION", "MemoryStore"]
@@ -179,7 +181,7 @@ class MemoryStore:
             with self._changed:
                 self._records[session_id] = raw
                 self._record_event(
-                    kind,
+                    reported_kind(kind, before, updated.status.value),
                     updated,
                     before,
                     updated.status.value,
@@ -286,6 +288,7 @@ class MemoryStore:
             start = oldest - 1
             reset: list[ChangeEvent] = []
             if cursor is not None:
+                _check_cursor(cursor)
                 number = self._number(cursor)
                 if number is None or number < oldest - 1:
                     # Unknown, or the events after it were dropped: say so, and
@@ -315,11 +318,21 @@ class MemoryStore:
 
     def wait_for_change(self, cursor: str, timeout: float) -> bool:
         """Block until an event after ``cursor`` exists, or ``timeout`` seconds pass."""
+        _check_cursor(cursor)
         with self._changed:
             number = self._number(cursor)
             if number is None:
                 return True  # the next read answers with a reset
             return self._changed.wait_for(lambda: self._last > number, timeout=max(timeout, 0))
+
+
+_CURSOR = re.compile(r"[0-9a-f]+\.[0-9]+")
+
+
+def _check_cursor(cursor: object) -> None:
+    """A cursor that no memory store could have made is a caller's mistake, not a reset."""
+    if not isinstance(cursor, str) or not _CURSOR.fullmatch(cursor):
+        raise SessionValidationError("invalid change feed cursor; pass one this store returned")
 
 
 def _check_request_id(request_id: object) -> None:
