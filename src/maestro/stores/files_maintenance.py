@@ -1196,10 +1196,15 @@ def _repair(store: FileSessionStore, root_fd: int, report: DoctorReport) -> None
             os.close(sess_fd)
         report.fixed.append(f"removed {relative}")
         report.resolved.add(relative)
+    live = []
     for name in report.leftovers:
-        if _remove_leftover(store, root_fd, name):
+        removed = _remove_leftover(store, root_fd, name)
+        if removed is None:
+            live.append(name)
+        elif removed:
             report.fixed.append(f"removed {name}")
             report.resolved.add(name)
+    report.leftovers = [name for name in report.leftovers if name not in live]
 
 
 def _quarantine(
@@ -1305,8 +1310,12 @@ def _set_aside(
         os.close(sess_fd)
 
 
-def _remove_leftover(store: FileSessionStore, root_fd: int, name: str) -> bool:
-    """Remove a trash or staging directory whose writer is gone; ``True`` once it is."""
+def _remove_leftover(store: FileSessionStore, root_fd: int, name: str) -> bool | None:
+    """Remove a trash or staging directory whose writer is gone; ``True`` once it is.
+
+    ``None`` when a writer holds its lock after all (an import caught between
+    its ``mkdir`` and its lock when the check ran): it is no leftover.
+    """
     try:
         info = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -1331,7 +1340,7 @@ def _remove_leftover(store: FileSessionStore, root_fd: int, name: str) -> bool:
         # still between its mkdir and its lock finds it taken and starts over.
         with _unless_busy(fd, create=name.startswith(IMPORT_PREFIX)) as free:
             if not free:
-                return False  # its writer is alive
+                return None  # its writer is alive
             doomed = name
             if name.startswith(IMPORT_PREFIX):
                 # Out of the importer's name first: one that took the lock
