@@ -211,3 +211,23 @@ def test_a_rebuilt_index_tells_readers_to_start_over(manager: SessionManager) ->
     assert [e.kind for e in events[1:]] == [K.HEARTBEAT]
     # The reset's cursor is where reading goes on from: no second reset.
     assert [e.kind for e in _all(manager, events[0].cursor)] == [K.HEARTBEAT]
+
+
+@pytest.mark.needs(Capability.CHANGES)
+def test_events_carry_the_request_id_of_the_write(manager: SessionManager) -> None:
+    """The feed names the request each change answered; a retry adds no event."""
+    start = manager.changes_cursor()
+    sid = manager.create_session("x", git_context=GIT, request_id="create-1").session_id
+    manager.transition_state(sid, SessionStatus.PLANNING, request_id="move-1")
+    manager.transition_state(sid, SessionStatus.PLANNING, request_id="move-1")  # a retry
+    manager.update_session(sid, {"status": "generating_tasks"}, request_id="update-1")
+    manager.heartbeat(sid)
+    manager.delete_session(sid, request_id="delete-1")
+    seen = [(e.kind, e.revision, e.request_id) for e in manager.changes(start)]
+    assert seen == [
+        (ChangeKind.CREATED, 1, "create-1"),
+        (ChangeKind.TRANSITIONED, 2, "move-1"),
+        (ChangeKind.TRANSITIONED, 3, "update-1"),
+        (ChangeKind.HEARTBEAT, 4, None),
+        (ChangeKind.DELETED, 4, "delete-1"),
+    ]
