@@ -91,6 +91,8 @@ _MAX_HEADER_BYTES = 1024 * 1024
 _BLOCK = tarfile.BLOCKSIZE
 _CHUNK = 1024 * 1024
 _STAGING_ATTEMPTS = 100
+#: Passes at removing an abandoned staging directory (see ``_remove_leftover``).
+_REMOVE_ATTEMPTS = 5
 
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -673,6 +675,8 @@ def _open_staging(root_fd: int) -> tuple[str, int, int]:
         try:
             os.mkdir(name, 0o777, dir_fd=root_fd)
             stage_fd = os.open(name, _DIR_FLAGS, dir_fd=root_fd)
+        except FileNotFoundError:
+            continue  # removed by ``doctor`` before we could lock it: start over
         except OSError as error:
             raise StorageError(None, "creating the import's staging directory", error) from error
         try:
@@ -1347,8 +1351,15 @@ def _remove_leftover(store: FileSessionStore, root_fd: int, name: str) -> bool |
                 # just before us sees its directory gone and starts over.
                 doomed = f"{TRASH_PREFIX}{name.removeprefix('.')}-{secrets.token_hex(4)}"
                 os.rename(name, doomed, src_dir_fd=root_fd, dst_dir_fd=root_fd)
-            shutil.rmtree(store.sessions_dir / doomed, ignore_errors=True)
-            return not (store.sessions_dir / doomed).exists()
+            # An importer that opened the directory before the rename may
+            # still make its lock file in it once, before it sees the rename
+            # and starts over elsewhere: a second pass removes that.
+            for _ in range(_REMOVE_ATTEMPTS):
+                shutil.rmtree(store.sessions_dir / doomed, ignore_errors=True)
+                if not (store.sessions_dir / doomed).exists():
+                    return True
+                time.sleep(0.01)
+            return False
     except OSError as error:
         log.warning("could not remove %s: %s", name, error)
         return False
