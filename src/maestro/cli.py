@@ -547,6 +547,16 @@ def cli(click_ctx: click.Context, root: Path | None, store: str | None, as_json:
     """
     _install_log_handler()
     click_ctx.obj = Context(root=root, as_json=as_json, store=store or None)
+    if root is not None and not store and not root.is_dir():
+        # A mistyped root would otherwise become a new, empty store.
+        source = "--root" if _from_command_line(click_ctx, "root") else "MAESTRO_ROOT"
+        fail(click_ctx.obj, CommandError(f"{source} {root}: no such directory", EXIT_USAGE))
+
+
+def _from_command_line(click_ctx: click.Context, name: str) -> bool:
+    from click.core import ParameterSource
+
+    return click_ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
 
 
 pass_ctx = click.make_pass_decorator(Context)
