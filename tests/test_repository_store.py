@@ -6,13 +6,20 @@ command line runs in-process with the working directory moved into them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from maestro import SessionManager
 from maestro.cli import cli
+from maestro.gitctx import find_repository_root
+from maestro.manager import resolve_root
 
 from .test_cli import error_line, ok, runner
+from .test_gitctx import commit, git, isolated_git, make_repo
+
+__all__ = ["isolated_git"]  # the fixture: no inherited git settings, a fixed identity
 
 #: Commands that each would open (and maybe create) a store under the root.
 COMMANDS = [
@@ -52,3 +59,104 @@ def test_an_existing_root_still_works_and_a_store_url_wins(tmp_path: Path) -> No
         cli, ["--store", "memory:", "list"], env={"MAESTRO_ROOT": str(tmp_path / "unused")}
     )
     assert ok(result).strip() == "no sessions match"
+
+
+# ---------------------------------------------------------------- the root of a repository
+
+
+def here(monkeypatch: pytest.MonkeyPatch, where: Path, *args: str) -> str:
+    """``maestro ARGS`` run from ``where`` with the root left to find."""
+    monkeypatch.chdir(where)
+    env = {"MAESTRO_ROOT": None, "MAESTRO_STORE": None, "COLUMNS": "200", "NO_COLOR": "1"}
+    return ok(runner().invoke(cli, list(args), env=env))
+
+
+@pytest.fixture
+def repo_with_worktree(tmp_path: Path) -> tuple[Path, Path]:
+    """A repository ``main/`` and a linked worktree ``wt-login`` on ``feature/login``."""
+    main, _ = make_repo(tmp_path / "main")
+    git(main, "worktree", "add", "-q", "-b", "feature/login", str(tmp_path / "wt-login"))
+    return main, tmp_path / "wt-login"
+
+
+def test_a_session_made_in_a_linked_worktree_is_seen_from_the_main_checkout(
+    repo_with_worktree: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    main, worktree = repo_with_worktree
+    (worktree / "src" / "deep").mkdir(parents=True)
+    created = json.loads(
+        here(monkeypatch, worktree / "src" / "deep", "--json", "create", "Add OAuth login")
+    )
+    sid = created["session_id"]
+    # Recorded as the worktree it was made in, stored at the main checkout.
+    assert created["git_context"]["branch"] == "feature/login"
+    assert created["git_context"]["worktree_name"] == "wt-login"
+    assert created["git_context"]["repo_root"] == str(worktree.resolve())
+    assert (main / ".flow" / "maestro" / "sessions" / sid / "metadata.json").is_file()
+    assert not (worktree / ".flow").exists()
+
+    shown = json.loads(here(monkeypatch, main, "--json", "show", sid))
+    assert shown["session"]["session_id"] == sid
+    listed = json.loads(here(monkeypatch, main, "--json", "list", "--branch", "feature/login"))
+    assert [s["session_id"] for s in listed] == [sid]
+    # And from a subdirectory of the main checkout, by a prefix, in human output.
+    (main / "docs").mkdir()
+    assert "feature/login" in here(monkeypatch, main / "docs", "show", sid[:8])
+
+
+def test_a_session_made_in_the_main_checkout_is_seen_from_the_worktree(
+    repo_with_worktree: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    main, worktree = repo_with_worktree
+    sid = here(monkeypatch, main, "create", "--quiet", "Fix the flaky test").strip()
+    listed = json.loads(here(monkeypatch, worktree, "--json", "list", "--branch", "main"))
+    assert [s["session_id"] for s in listed] == [sid]
+    assert listed[0]["git_context"]["is_worktree"] is False
+
+
+def test_root_and_environment_still_override_in_a_worktree(
+    repo_with_worktree: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    main, worktree = repo_with_worktree
+    monkeypatch.chdir(worktree)
+    assert resolve_root() == main.resolve()
+    assert resolve_root(worktree) == worktree
+    monkeypatch.setenv("MAESTRO_ROOT", str(worktree))
+    assert resolve_root() == worktree
+    monkeypatch.delenv("MAESTRO_ROOT")
+
+    # An explicit root elsewhere records the git context of that root, not the cwd's.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    session = SessionManager(elsewhere).create_session("x")
+    assert session.git_context.branch == "unknown"
+    # The main checkout named explicitly from the worktree still records the worktree.
+    session = SessionManager(main).create_session("y")
+    assert session.git_context.worktree_name == "wt-login"
+
+
+def test_the_root_of_a_bare_repository_is_the_directory_holding_it(tmp_path: Path) -> None:
+    seed, _ = make_repo(tmp_path / "seed")
+    bare = tmp_path / "hold" / "app.git"
+    git(tmp_path, "clone", "-q", "--bare", str(seed), str(bare))
+    git(bare, "worktree", "add", "-q", str(tmp_path / "hold" / "wt"), "main")
+    (tmp_path / "hold" / "wt" / "sub").mkdir()
+    assert find_repository_root(tmp_path / "hold" / "wt" / "sub") == (tmp_path / "hold").resolve()
+    assert find_repository_root(bare / "refs") == (tmp_path / "hold").resolve()
+
+
+def test_plain_checkouts_and_submodule_like_git_files_keep_their_top_level(
+    tmp_path: Path,
+) -> None:
+    repo, _ = make_repo(tmp_path / "repo")
+    (repo / "a" / "b").mkdir(parents=True)
+    assert find_repository_root(repo / "a" / "b") == repo.resolve()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert find_repository_root(outside) is None
+    # A separate git directory (as a submodule has): the checkout itself.
+    separate = tmp_path / "sep"
+    separate.mkdir()
+    git(separate, "init", "-q", "--separate-git-dir", str(tmp_path / "sep-git"))
+    commit(separate)
+    assert find_repository_root(separate) == separate.resolve()

@@ -518,7 +518,8 @@ def _filters(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="MAESTRO_ROOT",
-    help="Directory holding .flow/maestro (default: $MAESTRO_ROOT, the git top level, the cwd).",
+    help="Directory holding .flow/maestro (default: $MAESTRO_ROOT, the repository's main "
+    "checkout, also from a linked worktree, the cwd).",
 )
 @click.option(
     "--store",

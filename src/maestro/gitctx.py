@@ -31,7 +31,13 @@ from pathlib import Path
 
 from maestro.models import GitContext
 
-__all__ = ["DETACHED", "UNKNOWN", "capture_git_context", "find_toplevel"]
+__all__ = [
+    "DETACHED",
+    "UNKNOWN",
+    "capture_git_context",
+    "find_repository_root",
+    "find_toplevel",
+]
 
 UNKNOWN = "unknown"
 DETACHED = "HEAD"
@@ -66,6 +72,58 @@ def find_toplevel(start: Path) -> Path | None:
         if (candidate / ".git").exists():
             return candidate
     return None
+
+
+def find_repository_root(start: Path) -> Path | None:
+    """The directory that holds the repository of ``start``: one per repository.
+
+    The main checkout (the worktree whose ``.git`` is the common git
+    directory) from any linked worktree or subdirectory; for a bare
+    repository, the directory that holds it.  ``None`` outside a repository.
+    A layout this reader cannot follow (a separate git directory, an odd
+    file) gives the checkout ``start`` is in, as before.
+    """
+    here = Path(os.path.realpath(start))
+    for candidate in (here, *here.parents):
+        if (candidate / ".git").exists():
+            try:
+                _, common, _ = _locate(candidate)
+                holder = _common_holder(common.resolve())
+            except (_Unreadable, _OddFile, OSError, UnicodeDecodeError, ValueError):
+                return candidate
+            return holder if holder is not None and holder.is_dir() else candidate
+        if _is_bare(candidate):
+            return candidate.parent
+    return None
+
+
+def _common_holder(common: Path) -> Path | None:
+    """The directory sessions of the repository whose common git dir is ``common`` live in."""
+    if common.name == ".git":
+        return common.parent
+    if _is_bare(common):
+        return common.parent
+    return None
+
+
+def _is_bare(directory: Path) -> bool:
+    """Whether ``directory`` is a bare repository (``core.bare = true`` in its config)."""
+    if not (directory / "HEAD").is_file() or not (directory / "objects").is_dir():
+        return False
+    try:
+        config = _read_bytes(directory / "config", _MAX_SMALL_FILE * 16).decode("utf-8")
+    except (_OddFile, OSError, UnicodeDecodeError):
+        return False
+    section = ""
+    for raw in config.splitlines():
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+        if line.startswith("["):
+            section = line.strip("[]").strip().lower()
+        elif section == "core":
+            key, _, value = line.partition("=")
+            if key.strip().lower() == "bare":
+                return value.strip().lower() in ("true", "yes", "on", "1")
+    return False
 
 
 def _read_bytes(path: Path, limit: int) -> bytes:
