@@ -160,3 +160,30 @@ def test_plain_checkouts_and_submodule_like_git_files_keep_their_top_level(
     git(separate, "init", "-q", "--separate-git-dir", str(tmp_path / "sep-git"))
     commit(separate)
     assert find_repository_root(separate) == separate.resolve()
+
+
+# ---------------------------------------------------------------- list by worktree
+
+
+def test_list_filters_by_worktree_and_shows_the_column_when_there_are_several(
+    repo_with_worktree: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    main, worktree = repo_with_worktree
+    in_tree = here(monkeypatch, worktree, "create", "-q", "Add OAuth login").strip()
+    in_main = here(monkeypatch, main, "create", "-q", "Fix the flaky test").strip()
+
+    listed = json.loads(here(monkeypatch, main, "--json", "list", "--worktree", "wt-login"))
+    assert [s["session_id"] for s in listed] == [in_tree]
+    assert here(monkeypatch, main, "list", "--worktree", "nowhere").strip() == "no sessions match"
+
+    table = here(monkeypatch, main, "list").splitlines()
+    assert table[0].split() == ["id", "status", "phase", "branch", "worktree", "age", "request"]
+    rows = {line.split()[0]: line.split() for line in table[2:-1]}
+    assert rows[in_tree[:8]][3:5] == ["feature/login", "wt-login"]
+    assert rows[in_main[:8]][3:5] == ["main", "-"]
+
+    # One worktree among the rows: no column.
+    alone = here(monkeypatch, main, "list", "--worktree", "wt-login").splitlines()
+    assert alone[0].split() == ["id", "status", "phase", "branch", "age", "request"]
+    alone = here(monkeypatch, main, "list", "--branch", "main").splitlines()
+    assert "worktree" not in alone[0]

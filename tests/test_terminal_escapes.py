@@ -104,6 +104,7 @@ def hostile(tmp_path: Path) -> Hostile:
     archive = tmp_path / "sessions.tar.gz"
     source.export_sessions(archive)
     root = tmp_path / "here"
+    root.mkdir()
     result = run(root, "import", str(archive))
     assert result.exit_code == 0, result.stderr
     assert_inert(result.stdout + result.stderr)

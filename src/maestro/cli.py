@@ -697,6 +697,11 @@ def _query_and_print(ctx: Context, limit: int | None, filters: dict[str, Any]) -
 
 @cli.command("list", epilog=_EPILOG)
 @filter_options
+@click.option(
+    "--worktree",
+    metavar="NAME",
+    help="Only sessions created in this linked worktree (its name, as in `maestro show`).",
+)
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N sessions.")
 @pass_ctx
 @handled
@@ -708,6 +713,7 @@ def list_sessions(
     since: datetime | None,
     until: datetime | None,
     active: bool,
+    worktree: str | None,
     limit: int | None,
 ) -> None:
     """List sessions, newest first.
@@ -720,8 +726,12 @@ def list_sessions(
       maestro list --active
       maestro list --status failed --status paused --since 1w
       maestro list --branch main --until 2026-01-31 --limit 20
+      maestro list --worktree wt-login
     """
-    _query_and_print(ctx, limit, _filters(statuses, phases, branch, since, until, active))
+    filters = _filters(statuses, phases, branch, since, until, active)
+    if worktree is not None:
+        filters["worktree"] = worktree
+    _query_and_print(ctx, limit, filters)
 
 
 @cli.command(epilog=_EPILOG)

@@ -481,24 +481,32 @@ def sessions_table(
     width: int = 80,
     glyphs: Glyphs = UNICODE_GLYPHS,
 ) -> Table:
-    """One row per session: short id, status, phase, branch, age, request cut to fit."""
-    rows = [
-        (
+    """One row per session: short id, status, phase, branch, age, request cut to fit.
+
+    A worktree column (``-`` for the main checkout) comes after the branch
+    when the rows come from more than one worktree of the repository.
+    """
+    worktrees = {session.git_context.worktree_name for session in sessions}
+    with_worktree = len(worktrees) > 1
+    rows = []
+    for session in sessions:
+        row: list[str | Text] = [
             short_id(session.session_id),
             status_text(session.status),
             session.current_phase.value if session.current_phase else "-",
             Text(visible(session.git_context.branch)),
-            relative_time(session.created_at, now),
-            _one_line(session.feature_request),
-        )
-        for session in sessions
-    ]
+        ]
+        if with_worktree:
+            row.append(Text(visible(session.git_context.worktree_name or "-")))
+        row += [relative_time(session.created_at, now), _one_line(session.feature_request)]
+        rows.append(tuple(row))
+    headers = ("id", "status", "phase", "branch", *(("worktree",) if with_worktree else ()))
     return fitted_table(
-        ("id", "status", "phase", "branch", "age", "request"),
+        (*headers, "age", "request"),
         rows,
         width=width,
-        flexible=5,
-        caps={3: 20},
+        flexible=len(headers) + 1,
+        caps={3: 20, 4: 16} if with_worktree else {3: 20},
         glyphs=glyphs,
     )
 
