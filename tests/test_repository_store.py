@@ -187,3 +187,79 @@ def test_list_filters_by_worktree_and_shows_the_column_when_there_are_several(
     assert alone[0].split() == ["id", "status", "phase", "branch", "age", "request"]
     alone = here(monkeypatch, main, "list", "--branch", "main").splitlines()
     assert "worktree" not in alone[0]
+
+
+# ---------------------------------------------------------------- .gitignore
+
+
+def untracked(repo: Path) -> list[str]:
+    return sorted(
+        line.removeprefix("?? ")
+        for line in git(repo, "status", "--porcelain", "--untracked-files=all").splitlines()
+    )
+
+
+def test_git_status_shows_only_session_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, _ = make_repo(tmp_path / "repo")
+    first = here(monkeypatch, repo, "create", "-q", "--request-id", "job-1", "one").strip()
+    second = here(monkeypatch, repo, "create", "-q", "two").strip()
+    third = here(monkeypatch, repo, "create", "-q", "three").strip()
+    here(monkeypatch, repo, "transition", first, "planning")
+    here(monkeypatch, repo, "delete", "--yes", third)
+    store = repo / ".flow" / "maestro"
+    (store / "sessions" / second / "metadata.json").write_text("{ broken")
+    here(monkeypatch, repo, "doctor", "--fix")
+    # What the commands above left: the index, locks, a reservation, quarantine.
+    assert (store / "index.sqlite3").is_file()
+    assert (store / "sessions" / first / ".lock").is_file()
+    assert list((store / "requests").iterdir())
+    assert list((store / "quarantine").iterdir())
+    for name in ("index.sqlite3-wal", "index.sqlite3-shm", "index.stale", "trash.pending"):
+        (store / name).touch()  # never truncated: SQLite may have the -shm mapped
+    (store / "sessions" / first / ".metadata.json.1234.tmp").write_text("")
+    (store / "sessions" / ".trash-x").mkdir()
+    (store / "sessions" / ".trash-x" / "metadata.json").write_text("{}")
+    (store / "sessions" / ".import-y").mkdir()
+    (store / "sessions" / ".import-y" / ".lock").write_text("")
+
+    assert untracked(repo) == [f".flow/maestro/sessions/{first}/metadata.json"]
+    # The user's other files in a session directory are theirs to commit.
+    (store / "sessions" / first / "checkpoints.json").write_text("{}")
+    assert f".flow/maestro/sessions/{first}/checkpoints.json" in untracked(repo)
+
+
+def test_the_gitignore_is_written_once_and_never_overwritten(tmp_path: Path) -> None:
+    store = tmp_path / ".flow" / "maestro"
+    manager = SessionManager(tmp_path, durable=False)
+    assert not store.exists()  # opening a store writes nothing
+    manager.create_session("first")
+    written = (store / ".gitignore").read_text()
+    assert "/index.sqlite3" in written and "metadata.json" not in written.replace(
+        "(sessions/*/metadata.json)", ""
+    )
+    assert [p.name for p in store.iterdir() if p.name.endswith(".tmp")] == []
+
+    (store / ".gitignore").write_text("# mine\n")
+    manager.create_session("second")
+    import shutil
+
+    shutil.rmtree(store / "sessions")  # made again on the next create
+    SessionManager(tmp_path, durable=False).create_session("third")
+    assert (store / ".gitignore").read_text() == "# mine\n"
+
+    # A store made where a .gitignore already waits keeps it too.
+    other = tmp_path / "other"
+    (other / ".flow" / "maestro").mkdir(parents=True)
+    (other / ".flow" / "maestro" / ".gitignore").write_text("*\n")
+    SessionManager(other).create_session("x")
+    assert (other / ".flow" / "maestro" / ".gitignore").read_text() == "*\n"
+
+
+def test_a_store_outside_the_repository_layout_writes_no_gitignore(tmp_path: Path) -> None:
+    from maestro.stores.files import FileSessionStore
+
+    manager = SessionManager(store=FileSessionStore(tmp_path / "plain" / "sessions"))
+    manager.create_session("x")
+    assert not (tmp_path / "plain" / ".gitignore").exists()

@@ -113,6 +113,27 @@ REQUESTS_DIR = "requests"
 STALE_MARKER = "index.stale"
 TRASH_MARKER = "trash.pending"
 MAX_RECORD_BYTES = 64 * 1024 * 1024
+#: Beside ``sessions/``: keeps what the store derives or holds only while it
+#: works out of ``git status``.  Session records are not listed: whether to
+#: commit them is the user's choice.
+GITIGNORE = ".gitignore"
+GITIGNORE_TEXT = """\
+# Written once by maestro (edit freely; it is never overwritten).
+# Derived or transient files of the session store.  Session records
+# (sessions/*/metadata.json) are not listed: commit them or not, as you choose.
+/.gitignore
+/index.sqlite3
+/index.sqlite3-*
+/index.stale
+/trash.pending
+/requests/
+/quarantine/
+/sessions/*/.lock
+/sessions/.trash-*/
+/sessions/.import-*/
+.*.tmp
+*.import.tmp
+"""
 #: Set to ``1`` to let a store be reached through symlinked directories.
 ALLOW_SYMLINKED_ROOT = "MAESTRO_ALLOW_SYMLINKED_ROOT"
 #: The longest a query waits, in total, for the locks of sessions whose
@@ -137,6 +158,42 @@ _NOFOLLOW_DIR = _DIR_FLAGS | os.O_NOFOLLOW
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def write_gitignore(directory: Path, *, durable: bool = True) -> bool:
+    """Write ``directory/.gitignore`` unless a file of that name exists; ``True`` if written.
+
+    Atomic and never clobbering: the text goes to a temp file that is then
+    hard-linked to the name, which fails if the name exists (a user's edited
+    file, or another process that was first).  It is a convenience, so a
+    failure to write it is not an error.
+    """
+    temp = directory / f".{GITIGNORE}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    try:
+        if os.path.lexists(directory / GITIGNORE):
+            return False
+        with open(temp, "x", encoding="utf-8") as handle:
+            handle.write(GITIGNORE_TEXT)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        try:
+            os.link(temp, directory / GITIGNORE, follow_symlinks=False)
+        except FileExistsError:
+            return False
+        if durable:
+            dir_fd = os.open(directory, _DIR_FLAGS)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return True
+    except OSError as error:
+        log.debug("could not write %s: %s", directory / GITIGNORE, error)
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            temp.unlink()
 
 
 class NotDurableError(OSError):
@@ -323,9 +380,16 @@ class FileSessionStore:
             self.sessions_dir.mkdir(parents=True, exist_ok=True)
             if self.durable and missing:
                 self._fsync_path(missing[-1].parent)
-            return os.open(self.sessions_dir, flags)
+            fd = os.open(self.sessions_dir, flags)
         except OSError as error:
             raise StorageError(None, f"creating {self.sessions_dir}", error) from error
+        if self._in_repository_layout():
+            write_gitignore(self.sessions_dir.parent, durable=self.durable)
+        return fd
+
+    def _in_repository_layout(self) -> bool:
+        """Whether ``sessions/`` is ``<root>/.flow/maestro/sessions``, where git may look."""
+        return self._below_base == (".flow", "maestro", "sessions")
 
     def _fsync_path(self, directory: Path) -> None:
         fd = os.open(directory, _DIR_FLAGS)
