@@ -263,3 +263,45 @@ def test_a_store_outside_the_repository_layout_writes_no_gitignore(tmp_path: Pat
     manager = SessionManager(store=FileSessionStore(tmp_path / "plain" / "sessions"))
     manager.create_session("x")
     assert not (tmp_path / "plain" / ".gitignore").exists()
+
+
+# ---------------------------------------------------------------- detached HEAD, no commits
+
+
+def test_a_detached_head_and_a_repository_without_commits_read_as_git_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, sha = make_repo(tmp_path / "repo")
+    git(repo, "checkout", "-q", "--detach")
+    message = here(monkeypatch, repo, "create", "Add OAuth login")
+    assert message.endswith(f" (detached at {sha[:7]})\n")
+    assert "on branch" not in message and "HEAD" not in message
+    sid = message.split()[2]
+    record = json.loads((repo / ".flow/maestro/sessions" / sid / "metadata.json").read_text())
+    assert record["git_context"]["branch"] == "HEAD"  # as the prototype wrote it
+    assert record["git_context"]["commit"] == sha
+    assert f"(detached at {sha[:7]})" in here(monkeypatch, repo, "show", sid)
+    assert f"(detached at {sha[:7]})" in here(monkeypatch, repo, "list")
+    listed = json.loads(here(monkeypatch, repo, "--json", "list", "--branch", "HEAD"))
+    assert [s["session_id"] for s in listed] == [sid]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    git(empty, "init", "-q", "-b", "trunk")
+    message = here(monkeypatch, empty, "create", "First steps")
+    assert message.endswith(" on branch trunk (no commits)\n")
+    sid = message.split()[2]
+    record = json.loads((empty / ".flow/maestro/sessions" / sid / "metadata.json").read_text())
+    assert (record["git_context"]["branch"], record["git_context"]["commit"]) == (
+        "trunk",
+        "unknown",
+    )
+    shown = here(monkeypatch, empty, "show", sid)
+    assert "trunk (no commits)" in shown and "unknown" not in shown
+    assert "trunk (no commits)" in here(monkeypatch, empty, "list")
+
+
+def test_outside_a_repository_the_branch_stays_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert here(monkeypatch, tmp_path, "create", "x").endswith(" on branch unknown\n")

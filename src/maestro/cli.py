@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from maestro import Capability, ChangeEvent, ChangeKind, errors
+from maestro.gitctx import DETACHED, describe_branch
 from maestro.lifecycle import ACTIVE_STATES
 from maestro.manager import SessionManager
 from maestro.models import (
@@ -639,8 +640,11 @@ def create(
     elif quiet:
         click.echo(session.session_id)
     else:
-        branch = visible(session.git_context.branch)
-        click.echo(f"created session {session.session_id} on branch {branch}")
+        git = session.git_context
+        where = describe_branch(git)
+        if git.branch != DETACHED:  # "(detached at 3f01b54)" stands alone
+            where = f"on branch {where}"
+        click.echo(f"created session {session.session_id} {visible(where)}")
 
 
 @cli.command(epilog=_EPILOG)

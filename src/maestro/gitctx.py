@@ -35,6 +35,7 @@ __all__ = [
     "DETACHED",
     "UNKNOWN",
     "capture_git_context",
+    "describe_branch",
     "find_repository_root",
     "find_toplevel",
 ]
@@ -72,6 +73,22 @@ def find_toplevel(start: Path) -> Path | None:
         if (candidate / ".git").exists():
             return candidate
     return None
+
+
+def describe_branch(git: GitContext) -> str:
+    """Where a session was made, for people: the branch, as ``git status`` words it.
+
+    A detached HEAD reads ``(detached at <short commit>)`` and a branch
+    without commits ``<branch> (no commits)``; the record itself keeps the
+    prototype's strings (``HEAD``, ``unknown``).  Unknown stays ``unknown``.
+    """
+    if git.branch == DETACHED and git.commit != UNKNOWN:
+        return f"(detached at {git.commit[:7]})"
+    if git.branch == DETACHED:
+        return "(detached)"
+    if git.commit == UNKNOWN and git.branch != UNKNOWN:
+        return f"{git.branch} (no commits)"
+    return git.branch
 
 
 def find_repository_root(start: Path) -> Path | None:

@@ -21,6 +21,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from maestro.gitctx import DETACHED, UNKNOWN, describe_branch
 from maestro.lifecycle import Segment
 from maestro.models import Session, SessionStatus, utcnow
 from maestro.reports import DoctorReport
@@ -152,7 +153,10 @@ def session_details(session: Session, now: datetime | None = None) -> Table:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     git = session.git_context
-    where = Text(f"{visible(git.branch)} @ {visible(git.commit[:12])}")
+    if git.branch == DETACHED or (git.commit == UNKNOWN and git.branch != UNKNOWN):
+        where = Text(visible(describe_branch(git)))  # the commit is in the words, or none
+    else:
+        where = Text(f"{visible(git.branch)} @ {visible(git.commit[:12])}")
     if git.is_worktree:
         where.append(f" (worktree {visible(str(git.worktree_name))})")
     status = status_text(session.status)
@@ -494,7 +498,7 @@ def sessions_table(
             short_id(session.session_id),
             status_text(session.status),
             session.current_phase.value if session.current_phase else "-",
-            Text(visible(session.git_context.branch)),
+            Text(visible(describe_branch(session.git_context))),
         ]
         if with_worktree:
             row.append(Text(visible(session.git_context.worktree_name or "-")))
@@ -506,7 +510,8 @@ def sessions_table(
         rows,
         width=width,
         flexible=len(headers) + 1,
-        caps={3: 20, 4: 16} if with_worktree else {3: 20},
+        # 21: "(detached at 3f01b54)" whole.
+        caps={3: 21, 4: 16} if with_worktree else {3: 21},
         glyphs=glyphs,
     )
 
