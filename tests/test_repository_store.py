@@ -305,3 +305,74 @@ def test_outside_a_repository_the_branch_stays_unknown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert here(monkeypatch, tmp_path, "create", "x").endswith(" on branch unknown\n")
+
+
+# ---------------------------------------------------------------- sessions left in a worktree
+
+
+def test_doctor_finds_sessions_in_a_worktree_store_and_fix_moves_them_whole(
+    repo_with_worktree: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+    import os
+    import shutil
+
+    main, worktree = repo_with_worktree
+    monkeypatch.chdir(worktree)
+    # Made as before one store served the repository: under the worktree's own .flow.
+    old = SessionManager(worktree)
+    kept = old.create_session("Add OAuth login").session_id
+    old.transition_state(kept, "planning", reason="start")
+    (old.sessions_dir / kept / "checkpoints.json").write_text('{"n": 1}')
+    busy = old.create_session("Held by a writer").session_id
+    mine = SessionManager(main).create_session("Fix the flaky test").session_id
+    shutil.copytree(SessionManager(main).sessions_dir / mine, old.sessions_dir / mine)
+    env = {"MAESTRO_ROOT": None, "MAESTRO_STORE": None, "COLUMNS": "200", "NO_COLOR": "1"}
+
+    def doctor(*options: str, as_json: bool = False) -> tuple[int, str]:
+        head = ["--json"] if as_json else []
+        result = runner().invoke(cli, [*head, "doctor", *options], env=env)
+        return result.exit_code, result.stdout
+
+    code, out = doctor()
+    assert code == 1
+    assert "in a linked worktree's own store (--fix moves them here) (3):" in out
+    assert f"{kept}: {worktree}" in out and f"{busy}: {worktree}" in out
+    assert f"also stored here (never overwritten; keep one copy) (1):\n  {mine}" in out
+    code, out = doctor(as_json=True)
+    report = json.loads(out)
+    assert set(report["in_worktrees"]) == {kept, busy, mine}
+    assert report["duplicates"] == {mine: str(worktree)}
+    assert (old.sessions_dir / kept / "metadata.json").is_file()  # looking moves nothing
+
+    lock = os.open(old.sessions_dir / busy / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        code, out = doctor("--fix")
+    finally:
+        os.close(lock)
+    assert code == 1  # the duplicate and the busy session remain
+    assert f"moved {kept} here from {worktree}" in out
+    store = main / ".flow" / "maestro" / "sessions"
+    assert (store / kept / "checkpoints.json").read_text() == '{"n": 1}'
+    assert not (old.sessions_dir / kept).exists()
+    assert (old.sessions_dir / mine).is_dir() and (store / mine).is_dir()  # both kept
+
+    monkeypatch.chdir(main)
+    shown = json.loads(here(monkeypatch, main, "--json", "show", kept[:8]))
+    assert shown["session"]["status"] == "planning"
+    assert shown["session"]["history"][-1]["reason"] == "start"
+    listed = json.loads(here(monkeypatch, main, "--json", "list", "--worktree", "wt-login"))
+    assert kept in {s["session_id"] for s in listed}
+
+    code, out = doctor("--fix")  # the writer is gone now
+    assert f"moved {busy} here from {worktree}" in out
+    shutil.rmtree(old.sessions_dir / mine)  # the user keeps one copy
+    code, out = doctor()
+    assert code == 0, out
+    assert out.rstrip().endswith("healthy")
+    assert {s["session_id"] for s in json.loads(here(monkeypatch, main, "--json", "list"))} == {
+        kept,
+        busy,
+        mine,
+    }

@@ -1389,8 +1389,9 @@ def import_cmd(
 def doctor(ctx: Context, reindex: bool, fix: bool) -> None:
     """Look for corrupt records, leftover temp files and a stale index.
 
-    --fix moves corrupt sessions to .flow/maestro/quarantine/ and repairs
-    the index.  Exits 1 while problems remain.
+    --fix moves corrupt sessions to .flow/maestro/quarantine/, moves
+    sessions left in a linked worktree's own .flow into this store, and
+    repairs the index.  Exits 1 while problems remain.
 
     \b
     Example:

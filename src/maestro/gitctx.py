@@ -38,6 +38,7 @@ __all__ = [
     "describe_branch",
     "find_repository_root",
     "find_toplevel",
+    "linked_worktrees",
 ]
 
 UNKNOWN = "unknown"
@@ -112,6 +113,33 @@ def find_repository_root(start: Path) -> Path | None:
         if _is_bare(candidate):
             return candidate.parent
     return None
+
+
+def linked_worktrees(checkout: Path) -> list[Path]:
+    """The linked worktrees of the repository whose checkout is ``checkout``.
+
+    Read from ``<common git dir>/worktrees/<name>/gitdir``, which names each
+    worktree's ``.git`` file; worktrees whose directory is gone are left out.
+    """
+    try:
+        _, common, _ = _locate(checkout)
+        admin = sorted((common / "worktrees").iterdir())
+    except (_Unreadable, _OddFile, OSError, UnicodeDecodeError, ValueError):
+        return []
+    found = []
+    for entry in admin:
+        try:
+            text = _read_optional(entry / "gitdir")
+        except (_OddFile, OSError, UnicodeDecodeError):
+            continue
+        if not text:
+            continue
+        dotgit = Path(text)
+        if not dotgit.is_absolute():
+            dotgit = entry / dotgit
+        if dotgit.parent.is_dir():
+            found.append(dotgit.parent)
+    return found
 
 
 def _common_holder(common: Path) -> Path | None:

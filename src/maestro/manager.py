@@ -29,7 +29,7 @@ from maestro.errors import (
     SessionNotFoundError,
     SessionValidationError,
 )
-from maestro.gitctx import capture_git_context, find_repository_root
+from maestro.gitctx import capture_git_context, find_repository_root, linked_worktrees
 from maestro.ids import check_session_id, is_session_id, new_session_id
 from maestro.models import (
     GitContext,
@@ -992,7 +992,41 @@ class SessionManager:
         ``reindex`` only rebuilds the index.
         """
         require(self.store, Capability.DOCTOR, "doctor")
-        return cast(Doctor, self.store).doctor(fix=fix, reindex=reindex, progress=progress)
+        # Sessions a linked worktree kept in its own .flow before one store
+        # served the whole repository: moved first, so the check sees them here.
+        found: dict[str, str] = {}
+        adopted: dict[str, str] = {}
+        duplicates: dict[str, str] = {}
+        for worktree, sessions_dir in self._worktree_stores():
+            result = cast(DirectoryExport, self.store).adopt_sessions(sessions_dir, move=fix)
+            found |= dict.fromkeys(result.found, str(worktree))
+            adopted |= dict.fromkeys(result.moved, str(worktree))
+            duplicates |= dict.fromkeys(result.duplicates, str(worktree))
+        report = cast(Doctor, self.store).doctor(fix=fix, reindex=reindex, progress=progress)
+        report.in_worktrees = found
+        report.duplicates = duplicates
+        for session_id, origin in adopted.items():
+            report.resolved.add(session_id)
+            report.fixed.append(f"moved {session_id} here from {origin}")
+        return report
+
+    def _worktree_stores(self) -> list[tuple[Path, Path]]:
+        """(worktree, its own sessions directory) for this repository's linked worktrees.
+
+        Only a store of whole session directories at the repository's main
+        checkout looks; a worktree without a ``.flow`` of its own is skipped.
+        """
+        if Capability.DIRECTORY_EXPORT not in self.store.capabilities:
+            return []
+        if not (self.repo_root / ".git").is_dir():
+            return []
+        here = self.repo_root.resolve()
+        stores = []
+        for worktree in linked_worktrees(self.repo_root):
+            sessions_dir = worktree / ".flow" / "maestro" / "sessions"
+            if worktree.resolve() != here and sessions_dir.is_dir():
+                stores.append((worktree, sessions_dir))
+        return stores
 
 
 def _quiet(done: int, total: int) -> None:

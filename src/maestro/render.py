@@ -646,6 +646,14 @@ def doctor_view(report: DoctorReport, after: DoctorReport | None = None) -> Grou
     problem("temp files of interrupted writes", report.temp_files)
     problem("store-internal names of the wrong kind", report.misplaced)
     problem("leftovers of interrupted deletes or imports", report.leftovers)
+    problem(
+        "in a linked worktree's own store (--fix moves them here)",
+        [f"{sid}: {where}" for sid, where in report.in_worktrees.items()],
+    )
+    problem(
+        "also stored here (never overwritten; keep one copy)",
+        [f"{sid}: {where}" for sid, where in report.duplicates.items()],
+    )
     if report.without_metadata:
         lines.append(
             Text(
@@ -671,6 +679,7 @@ def doctor_view(report: DoctorReport, after: DoctorReport | None = None) -> Grou
             + len(final.temp_files)
             + len(final.misplaced)
             + len(final.leftovers)
+            + len(final.in_worktrees)
         )
         summary = f"problems remain: {remaining} item(s)"
         if final.index not in ("ok", "off", "rebuilt"):

@@ -68,7 +68,7 @@ from maestro.errors import (
 )
 from maestro.ids import check_session_id, is_session_id
 from maestro.models import SCHEMA_VERSION, Session, session_from_trusted_record
-from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
+from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
 from maestro.stores.base import (
     Capability,
     ChangeEvent,
@@ -1143,6 +1143,23 @@ class FileSessionStore:
             max_total_bytes=max_total_bytes,
             progress=progress or _quiet,
         )
+
+    def adopt_sessions(self, sessions_dir: str | os.PathLike[str], *, move: bool) -> AdoptResult:
+        """Session directories of another file store; with ``move``, moved here whole."""
+        from maestro.stores import files_maintenance
+
+        result = AdoptResult()
+        for stray in files_maintenance.find_strays(self, Path(sessions_dir).absolute()):
+            result.found.append(stray.session_id)
+            if stray.duplicate:
+                result.duplicates.append(stray.session_id)
+            elif move and files_maintenance.adopt(self, stray):
+                result.moved.append(stray.session_id)
+        if result.moved and self.index is not None:
+            # A record the index cannot take now is caught by the next doctor.
+            with contextlib.suppress(OSError):
+                self.reindex(result.moved)
+        return result
 
     def doctor(
         self, *, fix: bool = False, reindex: bool = False, progress: Progress | None = None
