@@ -301,6 +301,7 @@ class FileSessionStore:
         )
         self._fallback_warned = False
         self._trash_left = False
+        self._made_sessions_dir = False
         offered = {
             Capability.PREFIX_LOOKUP,
             Capability.DOCTOR,
@@ -384,7 +385,7 @@ class FileSessionStore:
         except OSError as error:
             raise StorageError(None, f"creating {self.sessions_dir}", error) from error
         if self._in_repository_layout():
-            write_gitignore(self.sessions_dir.parent, durable=self.durable)
+            self._made_sessions_dir = True  # the next create writes the .gitignore
         return fd
 
     def _in_repository_layout(self) -> bool:
@@ -581,8 +582,14 @@ class FileSessionStore:
         stored = _with_revision(session, 1)
         encode_record(stored)  # refuse an invalid record before creating anything
         if request_id is not None:
-            return self._create_reserved(stored, request_id)
-        return self._create(stored, request_id=None)
+            created = self._create_reserved(stored, request_id)
+        else:
+            created = self._create(stored, request_id=None)
+        if self._made_sessions_dir:
+            # After the record: a create that fails in a new root leaves no file.
+            self._made_sessions_dir = False
+            write_gitignore(self.sessions_dir.parent, durable=self.durable)
+        return created
 
     def _create_reserved(self, stored: Session, request_id: str) -> Session:
         """Create ``stored`` under a create key, or return the session already made under it.
@@ -1155,6 +1162,9 @@ class FileSessionStore:
                 result.duplicates.append(stray.session_id)
             elif move and files_maintenance.adopt(self, stray):
                 result.moved.append(stray.session_id)
+        if self._made_sessions_dir:
+            self._made_sessions_dir = False
+            write_gitignore(self.sessions_dir.parent, durable=self.durable)
         if result.moved and self.index is not None:
             # A record the index cannot take now is caught by the next doctor.
             with contextlib.suppress(OSError):
