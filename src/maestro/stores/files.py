@@ -1160,8 +1160,17 @@ class FileSessionStore:
             result.found.append(stray.session_id)
             if stray.duplicate:
                 result.duplicates.append(stray.session_id)
-            elif move and files_maintenance.adopt(self, stray):
-                result.moved.append(stray.session_id)
+            elif move:
+                try:
+                    moved = files_maintenance.adopt(self, stray)
+                except SessionError:
+                    raise
+                except OSError as error:
+                    raise StorageError(
+                        stray.session_id, f"moving the session from {stray.path.parent}", error
+                    ) from error
+                if moved:
+                    result.moved.append(stray.session_id)
         if self._made_sessions_dir:
             self._made_sessions_dir = False
             write_gitignore(self.sessions_dir.parent, durable=self.durable)

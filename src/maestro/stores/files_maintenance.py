@@ -1427,8 +1427,12 @@ def adopt(store: FileSessionStore, stray: Stray) -> bool:
             if error.errno != errno.EXDEV:
                 raise
             staging = store.sessions_dir / f"{IMPORT_PREFIX}adopt-{secrets.token_hex(6)}"
-            shutil.copytree(stray.path, staging, symlinks=True)
-            os.rename(staging, target)
+            try:
+                shutil.copytree(stray.path, staging, symlinks=True)
+                os.rename(staging, target)
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
             shutil.rmtree(stray.path)
         if store.durable:
             for directory in (store.sessions_dir, stray.path.parent):
