@@ -838,6 +838,8 @@ def test_gc_removes_old_finished_sessions(
 def test_export_and_import_round_trip(tmp_path: Path, lib: SessionManager) -> None:
     home = tmp_path / "home"
     away = tmp_path / "away"
+    home.mkdir()
+    away.mkdir()  # a root must exist
     one = new(home, "one")
     two = new(home, "two")
     ok(run(home, "fail", two, "--reason", "x"))
@@ -913,6 +915,7 @@ def test_long_operations_show_progress_on_a_terminal(tmp_path: Path, old: Sessio
     result = run(tmp_path, "export", "-o", str(archive), **TERMINAL)
     assert result.exit_code == 0
     assert "exporting" in result.stderr and "3/3" in result.stderr
+    (tmp_path / "elsewhere").mkdir()
     result = run(tmp_path / "elsewhere", "import", str(archive), **TERMINAL)
     assert "importing" in result.stderr and "3/3" in result.stderr
     result = run(tmp_path, "doctor", **TERMINAL)

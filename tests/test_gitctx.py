@@ -417,9 +417,10 @@ def test_create_session_from_inside_a_worktree_without_a_root(
     monkeypatch.chdir(tree / "sub")
 
     manager = SessionManager(durable=False)
-    assert manager.repo_root == tree
+    assert manager.repo_root == main  # one store per repository
     session = manager.create_session("from a subdirectory")
     assert session.git_context == context(tree, "cwd-branch", base, worktree_admin_name(main, tree))
+    assert (main / ".flow" / "maestro" / "sessions" / session.session_id).is_dir()
 
 
 def test_create_session_outside_git(outside: Path) -> None:

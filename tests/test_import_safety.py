@@ -137,6 +137,7 @@ def test_the_command_takes_the_limits_as_options_and_from_the_environment(
         [(f"{sid}/metadata.json", record_of(manager, sid)), (f"{sid}/blob.bin", b"\0" * 5000)],
     )
     root = tmp_path / "cli"
+    root.mkdir()
     runner = CliRunner()
     refused = runner.invoke(
         cli, ["--root", str(root), "import", "--max-file-size", "4k", str(archive)]

@@ -104,6 +104,7 @@ def hostile(tmp_path: Path) -> Hostile:
     archive = tmp_path / "sessions.tar.gz"
     source.export_sessions(archive)
     root = tmp_path / "here"
+    root.mkdir()
     result = run(root, "import", str(archive))
     assert result.exit_code == 0, result.stderr
     assert_inert(result.stdout + result.stderr)
@@ -195,6 +196,7 @@ def test_export_and_import_messages(hostile: Hostile, tmp_path: Path) -> None:
     result = run(hostile.root, "export", "-o", str(archive))
     assert result.exit_code == 0, result.stderr
     assert_inert(result.stdout + result.stderr)
+    (tmp_path / "third").mkdir()
     result = run(tmp_path / "third", "import", str(archive))
     assert result.exit_code == 0, result.stderr
     assert "\\x1b]0;owned" in result.stdout

@@ -5,7 +5,7 @@ session under ``<root>/.flow/maestro/sessions/<id>/metadata.json``::
 
     from maestro import SessionManager, SessionStatus
 
-    manager = SessionManager()                    # root: MAESTRO_ROOT, git top level, cwd
+    manager = SessionManager()                    # root: MAESTRO_ROOT, repository, cwd
     session = manager.create_session("Add OAuth login")
     manager.transition_state(session.session_id, SessionStatus.PLANNING)
     manager.increment_statistics(session.session_id, total_tasks=8)

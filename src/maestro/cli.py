@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from maestro import Capability, ChangeEvent, ChangeKind, errors
+from maestro.gitctx import DETACHED, describe_branch
 from maestro.lifecycle import ACTIVE_STATES
 from maestro.manager import SessionManager
 from maestro.models import (
@@ -518,7 +519,8 @@ def _filters(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="MAESTRO_ROOT",
-    help="Directory holding .flow/maestro (default: $MAESTRO_ROOT, the git top level, the cwd).",
+    help="Directory holding .flow/maestro (default: $MAESTRO_ROOT, the repository's main "
+    "checkout, also from a linked worktree, the cwd).",
 )
 @click.option(
     "--store",
@@ -547,6 +549,16 @@ def cli(click_ctx: click.Context, root: Path | None, store: str | None, as_json:
     """
     _install_log_handler()
     click_ctx.obj = Context(root=root, as_json=as_json, store=store or None)
+    if root is not None and not store and not root.is_dir():
+        # A mistyped root would otherwise become a new, empty store.
+        source = "--root" if _from_command_line(click_ctx, "root") else "MAESTRO_ROOT"
+        fail(click_ctx.obj, CommandError(f"{source} {root}: no such directory", EXIT_USAGE))
+
+
+def _from_command_line(click_ctx: click.Context, name: str) -> bool:
+    from click.core import ParameterSource
+
+    return click_ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -628,8 +640,11 @@ def create(
     elif quiet:
         click.echo(session.session_id)
     else:
-        branch = visible(session.git_context.branch)
-        click.echo(f"created session {session.session_id} on branch {branch}")
+        git = session.git_context
+        where = describe_branch(git)
+        if git.branch != DETACHED:  # "(detached at 3f01b54)" stands alone
+            where = f"on branch {where}"
+        click.echo(f"created session {session.session_id} {visible(where)}")
 
 
 @cli.command(epilog=_EPILOG)
@@ -686,6 +701,11 @@ def _query_and_print(ctx: Context, limit: int | None, filters: dict[str, Any]) -
 
 @cli.command("list", epilog=_EPILOG)
 @filter_options
+@click.option(
+    "--worktree",
+    metavar="NAME",
+    help="Only sessions created in this linked worktree (its name, as in `maestro show`).",
+)
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N sessions.")
 @pass_ctx
 @handled
@@ -697,6 +717,7 @@ def list_sessions(
     since: datetime | None,
     until: datetime | None,
     active: bool,
+    worktree: str | None,
     limit: int | None,
 ) -> None:
     """List sessions, newest first.
@@ -709,8 +730,12 @@ def list_sessions(
       maestro list --active
       maestro list --status failed --status paused --since 1w
       maestro list --branch main --until 2026-01-31 --limit 20
+      maestro list --worktree wt-login
     """
-    _query_and_print(ctx, limit, _filters(statuses, phases, branch, since, until, active))
+    filters = _filters(statuses, phases, branch, since, until, active)
+    if worktree is not None:
+        filters["worktree"] = worktree
+    _query_and_print(ctx, limit, filters)
 
 
 @cli.command(epilog=_EPILOG)
@@ -1364,8 +1389,9 @@ def import_cmd(
 def doctor(ctx: Context, reindex: bool, fix: bool) -> None:
     """Look for corrupt records, leftover temp files and a stale index.
 
-    --fix moves corrupt sessions to .flow/maestro/quarantine/ and repairs
-    the index.  Exits 1 while problems remain.
+    --fix moves corrupt sessions to .flow/maestro/quarantine/, moves
+    sessions left in a linked worktree's own .flow into this store, and
+    repairs the index.  Exits 1 while problems remain.
 
     \b
     Example:

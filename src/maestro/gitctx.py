@@ -31,7 +31,15 @@ from pathlib import Path
 
 from maestro.models import GitContext
 
-__all__ = ["DETACHED", "UNKNOWN", "capture_git_context", "find_toplevel"]
+__all__ = [
+    "DETACHED",
+    "UNKNOWN",
+    "capture_git_context",
+    "describe_branch",
+    "find_repository_root",
+    "find_toplevel",
+    "linked_worktrees",
+]
 
 UNKNOWN = "unknown"
 DETACHED = "HEAD"
@@ -66,6 +74,101 @@ def find_toplevel(start: Path) -> Path | None:
         if (candidate / ".git").exists():
             return candidate
     return None
+
+
+def describe_branch(git: GitContext) -> str:
+    """Where a session was made, for people: the branch, as ``git status`` words it.
+
+    A detached HEAD reads ``(detached at <short commit>)`` and a branch
+    without commits ``<branch> (no commits)``; the record itself keeps the
+    prototype's strings (``HEAD``, ``unknown``).  Unknown stays ``unknown``.
+    """
+    if git.branch == DETACHED and git.commit != UNKNOWN:
+        return f"(detached at {git.commit[:7]})"
+    if git.branch == DETACHED:
+        return "(detached)"
+    if git.commit == UNKNOWN and git.branch != UNKNOWN:
+        return f"{git.branch} (no commits)"
+    return git.branch
+
+
+def find_repository_root(start: Path) -> Path | None:
+    """The directory that holds the repository of ``start``: one per repository.
+
+    The main checkout (the worktree whose ``.git`` is the common git
+    directory) from any linked worktree or subdirectory; for a bare
+    repository, the directory that holds it.  ``None`` outside a repository.
+    A layout this reader cannot follow (a separate git directory, an odd
+    file) gives the checkout ``start`` is in, as before.
+    """
+    here = Path(os.path.realpath(start))
+    for candidate in (here, *here.parents):
+        if (candidate / ".git").exists():
+            try:
+                _, common, _ = _locate(candidate)
+                holder = _common_holder(common.resolve())
+            except (_Unreadable, _OddFile, OSError, UnicodeDecodeError, ValueError):
+                return candidate
+            return holder if holder is not None and holder.is_dir() else candidate
+        if _is_bare(candidate):
+            return candidate.parent
+    return None
+
+
+def linked_worktrees(checkout: Path) -> list[Path]:
+    """The linked worktrees of the repository whose checkout is ``checkout``.
+
+    Read from ``<common git dir>/worktrees/<name>/gitdir``, which names each
+    worktree's ``.git`` file; worktrees whose directory is gone are left out.
+    """
+    try:
+        _, common, _ = _locate(checkout)
+        admin = sorted((common / "worktrees").iterdir())
+    except (_Unreadable, _OddFile, OSError, UnicodeDecodeError, ValueError):
+        return []
+    found = []
+    for entry in admin:
+        try:
+            text = _read_optional(entry / "gitdir")
+        except (_OddFile, OSError, UnicodeDecodeError):
+            continue
+        if not text:
+            continue
+        dotgit = Path(text)
+        if not dotgit.is_absolute():
+            dotgit = entry / dotgit
+        if dotgit.parent.is_dir():
+            found.append(dotgit.parent)
+    return found
+
+
+def _common_holder(common: Path) -> Path | None:
+    """The directory sessions of the repository whose common git dir is ``common`` live in."""
+    if common.name == ".git":
+        return common.parent
+    if _is_bare(common):
+        return common.parent
+    return None
+
+
+def _is_bare(directory: Path) -> bool:
+    """Whether ``directory`` is a bare repository (``core.bare = true`` in its config)."""
+    if not (directory / "HEAD").is_file() or not (directory / "objects").is_dir():
+        return False
+    try:
+        config = _read_bytes(directory / "config", _MAX_SMALL_FILE * 16).decode("utf-8")
+    except (_OddFile, OSError, UnicodeDecodeError):
+        return False
+    section = ""
+    for raw in config.splitlines():
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+        if line.startswith("["):
+            section = line.strip("[]").strip().lower()
+        elif section == "core":
+            key, _, value = line.partition("=")
+            if key.strip().lower() == "bare":
+                return value.strip().lower() in ("true", "yes", "on", "1")
+    return False
 
 
 def _read_bytes(path: Path, limit: int) -> bytes:

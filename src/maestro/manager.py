@@ -29,7 +29,7 @@ from maestro.errors import (
     SessionNotFoundError,
     SessionValidationError,
 )
-from maestro.gitctx import capture_git_context, find_toplevel
+from maestro.gitctx import capture_git_context, find_repository_root, linked_worktrees
 from maestro.ids import check_session_id, is_session_id, new_session_id
 from maestro.models import (
     GitContext,
@@ -100,14 +100,20 @@ _Nested = GitContext | PRDReference | SessionStatistics | SessionConfiguration
 
 
 def resolve_root(repo_root: str | os.PathLike[str] | None = None) -> Path:
-    """The directory holding ``.flow/``: explicit, ``MAESTRO_ROOT``, git top level, cwd."""
+    """The directory holding ``.flow/``: explicit, ``MAESTRO_ROOT``, repository, cwd.
+
+    The repository's directory is its main checkout, from any linked
+    worktree or subdirectory (for a bare repository, the directory holding
+    it): see :func:`maestro.gitctx.find_repository_root`.
+    """
     if repo_root is not None:
         return Path(repo_root).expanduser().absolute()
     from_env = os.environ.get("MAESTRO_ROOT")
     if from_env:
         return Path(from_env).expanduser().absolute()
     cwd = Path.cwd()
-    return find_toplevel(cwd) or cwd
+    # The main checkout, not the worktree: every worktree shares one store.
+    return find_repository_root(cwd) or cwd
 
 
 def _with_session_id(error: SessionValidationError, session_id: str) -> SessionValidationError:
@@ -130,8 +136,9 @@ class SessionManager:
     """Create, read, update, transition, query and delete sessions.
 
     ``repo_root`` is where ``.flow/maestro/sessions`` lives: the path given,
-    else ``$MAESTRO_ROOT``, else the git top level of the working directory,
-    else the working directory.  ``store`` replaces the default file store:
+    else ``$MAESTRO_ROOT``, else the repository of the working directory
+    (its main checkout, also from a linked worktree), else the working
+    directory.  ``store`` replaces the default file store:
     a store object, or a store URL (:func:`maestro.stores.open_store`: a
     path or ``file:PATH``, ``memory:``); a file URL's path is then the root.
     ``lock_timeout`` applies to any store the manager opens; ``durable``
@@ -180,6 +187,19 @@ class SessionManager:
         )
         self.sessions_dir = self.repo_root / ".flow" / "maestro" / "sessions"
         self._clock = clock or utcnow
+
+    def _git_context_here(self) -> GitContext:
+        """The checkout being worked in: the cwd's when it shares the root's repository.
+
+        A session made in a linked worktree is stored at the main checkout
+        but records the worktree (its branch, commit and name).
+        """
+        try:
+            cwd = Path.cwd()
+            same = find_repository_root(cwd) == Path(os.path.realpath(self.repo_root))
+        except OSError:
+            same = False
+        return capture_git_context(cwd if same else self.repo_root)
 
     def __repr__(self) -> str:
         return f"SessionManager({str(self.repo_root)!r}, store={self.store!r})"
@@ -252,7 +272,7 @@ class SessionManager:
             status=SessionStatus.INITIALIZING,
             created_at=now,
             updated_at=now,
-            git_context=git_context or capture_git_context(self.repo_root),
+            git_context=git_context or self._git_context_here(),
             prd_reference=prd,
             configuration=config,
         )
@@ -972,7 +992,41 @@ class SessionManager:
         ``reindex`` only rebuilds the index.
         """
         require(self.store, Capability.DOCTOR, "doctor")
-        return cast(Doctor, self.store).doctor(fix=fix, reindex=reindex, progress=progress)
+        # Sessions a linked worktree kept in its own .flow before one store
+        # served the whole repository: moved first, so the check sees them here.
+        found: dict[str, str] = {}
+        adopted: dict[str, str] = {}
+        duplicates: dict[str, str] = {}
+        for worktree, sessions_dir in self._worktree_stores():
+            result = cast(DirectoryExport, self.store).adopt_sessions(sessions_dir, move=fix)
+            found |= dict.fromkeys(result.found, str(worktree))
+            adopted |= dict.fromkeys(result.moved, str(worktree))
+            duplicates |= dict.fromkeys(result.duplicates, str(worktree))
+        report = cast(Doctor, self.store).doctor(fix=fix, reindex=reindex, progress=progress)
+        report.in_worktrees = found
+        report.duplicates = duplicates
+        for session_id, origin in adopted.items():
+            report.resolved.add(session_id)
+            report.fixed.append(f"moved {session_id} here from {origin}")
+        return report
+
+    def _worktree_stores(self) -> list[tuple[Path, Path]]:
+        """(worktree, its own sessions directory) for this repository's linked worktrees.
+
+        Only a store of whole session directories at the repository's main
+        checkout looks; a worktree without a ``.flow`` of its own is skipped.
+        """
+        if Capability.DIRECTORY_EXPORT not in self.store.capabilities:
+            return []
+        if not (self.repo_root / ".git").is_dir():
+            return []
+        here = self.repo_root.resolve()
+        stores = []
+        for worktree in linked_worktrees(self.repo_root):
+            sessions_dir = worktree / ".flow" / "maestro" / "sessions"
+            if worktree.resolve() != here and sessions_dir.is_dir():
+                stores.append((worktree, sessions_dir))
+        return stores
 
 
 def _quiet(done: int, total: int) -> None:

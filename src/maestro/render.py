@@ -21,6 +21,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from maestro.gitctx import DETACHED, UNKNOWN, describe_branch
 from maestro.lifecycle import Segment
 from maestro.models import Session, SessionStatus, utcnow
 from maestro.reports import DoctorReport
@@ -152,7 +153,10 @@ def session_details(session: Session, now: datetime | None = None) -> Table:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     git = session.git_context
-    where = Text(f"{visible(git.branch)} @ {visible(git.commit[:12])}")
+    if git.branch == DETACHED or (git.commit == UNKNOWN and git.branch != UNKNOWN):
+        where = Text(visible(describe_branch(git)))  # the commit is in the words, or none
+    else:
+        where = Text(f"{visible(git.branch)} @ {visible(git.commit[:12])}")
     if git.is_worktree:
         where.append(f" (worktree {visible(str(git.worktree_name))})")
     status = status_text(session.status)
@@ -481,24 +485,33 @@ def sessions_table(
     width: int = 80,
     glyphs: Glyphs = UNICODE_GLYPHS,
 ) -> Table:
-    """One row per session: short id, status, phase, branch, age, request cut to fit."""
-    rows = [
-        (
+    """One row per session: short id, status, phase, branch, age, request cut to fit.
+
+    A worktree column (``-`` for the main checkout) comes after the branch
+    when the rows come from more than one worktree of the repository.
+    """
+    worktrees = {session.git_context.worktree_name for session in sessions}
+    with_worktree = len(worktrees) > 1
+    rows = []
+    for session in sessions:
+        row: list[str | Text] = [
             short_id(session.session_id),
             status_text(session.status),
             session.current_phase.value if session.current_phase else "-",
-            Text(visible(session.git_context.branch)),
-            relative_time(session.created_at, now),
-            _one_line(session.feature_request),
-        )
-        for session in sessions
-    ]
+            Text(visible(describe_branch(session.git_context))),
+        ]
+        if with_worktree:
+            row.append(Text(visible(session.git_context.worktree_name or "-")))
+        row += [relative_time(session.created_at, now), _one_line(session.feature_request)]
+        rows.append(tuple(row))
+    headers = ("id", "status", "phase", "branch", *(("worktree",) if with_worktree else ()))
     return fitted_table(
-        ("id", "status", "phase", "branch", "age", "request"),
+        (*headers, "age", "request"),
         rows,
         width=width,
-        flexible=5,
-        caps={3: 20},
+        flexible=len(headers) + 1,
+        # 21: "(detached at 3f01b54)" whole.
+        caps={3: 21, 4: 16} if with_worktree else {3: 21},
         glyphs=glyphs,
     )
 
@@ -633,6 +646,14 @@ def doctor_view(report: DoctorReport, after: DoctorReport | None = None) -> Grou
     problem("temp files of interrupted writes", report.temp_files)
     problem("store-internal names of the wrong kind", report.misplaced)
     problem("leftovers of interrupted deletes or imports", report.leftovers)
+    problem(
+        "in a linked worktree's own store (--fix moves them here)",
+        [f"{sid}: {where}" for sid, where in report.in_worktrees.items()],
+    )
+    problem(
+        "also stored here (never overwritten; keep one copy)",
+        [f"{sid}: {where}" for sid, where in report.duplicates.items()],
+    )
     if report.without_metadata:
         lines.append(
             Text(
@@ -658,6 +679,7 @@ def doctor_view(report: DoctorReport, after: DoctorReport | None = None) -> Grou
             + len(final.temp_files)
             + len(final.misplaced)
             + len(final.leftovers)
+            + len(final.in_worktrees)
         )
         summary = f"problems remain: {remaining} item(s)"
         if final.index not in ("ok", "off", "rebuilt"):

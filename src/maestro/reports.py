@@ -17,6 +17,17 @@ __all__ = ["DoctorReport", "ExportResult", "ImportResult", "Progress"]
 Progress = Callable[[int, int], None]
 
 
+@dataclass
+class AdoptResult:
+    """Session directories found in another file store and, when asked, moved in."""
+
+    #: Every session directory found there, by id.
+    found: list[str] = field(default_factory=list)
+    #: Ids this store holds too: reported, never overwritten.
+    duplicates: list[str] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class ExportResult:
     """An export written: how many sessions, files and bytes, and where."""
@@ -72,6 +83,11 @@ class DoctorReport:
     index: str = "ok"
     #: Sessions whose index row differs from their file, or that have none.
     stale_rows: list[str] = field(default_factory=list)
+    #: Sessions stored under a linked worktree's own ``.flow`` (id -> the
+    #: worktree): ``fix`` moves them here.
+    in_worktrees: dict[str, str] = field(default_factory=dict)
+    #: Of those, ids this store has too: reported, never overwritten.
+    duplicates: dict[str, str] = field(default_factory=dict)
     fixed: list[str] = field(default_factory=list)
     #: The problems above that ``fix`` resolved (ids, temp file paths, leftover names).
     resolved: set[str] = field(default_factory=set)
@@ -79,10 +95,18 @@ class DoctorReport:
     @property
     def healthy(self) -> bool:
         """No problem left unresolved (sessions without metadata.json are normal)."""
-        found = [*self.corrupt, *self.unsafe, *self.temp_files, *self.misplaced, *self.leftovers]
+        found = [
+            *self.corrupt,
+            *self.unsafe,
+            *self.temp_files,
+            *self.misplaced,
+            *self.leftovers,
+            *self.in_worktrees,
+        ]
         return (
             not self.unreadable
             and all(item in self.resolved for item in found)
+            and not self.duplicates
             and self.index in ("ok", "off", "rebuilt")
         )
 
@@ -99,6 +123,8 @@ class DoctorReport:
             "leftovers": self.leftovers,
             "index": self.index,
             "stale_rows": self.stale_rows,
+            "in_worktrees": self.in_worktrees,
+            "duplicates": self.duplicates,
             "fixed": self.fixed,
             "resolved": sorted(self.resolved),
         }

@@ -290,6 +290,15 @@ def _store_create(m: SessionManager, ids: dict[str, str], work: Path, archive: P
     return _store(m).create(copy)
 
 
+def _store_adopt(m: SessionManager, ids: dict[str, str], work: Path, archive: Path) -> object:
+    """A session directory of another store (a worktree's own), moved in."""
+    other = work / "worktree" / ".flow" / "maestro" / "sessions"
+    other.mkdir(parents=True, exist_ok=True)
+    copy = dataclasses.replace(m.get_session(ids["planning"]), session_id=str(uuid.uuid4()))
+    FileSessionStore(other, durable=False, index=False).create(copy)
+    return _store(m).adopt_sessions(other, move=True)
+
+
 #: Every public method of SessionManager and FileSessionStore, with arguments
 #: that make it do its real work on the template store.
 API: dict[str, Api] = {
@@ -343,6 +352,7 @@ API: dict[str, Api] = {
     ),
     "store.import_sessions": lambda m, ids, w, a: _store(m).import_sessions(a),
     "store.doctor": lambda m, ids, w, a: _store(m).doctor(),
+    "store.adopt_sessions": _store_adopt,
     "store.changes_after": lambda m, ids, w, a: _store(m).changes_after(None),
     "store.feed_end": lambda m, ids, w, a: _store(m).feed_end(),
     "store.wait_for_change": lambda m, ids, w, a: _store(m).wait_for_change(

@@ -49,7 +49,7 @@ from maestro.models import (
     format_timestamp,
     parse_timestamp,
 )
-from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
+from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
 from maestro.search import SearchTerms, parse_search
 
 __all__ = [
@@ -468,6 +468,15 @@ class DirectoryExport(Protocol):
         progress: Progress | None = None,
     ) -> ImportResult:
         """Bring in an export: checked whole first, the higher revision wins."""
+        ...
+
+    def adopt_sessions(self, sessions_dir: str | os.PathLike[str], *, move: bool) -> AdoptResult:
+        """The session directories of another store of this kind at ``sessions_dir``.
+
+        With ``move``, each is moved here whole (every file of it), under its
+        lock; an id this store holds too is reported, never overwritten, and
+        a session whose lock is busy stays for a later call.
+        """
         ...
 
 

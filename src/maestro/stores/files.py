@@ -68,7 +68,7 @@ from maestro.errors import (
 )
 from maestro.ids import check_session_id, is_session_id
 from maestro.models import SCHEMA_VERSION, Session, session_from_trusted_record
-from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
+from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
 from maestro.stores.base import (
     Capability,
     ChangeEvent,
@@ -113,6 +113,27 @@ REQUESTS_DIR = "requests"
 STALE_MARKER = "index.stale"
 TRASH_MARKER = "trash.pending"
 MAX_RECORD_BYTES = 64 * 1024 * 1024
+#: Beside ``sessions/``: keeps what the store derives or holds only while it
+#: works out of ``git status``.  Session records are not listed: whether to
+#: commit them is the user's choice.
+GITIGNORE = ".gitignore"
+GITIGNORE_TEXT = """\
+# Written once by maestro (edit freely; it is never overwritten).
+# Derived or transient files of the session store.  Session records
+# (sessions/*/metadata.json) are not listed: commit them or not, as you choose.
+/.gitignore
+/index.sqlite3
+/index.sqlite3-*
+/index.stale
+/trash.pending
+/requests/
+/quarantine/
+/sessions/*/.lock
+/sessions/.trash-*/
+/sessions/.import-*/
+.*.tmp
+*.import.tmp
+"""
 #: Set to ``1`` to let a store be reached through symlinked directories.
 ALLOW_SYMLINKED_ROOT = "MAESTRO_ALLOW_SYMLINKED_ROOT"
 #: The longest a query waits, in total, for the locks of sessions whose
@@ -137,6 +158,42 @@ _NOFOLLOW_DIR = _DIR_FLAGS | os.O_NOFOLLOW
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def write_gitignore(directory: Path, *, durable: bool = True) -> bool:
+    """Write ``directory/.gitignore`` unless a file of that name exists; ``True`` if written.
+
+    Atomic and never clobbering: the text goes to a temp file that is then
+    hard-linked to the name, which fails if the name exists (a user's edited
+    file, or another process that was first).  It is a convenience, so a
+    failure to write it is not an error.
+    """
+    temp = directory / f".{GITIGNORE}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    try:
+        if os.path.lexists(directory / GITIGNORE):
+            return False
+        with open(temp, "x", encoding="utf-8") as handle:
+            handle.write(GITIGNORE_TEXT)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        try:
+            os.link(temp, directory / GITIGNORE, follow_symlinks=False)
+        except FileExistsError:
+            return False
+        if durable:
+            dir_fd = os.open(directory, _DIR_FLAGS)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return True
+    except OSError as error:
+        log.debug("could not write %s: %s", directory / GITIGNORE, error)
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            temp.unlink()
 
 
 class NotDurableError(OSError):
@@ -244,6 +301,7 @@ class FileSessionStore:
         )
         self._fallback_warned = False
         self._trash_left = False
+        self._made_sessions_dir = False
         offered = {
             Capability.PREFIX_LOOKUP,
             Capability.DOCTOR,
@@ -323,9 +381,16 @@ class FileSessionStore:
             self.sessions_dir.mkdir(parents=True, exist_ok=True)
             if self.durable and missing:
                 self._fsync_path(missing[-1].parent)
-            return os.open(self.sessions_dir, flags)
+            fd = os.open(self.sessions_dir, flags)
         except OSError as error:
             raise StorageError(None, f"creating {self.sessions_dir}", error) from error
+        if self._in_repository_layout():
+            self._made_sessions_dir = True  # the next create writes the .gitignore
+        return fd
+
+    def _in_repository_layout(self) -> bool:
+        """Whether ``sessions/`` is ``<root>/.flow/maestro/sessions``, where git may look."""
+        return self._below_base == (".flow", "maestro", "sessions")
 
     def _fsync_path(self, directory: Path) -> None:
         fd = os.open(directory, _DIR_FLAGS)
@@ -517,8 +582,14 @@ class FileSessionStore:
         stored = _with_revision(session, 1)
         encode_record(stored)  # refuse an invalid record before creating anything
         if request_id is not None:
-            return self._create_reserved(stored, request_id)
-        return self._create(stored, request_id=None)
+            created = self._create_reserved(stored, request_id)
+        else:
+            created = self._create(stored, request_id=None)
+        if self._made_sessions_dir:
+            # After the record: a create that fails in a new root leaves no file.
+            self._made_sessions_dir = False
+            write_gitignore(self.sessions_dir.parent, durable=self.durable)
+        return created
 
     def _create_reserved(self, stored: Session, request_id: str) -> Session:
         """Create ``stored`` under a create key, or return the session already made under it.
@@ -1079,6 +1150,35 @@ class FileSessionStore:
             max_total_bytes=max_total_bytes,
             progress=progress or _quiet,
         )
+
+    def adopt_sessions(self, sessions_dir: str | os.PathLike[str], *, move: bool) -> AdoptResult:
+        """Session directories of another file store; with ``move``, moved here whole."""
+        from maestro.stores import files_maintenance
+
+        result = AdoptResult()
+        for stray in files_maintenance.find_strays(self, Path(sessions_dir).absolute()):
+            result.found.append(stray.session_id)
+            if stray.duplicate:
+                result.duplicates.append(stray.session_id)
+            elif move:
+                try:
+                    moved = files_maintenance.adopt(self, stray)
+                except SessionError:
+                    raise
+                except OSError as error:
+                    raise StorageError(
+                        stray.session_id, f"moving the session from {stray.path.parent}", error
+                    ) from error
+                if moved:
+                    result.moved.append(stray.session_id)
+        if self._made_sessions_dir:
+            self._made_sessions_dir = False
+            write_gitignore(self.sessions_dir.parent, durable=self.durable)
+        if result.moved and self.index is not None:
+            # A record the index cannot take now is caught by the next doctor.
+            with contextlib.suppress(OSError):
+                self.reindex(result.moved)
+        return result
 
     def doctor(
         self, *, fix: bool = False, reindex: bool = False, progress: Progress | None = None

@@ -1365,3 +1365,93 @@ def _remove_leftover(store: FileSessionStore, root_fd: int, name: str) -> bool |
         return False
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------- sessions of another store
+
+
+@dataclass
+class Stray:
+    """A session directory found in another file store (a linked worktree's own)."""
+
+    session_id: str
+    path: Path
+    #: The same id is in this store too: reported, never overwritten.
+    duplicate: bool
+
+
+def find_strays(store: FileSessionStore, sessions_dir: Path) -> list[Stray]:
+    """The session directories of ``sessions_dir``, a store other than ``store``.
+
+    Links are not followed: a ``.flow``, ``.flow/maestro``, ``sessions`` or
+    session directory that is one is left out, as the store would refuse it.
+    """
+    for path in (sessions_dir.parent.parent, sessions_dir.parent, sessions_dir):
+        if path.is_symlink():
+            return []
+    try:
+        names = sorted(os.listdir(sessions_dir))
+    except OSError:
+        return []
+    strays = []
+    for name in names:
+        path = sessions_dir / name
+        if not is_session_id(name) or path.is_symlink() or not path.is_dir():
+            continue
+        duplicate = os.path.lexists(store.sessions_dir / name)
+        strays.append(Stray(name, path, duplicate))
+    return strays
+
+
+def adopt(store: FileSessionStore, stray: Stray) -> bool:
+    """Move a stray session directory, whole, into ``store``; ``True`` once moved.
+
+    The session's lock in its old place is held while it moves, so a writer
+    there finishes first or finds it gone; a session whose lock is taken is
+    left for the next run.  Across file systems it is copied into a staging
+    directory (which ``doctor`` clears if this is interrupted) and renamed
+    into place before the original is removed: at every moment one whole
+    copy exists.  The index learns it from the ``doctor`` run that follows.
+    """
+    if stray.duplicate:
+        return False
+    target = store.sessions_dir / stray.session_id
+    root_fd = store._open_root(create=True)  # made as a create makes it, links refused
+    if root_fd is not None:
+        os.close(root_fd)
+    try:
+        lock_fd = os.open(
+            stray.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666
+        )
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a writer has it now
+        if os.path.lexists(target):
+            return False
+        try:
+            os.rename(stray.path, target)
+        except OSError as error:
+            if error.errno != errno.EXDEV:
+                raise
+            staging = store.sessions_dir / f"{IMPORT_PREFIX}adopt-{secrets.token_hex(6)}"
+            try:
+                shutil.copytree(stray.path, staging, symlinks=True)
+                os.rename(staging, target)
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            shutil.rmtree(stray.path)
+        if store.durable:
+            for directory in (store.sessions_dir, stray.path.parent):
+                fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        return True
+    finally:
+        os.close(lock_fd)
