@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -119,6 +119,8 @@ class Context:
     root: Path | None
     as_json: bool
     store: str | None = None
+    #: The fields ``--json=a,b`` selected; ``None`` prints every field.
+    json_fields: tuple[str, ...] | None = None
     _manager: SessionManager | None = field(default=None, repr=False)
     _out: Console | None = field(default=None, repr=False)
     _err: Console | None = field(default=None, repr=False)
@@ -152,6 +154,8 @@ class Context:
             raise CommandError(str(error), EXIT_USAGE) from None
 
     def emit_json(self, payload: Any) -> None:
+        if self.json_fields is not None:
+            payload = _select_fields(payload, self.json_fields)
         # Exact strings, but DEL, C1 and bidi controls escaped like C0 ones.
         click.echo(json_text(json.dumps(payload, indent=2, ensure_ascii=False)))
 
@@ -240,12 +244,25 @@ def fail(ctx: Context, error: Exception) -> NoReturn:
     hint = _hint(error, ctx)
     if hint:
         message += f" ({hint})"
+    if ctx.as_json:
+        code = _exit_code(error)
+        kind = type(error).__name__
+        _json_error(
+            "UsageError" if code == EXIT_USAGE and kind == "CommandError" else kind, message, code
+        )
+        sys.exit(_exit_code(error))
     message = visible(message)  # it may name a path or echo an argument
     ctx.err.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     sys.exit(_exit_code(error))
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _json_error(kind: str, message: str, code: int) -> None:
+    """An error as scripts read it under --json: one JSON object on stderr."""
+    payload = {"error": {"type": kind, "message": message, "exit_code": code}}
+    click.echo(json_text(json.dumps(payload, ensure_ascii=False)), err=True)
 
 
 def handled(func: F) -> F:
@@ -510,10 +527,227 @@ def _filters(
     return filters
 
 
+# ---------------------------------------------------------------- --json fields
+
+#: The top-level fields of a session record, and short names scripts ask for.
+SESSION_FIELDS = (
+    "schema_version",
+    "session_id",
+    "feature_request",
+    "status",
+    "created_at",
+    "updated_at",
+    "completed_at",
+    "git_context",
+    "current_phase",
+    "prd_reference",
+    "statistics",
+    "configuration",
+    "revision",
+    "paused_from",
+    "heartbeat_at",
+    "history",
+    "requests",
+)
+_SESSION_ALIASES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "id": lambda record: record.get("session_id"),
+    "branch": lambda record: record.get("git_context", {}).get("branch"),
+    "commit": lambda record: record.get("git_context", {}).get("commit"),
+    "phase": lambda record: record.get("current_phase"),
+}
+
+
+def _is_record(payload: Any) -> bool:
+    return isinstance(payload, dict) and "session_id" in payload and "feature_request" in payload
+
+
+def _select_fields(payload: Any, fields: Sequence[str]) -> Any:
+    """``payload`` cut to ``fields``, as ``gh --json a,b`` does; a missing field is null.
+
+    A list is cut item by item; ``show``'s ``{"session": ..., timeline...}``
+    is flattened first so its fields and the timeline's are asked alike.
+    """
+    if isinstance(payload, list):
+        if not payload:
+            _check_fields(fields, [*SESSION_FIELDS, *_SESSION_ALIASES])
+        return [_select_fields(item, fields) for item in payload]
+    if not isinstance(payload, dict):
+        return payload
+    flat = dict(payload)
+    record = flat.pop("session") if _is_record(flat.get("session")) else flat
+    if _is_record(record):
+        flat = {
+            **{name: None for name in SESSION_FIELDS},
+            **record,
+            **{name: get(record) for name, get in _SESSION_ALIASES.items()},
+            **{key: value for key, value in flat.items() if key != "session"},
+        }
+    _check_fields(fields, flat)
+    return {name: flat.get(name) for name in fields}
+
+
+def _check_fields(fields: Sequence[str], known: Iterable[str]) -> None:
+    names = set(known)
+    unknown = [name for name in fields if name not in names]
+    if unknown:
+        raise CommandError(
+            f"unknown --json field {', '.join(unknown)}; known fields: {', '.join(sorted(names))}",
+            EXIT_USAGE,
+        )
+
+
+def _parse_json_fields(text: str) -> tuple[str, ...]:
+    fields = tuple(name.strip() for name in text.split(","))
+    if not all(fields):
+        raise click.UsageError(
+            f"--json={text}: give field names separated by commas, e.g. --json=id,status"
+        )
+    return fields
+
+
+def _is_value(args: Sequence[str], index: int) -> bool:
+    return index > 0 and args[index - 1] in ("--root", "--store")
+
+
+def _wants_json(args: Sequence[str]) -> bool:
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == "--json" or arg.startswith("--json="):
+            return True
+    return False
+
+
+def _split_json_fields(
+    args: list[str], *, leading: bool
+) -> tuple[list[str], tuple[str, ...] | None]:
+    """``--json=FIELDS`` as ``--json``, and FIELDS.
+
+    ``--json`` takes a value only after ``=``, so ``search --json oauth``
+    still searches for oauth.  With ``leading`` (the group's own options)
+    the scan stops at the command name.
+    """
+    fields: tuple[str, ...] | None = None
+    rewritten: list[str] = []
+    for index, arg in enumerate(args):
+        ends = leading and not arg.startswith("-") and not _is_value(args, index)
+        if arg == "--" or ends:
+            rewritten.extend(args[index:])
+            break
+        if arg.startswith("--json="):
+            fields = _parse_json_fields(arg.removeprefix("--json="))
+            arg = "--json"
+        rewritten.append(arg)
+    return rewritten, fields
+
+
+def _obj(ctx: click.Context) -> Context:
+    obj = ctx.find_object(Context)
+    assert obj is not None  # the group's callback made it before any command parses
+    return obj
+
+
+def _set_root(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        _obj(ctx).root = value
+
+
+def _set_store(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        _obj(ctx).store = value
+
+
+def _set_json(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        obj = _obj(ctx)
+        obj.as_json = True
+        pending = ctx.meta.get(_PENDING)
+        if pending is not None:
+            obj.json_fields = pending
+
+
+_PENDING = "maestro.json_fields"
+
+
+class MaestroCommand(click.Command):
+    """A command that also takes the global --root, --store and --json after its name."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        names = {name for param in self.params for name in getattr(param, "opts", [])}
+        extra: list[click.Parameter] = [
+            click.Option(
+                ["--root"],
+                type=click.Path(file_okay=False, path_type=Path),
+                expose_value=False,
+                callback=_set_root,
+                help="As `maestro --root`.",
+            ),
+            click.Option(
+                ["--store"],
+                metavar="URL",
+                expose_value=False,
+                callback=_set_store,
+                help="As `maestro --store`.",
+            ),
+        ]
+        if "--json" not in names:
+            extra.append(
+                click.Option(
+                    ["--json"],
+                    is_flag=True,
+                    expose_value=False,
+                    callback=_set_json,
+                    help="Print JSON; --json=a,b prints only those fields.",
+                )
+            )
+        self.params.extend(param for param in extra if param.opts[0] not in names)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rewritten, fields = _split_json_fields(args, leading=False)
+        if fields is not None:
+            ctx.meta[_PENDING] = fields
+        return super().parse_args(ctx, rewritten)
+
+
+class MaestroGroup(click.Group):
+    """The ``maestro`` group: its commands take the global options too, and a
+    usage error under --json is a JSON object on stderr."""
+
+    command_class = MaestroCommand
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["maestro.argv"] = list(args)
+        try:
+            rewritten, fields = _split_json_fields(args, leading=True)
+            if fields is not None:
+                ctx.meta[_PENDING] = fields
+            return super().parse_args(ctx, rewritten)
+        except click.UsageError as error:
+            self._json_usage(ctx, error)
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as error:
+            self._json_usage(ctx, error)
+            raise
+
+    @staticmethod
+    def _json_usage(ctx: click.Context, error: click.UsageError) -> None:
+        obj = ctx.find_object(Context)
+        if (obj is not None and obj.as_json) or _wants_json(ctx.meta.get("maestro.argv", [])):
+            _json_error("UsageError", " ".join(error.format_message().split()), EXIT_USAGE)
+            raise click.exceptions.Exit(EXIT_USAGE)
+
+
 # ---------------------------------------------------------------- the group
 
 
-@click.group(epilog=_MAIN_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=MaestroGroup, epilog=_MAIN_EPILOG, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
@@ -546,7 +780,8 @@ def cli(click_ctx: click.Context, root: Path | None, store: str | None, as_json:
       maestro --json list --status failed | jq '.[].session_id'
     """
     _install_log_handler()
-    click_ctx.obj = Context(root=root, as_json=as_json, store=store or None)
+    fields = click_ctx.meta.pop(_PENDING, None) if as_json else None
+    click_ctx.obj = Context(root=root, as_json=as_json, store=store or None, json_fields=fields)
 
 
 pass_ctx = click.make_pass_decorator(Context)

@@ -1,0 +1,114 @@
+"""The command line's output for scripts and for people: global options after the
+command, ``--json`` fields and errors, plain rows when piped, pages of ``list``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+
+from maestro import SessionManager
+from maestro.cli import cli
+
+from .test_cli import PLAIN_ENV, as_json, new, ok, run, runner
+
+
+@pytest.fixture
+def lib(tmp_path: Path) -> SessionManager:
+    return SessionManager(tmp_path)
+
+
+def bare(*args: str, **env: str | None) -> Result:
+    """The command with no leading --root: the options go where the caller puts them."""
+    return runner().invoke(cli, list(args), env={**PLAIN_ENV, "MAESTRO_ROOT": None, **env})
+
+
+def json_error(result: Result, code: int) -> dict[str, object]:
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    payload = json.loads(result.stderr)
+    assert set(payload) == {"error"}
+    error = payload["error"]
+    assert isinstance(error, dict) and error["exit_code"] == code
+    return error
+
+
+# ---------------------------------------------------------------- global options anywhere
+
+
+def test_global_options_work_after_the_command(tmp_path: Path) -> None:
+    sid = new(tmp_path, "Add OAuth login")
+    listed = json.loads(ok(bare("list", "--root", str(tmp_path), "--json")))
+    assert [record["session_id"] for record in listed] == [sid]
+    shown = json.loads(ok(bare("show", sid[:8], "--json", "--root", str(tmp_path))))
+    assert shown["session"]["session_id"] == sid
+    # --store names the store as well, after the command too.
+    by_url = json.loads(ok(bare("list", "--store", f"file:{tmp_path}", "--json")))
+    assert [record["session_id"] for record in by_url] == [sid]
+    # The command's own --root wins over the environment's.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert ok(bare("list", "--root", str(elsewhere), MAESTRO_ROOT=str(tmp_path))) == (
+        "no sessions match\n"
+    )
+    assert "--root" in ok(bare("list", "--help")) and "--json" in ok(bare("show", "--help"))
+
+
+# ---------------------------------------------------------------- --json fields and errors
+
+
+def test_json_alone_prints_every_field_and_json_equals_selects(tmp_path: Path) -> None:
+    sid = new(tmp_path, "Add OAuth login")
+    whole = as_json(run(tmp_path, "list", "--json"))
+    assert isinstance(whole, list) and {"history", "statistics", "configuration"} <= set(whole[0])
+    picked = as_json(run(tmp_path, "list", "--json=id,status,branch"))
+    assert picked == [
+        {"id": sid, "status": "initializing", "branch": whole[0]["git_context"]["branch"]}
+    ]
+    # Before the command as well, and on show (whose timeline fields can be asked too).
+    assert as_json(run(tmp_path, "--json=id", "list")) == [{"id": sid}]
+    shown = as_json(run(tmp_path, "show", sid, "--json=session_id,phase,seconds_in_state"))
+    assert isinstance(shown, dict) and list(shown) == ["session_id", "phase", "seconds_in_state"]
+    assert shown["phase"] is None and "initializing" in shown["seconds_in_state"]
+
+
+def test_json_without_equals_takes_no_value(tmp_path: Path) -> None:
+    sid = new(tmp_path, "Add OAuth login")
+    new(tmp_path, "Fix the flaky test")
+    found = as_json(run(tmp_path, "search", "--json", "oauth"))
+    assert isinstance(found, list) and [record["session_id"] for record in found] == [sid]
+
+
+def test_unknown_json_fields_are_a_usage_error_listing_the_known_ones(tmp_path: Path) -> None:
+    new(tmp_path, "Add OAuth login")
+    for args in (("list", "--json=id,colour"), ("--json=colour", "list")):
+        error = json_error(run(tmp_path, *args), 2)
+        assert error["type"] == "UsageError"
+        message = str(error["message"])
+        assert "colour" in message and "known fields:" in message and "status" in message
+    # An empty list knows the fields of a session as well.
+    error = json_error(run(tmp_path, "list", "--branch", "nowhere", "--json=nope"), 2)
+    assert "feature_request" in str(error["message"])
+    error = json_error(run(tmp_path, "list", "--json=id,,status"), 2)
+    assert "field names separated by commas" in str(error["message"])
+
+
+def test_errors_under_json_are_a_json_object_on_stderr(tmp_path: Path) -> None:
+    new(tmp_path, "Add OAuth login")
+    missing = "3f01b541-5cc9-47a7-9f8b-d884159c705f"
+    error = json_error(run(tmp_path, "show", missing, "--json"), 3)
+    assert error["type"] == "SessionNotFoundError" and missing in str(error["message"])
+    error = json_error(run(tmp_path, "--json", "list", "--status", "sleeping"), 2)
+    assert error["type"] == "UsageError" and "--status" in str(error["message"])
+    error = json_error(run(tmp_path, "--json", "frobnicate"), 2)
+    assert "frobnicate" in str(error["message"])
+    # Without --json an error stays one human line.
+    plain = run(tmp_path, "show", missing)
+    assert plain.exit_code == 3 and plain.stderr.startswith("error: ")
+
+
+def test_json_after_a_double_dash_is_an_argument(tmp_path: Path, lib: SessionManager) -> None:
+    sid = ok(run(tmp_path, "create", "--quiet", "--", "--json=id")).strip()
+    assert lib.get_session(sid).feature_request == "--json=id"
