@@ -112,3 +112,39 @@ def test_errors_under_json_are_a_json_object_on_stderr(tmp_path: Path) -> None:
 def test_json_after_a_double_dash_is_an_argument(tmp_path: Path, lib: SessionManager) -> None:
     sid = ok(run(tmp_path, "create", "--quiet", "--", "--json=id")).strip()
     assert lib.get_session(sid).feature_request == "--json=id"
+
+
+# ---------------------------------------------------------------- tables in a pipe, --wide
+
+LONG = "Migrate the billing service " + "and keep the old webhooks alive " * 4
+
+
+def test_a_pipe_gets_plain_tab_separated_rows(tmp_path: Path, lib: SessionManager) -> None:
+    first = new(tmp_path, LONG)
+    second = new(tmp_path, "Fix the flaky\ttest")
+    result = run(tmp_path, "list")
+    assert result.exit_code == 0, result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    # No header, no rule, no padding, nothing cut: whole ids and requests.
+    assert [row[0] for row in rows] == [second, first]
+    assert all(len(row) == 6 for row in rows)
+    assert rows[1][1:4] == ["initializing", "-", lib.get_session(first).git_context.branch]
+    assert rows[1][4] == lib.get_session(first).to_dict()["created_at"]
+    assert rows[1][5] == " ".join(LONG.split()) and rows[0][5] == "Fix the flaky test"
+    assert result.stderr == "2 sessions\n"  # the count is not a row
+    stale = run(tmp_path, "stale", "--older-than", "1w")
+    assert stale.stdout == "no stale sessions\n"
+
+
+def test_wide_shows_whole_cells_on_a_terminal(tmp_path: Path) -> None:
+    sid = new(tmp_path, LONG)
+    cut = ok(run(tmp_path, "list", MAESTRO_FORCE_TTY="1"))
+    assert "…" in cut and " ".join(LONG.split()) not in cut
+    assert max(len(line) for line in cut.splitlines()) <= 80
+    whole = ok(run(tmp_path, "list", "--wide", MAESTRO_FORCE_TTY="1"))
+    assert " ".join(LONG.split()) in whole and "…" not in whole
+    assert whole.splitlines()[0].split() == ["id", "status", "phase", "branch", "age", "request"]
+    assert sid[:8] in whole
+    # A number of columns narrows the table, as on a 60-column terminal.
+    narrow = ok(run(tmp_path, "list", MAESTRO_FORCE_TTY="60"))
+    assert max(len(line.rstrip()) for line in narrow.splitlines()) <= 60

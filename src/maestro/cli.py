@@ -95,6 +95,10 @@ def _no_progress(done: int, total: int) -> None:
     return None
 
 
+#: The width --wide draws tables at: every cell whole.
+_WIDE = 100_000
+
+
 class CommandError(Exception):
     """An expected failure the command line detects itself (not the library)."""
 
@@ -107,8 +111,23 @@ def _console(*, stderr: bool) -> Console:
     from rich.console import Console
 
     no_color = bool(os.environ.get("NO_COLOR"))
+    options: dict[str, Any] = {}
+    force_tty = os.environ.get("MAESTRO_FORCE_TTY", "").strip()
+    if force_tty:
+        # Like GH_FORCE_TTY: tables as on a terminal, a number of 20 or more gives
+        # the columns (1 or yes just turns it on); colours only if FORCE_COLOR asks.
+        options["force_terminal"] = True
+        if not os.environ.get("FORCE_COLOR"):
+            options["color_system"] = None
+        if force_tty.isdigit() and int(force_tty) >= 20:
+            options["width"] = int(force_tty)
     return Console(
-        stderr=stderr, no_color=no_color or None, highlight=False, emoji=False, soft_wrap=False
+        stderr=stderr,
+        no_color=no_color or None,
+        highlight=False,
+        emoji=False,
+        soft_wrap=False,
+        **options,
     )
 
 
@@ -158,6 +177,11 @@ class Context:
             payload = _select_fields(payload, self.json_fields)
         # Exact strings, but DEL, C1 and bidi controls escaped like C0 ones.
         click.echo(json_text(json.dumps(payload, indent=2, ensure_ascii=False)))
+
+    def footer(self, line: str) -> None:
+        """A line about a table: below it on a terminal, on stderr in a pipe
+        (so that the rows a script reads are rows only)."""
+        click.echo(line, err=not self.out.is_terminal)
 
     def glyphs(self) -> Glyphs:
         from maestro.render import ASCII_GLYPHS, UNICODE_GLYPHS
@@ -894,34 +918,52 @@ def show(ctx: Context, session_id: str) -> None:
     ctx.out.print(show_view(session, now, width=ctx.out.width, glyphs=ctx.glyphs()))
 
 
-def _print_sessions(ctx: Context, sessions: list[Session], total: int | None = None) -> None:
+def _print_sessions(
+    ctx: Context, sessions: list[Session], total: int | None = None, *, wide: bool = False
+) -> None:
     if ctx.as_json:
         ctx.emit_json([s.to_dict() for s in sessions])
         return
     if not sessions:
         click.echo("no sessions match")
         return
-    from maestro.render import sessions_table
+    from maestro.render import session_plain_rows, sessions_table
 
-    ctx.out.print(sessions_table(sessions, utcnow(), width=ctx.out.width, glyphs=ctx.glyphs()))
+    if ctx.out.is_terminal:
+        out = ctx.out
+        if wide:  # a console as wide as the table: Rich never prints beyond its console
+            out = _console(stderr=False)
+            out.width = _WIDE
+        out.print(sessions_table(sessions, utcnow(), width=out.width, glyphs=ctx.glyphs()))
+    else:
+        click.echo(session_plain_rows(sessions), nl=False)
     count = len(sessions)
     if total is not None and total > count:
-        click.echo(f"{count} of {total} sessions (raise --limit to see more)")
+        ctx.footer(f"{count} of {total} sessions (raise --limit to see more)")
     else:
-        click.echo(f"{count} session{'s' if count != 1 else ''}")
+        ctx.footer(f"{count} session{'s' if count != 1 else ''}")
 
 
-def _query_and_print(ctx: Context, limit: int | None, filters: dict[str, Any]) -> None:
+def _query_and_print(
+    ctx: Context, limit: int | None, filters: dict[str, Any], *, wide: bool = False
+) -> None:
     """Query, count what a limit left out, print: what ``list`` and ``search`` share."""
     manager = ctx.manager()
     sessions = manager.query_sessions(limit=limit, **filters)
     total = manager.count_sessions(**filters) if limit is not None else None
-    _print_sessions(ctx, sessions, total)
+    _print_sessions(ctx, sessions, total, wide=wide)
+
+
+def wide_option(func: F) -> F:
+    return click.option(
+        "--wide", is_flag=True, help="Show whole cells on a terminal (a pipe always gets them)."
+    )(func)
 
 
 @cli.command("list", epilog=_EPILOG)
 @filter_options
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N sessions.")
+@wide_option
 @pass_ctx
 @handled
 def list_sessions(
@@ -933,6 +975,7 @@ def list_sessions(
     until: datetime | None,
     active: bool,
     limit: int | None,
+    wide: bool,
 ) -> None:
     """List sessions, newest first.
 
@@ -945,13 +988,16 @@ def list_sessions(
       maestro list --status failed --status paused --since 1w
       maestro list --branch main --until 2026-01-31 --limit 20
     """
-    _query_and_print(ctx, limit, _filters(statuses, phases, branch, since, until, active))
+    _query_and_print(
+        ctx, limit, _filters(statuses, phases, branch, since, until, active), wide=wide
+    )
 
 
 @cli.command(epilog=_EPILOG)
 @click.argument("words", nargs=-1, required=True, metavar="TEXT...")
 @filter_options
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N sessions.")
+@wide_option
 @pass_ctx
 @handled
 def search(
@@ -964,6 +1010,7 @@ def search(
     until: datetime | None,
     active: bool,
     limit: int | None,
+    wide: bool,
 ) -> None:
     """Full-text search of the feature requests, best match first.
 
@@ -976,7 +1023,7 @@ def search(
       maestro search 'auth*' --status failed
     """
     filters = _filters(statuses, phases, branch, since, until, active)
-    _query_and_print(ctx, limit, {**filters, "text": " ".join(words)})
+    _query_and_print(ctx, limit, {**filters, "text": " ".join(words)}, wide=wide)
 
 
 # ---------------------------------------------------------------- the state machine
@@ -1382,9 +1429,12 @@ def stats(
 
 
 def _sessions_brief(ctx: Context, sessions: Sequence[Session], now: datetime) -> None:
-    """A table of sessions with their last activity and timeout."""
-    from maestro.render import activity_table
+    """A table of sessions with their last activity and timeout (plain rows in a pipe)."""
+    from maestro.render import activity_plain_rows, activity_table
 
+    if not ctx.out.is_terminal:
+        click.echo(activity_plain_rows(sessions), nl=False)
+        return
     ctx.out.print(activity_table(sessions, now, width=ctx.out.width, glyphs=ctx.glyphs()))
 
 
@@ -1425,9 +1475,9 @@ def stale(ctx: Context, older_than: timedelta | None, reap: bool) -> None:
     count = len(sessions)
     noun = f"{count} session{'s' if count != 1 else ''}"
     if reap:
-        click.echo(f"{noun} failed (timed out)")
+        ctx.footer(f"{noun} failed (timed out)")
     else:
-        click.echo(f"{noun} stale; `maestro stale --reap` fails them")
+        ctx.footer(f"{noun} stale; `maestro stale --reap` fails them")
 
 
 @cli.command(epilog=_EPILOG)
@@ -1472,7 +1522,7 @@ def gc(ctx: Context, older_than: timedelta, statuses: tuple[str, ...], dry_run: 
     _sessions_brief(ctx, removed, utcnow())
     count = len(removed)
     noun = f"{count} session{'s' if count != 1 else ''}"
-    click.echo(f"would remove {noun} (dry run)" if dry_run else f"removed {noun}")
+    ctx.footer(f"would remove {noun} (dry run)" if dry_run else f"removed {noun}")
 
 
 @cli.command("export", epilog=_EPILOG)

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from maestro.lifecycle import Segment
-from maestro.models import Session, SessionStatus, utcnow
+from maestro.models import Session, SessionStatus, format_timestamp, utcnow
 from maestro.reports import DoctorReport
 from maestro.stats import SessionStats
 from maestro.textsafe import visible
@@ -500,6 +500,45 @@ def sessions_table(
         flexible=5,
         caps={3: 20},
         glyphs=glyphs,
+    )
+
+
+def plain_rows(rows: Sequence[Sequence[str]]) -> str:
+    """Rows for a pipe, as ``gh`` prints them: tab-separated cells, no header, rule,
+    padding or cut.  Cells are single lines already (``visible`` escapes tabs)."""
+    return "".join("\t".join(row) + "\n" for row in rows)
+
+
+def session_plain_rows(sessions: Sequence[Session]) -> str:
+    """``sessions_table`` for a pipe: whole id, status, phase, branch, creation time, request."""
+    return plain_rows(
+        [
+            (
+                session.session_id,
+                session.status.value,
+                session.current_phase.value if session.current_phase else "-",
+                visible(session.git_context.branch),
+                format_timestamp(session.created_at),
+                _one_line(session.feature_request).plain,
+            )
+            for session in sessions
+        ]
+    )
+
+
+def activity_plain_rows(sessions: Sequence[Session]) -> str:
+    """``activity_table`` for a pipe: whole id, status, last activity, timeout, request."""
+    return plain_rows(
+        [
+            (
+                session.session_id,
+                session.status.value,
+                format_timestamp(session.last_activity),
+                str(session.configuration.timeout_minutes),
+                _one_line(session.feature_request).plain,
+            )
+            for session in sessions
+        ]
     )
 
 
