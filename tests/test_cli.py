@@ -441,8 +441,10 @@ def test_list_filters(tmp_path: Path, old: SessionManager, old_clock: Clock) -> 
     assert listed("--since", "1w", "--until", "12h") == {planning}
     data = as_json(run(tmp_path, "--json", "list", "--limit", "1"))
     assert isinstance(data, list) and [r["session_id"] for r in data] == [fresh]
-    assert ok(run(tmp_path, "list", "--limit", "2", **TTY)).splitlines()[-1] == (
-        "2 of 3 sessions (raise --limit to see more)"
+    assert (
+        ok(run(tmp_path, "list", "--limit", "2", **TTY))
+        .splitlines()[-1]
+        .startswith("2 of 3 sessions; 1 more: --limit 3, or the next page: --cursor ")
     )
     assert ok(run(tmp_path, "list", "--branch", "nowhere")) == "no sessions match\n"
 

@@ -148,3 +148,59 @@ def test_wide_shows_whole_cells_on_a_terminal(tmp_path: Path) -> None:
     # A number of columns narrows the table, as on a 60-column terminal.
     narrow = ok(run(tmp_path, "list", MAESTRO_FORCE_TTY="60"))
     assert max(len(line.rstrip()) for line in narrow.splitlines()) <= 60
+
+
+# ---------------------------------------------------------------- pages of list
+
+
+def made(tmp_path: Path, count: int) -> list[str]:
+    """``count`` sessions, newest first."""
+    manager = SessionManager(tmp_path)
+    return [manager.create_session(f"request {n}").session_id for n in range(count)][::-1]
+
+
+def test_human_list_shows_thirty_and_says_how_to_see_more(tmp_path: Path) -> None:
+    ids = made(tmp_path, 33)
+    result = run(tmp_path, "list")
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == ids[:30]
+    footer = result.stderr.strip()
+    assert footer.startswith("30 of 33 sessions; 3 more: --limit 33, or the next page: --cursor ")
+    cursor = footer.rsplit(" ", 1)[1]
+    rest = run(tmp_path, "list", "--cursor", cursor)
+    assert [line.split("\t")[0] for line in rest.stdout.splitlines()] == ids[30:]
+    assert rest.stderr == "3 sessions of 33\n"
+    # On a terminal the footer is below the table, on stdout.
+    shown = ok(run(tmp_path, "list", MAESTRO_FORCE_TTY="1"))
+    assert shown.splitlines()[-1].startswith("30 of 33 sessions; 3 more:")
+    # --json returns every match unless --limit is given.
+    everything = as_json(run(tmp_path, "list", "--json=id"))
+    assert [record["id"] for record in everything] == ids  # type: ignore[index,union-attr]
+    assert len(as_json(run(tmp_path, "list", "--json", "--limit", "5"))) == 5  # type: ignore[arg-type]
+
+
+def test_offset_cursor_and_sort(tmp_path: Path, lib: SessionManager) -> None:
+    ids = made(tmp_path, 7)
+    result = run(tmp_path, "list", "--limit", "2", "--offset", "3")
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == ids[3:5]
+    assert result.stderr == "sessions 4-5 of 7; 2 more: --offset 5, or --limit 4\n"
+    # JSON pages by cursor: the first with '', then each next_cursor until null.
+    seen: list[str] = []
+    cursor = ""
+    while cursor is not None:
+        page = as_json(run(tmp_path, "--json", "list", "--limit", "3", "--cursor", cursor))
+        assert isinstance(page, dict) and set(page) == {"sessions", "next_cursor"}
+        seen += [record["session_id"] for record in page["sessions"]]
+        cursor = page["next_cursor"]
+    assert seen == ids
+    # --sort updated puts the session changed last first.
+    lib.update_session(ids[-1], {"feature_request": "changed last"})
+    by_update = as_json(run(tmp_path, "list", "--sort", "updated", "--json=id", "--limit", "1"))
+    assert by_update == [{"id": ids[-1]}]
+    assert as_json(run(tmp_path, "list", "--json=id", "--limit", "1")) == [{"id": ids[0]}]
+    # A cursor of another order, or with --offset, is refused.
+    first = as_json(run(tmp_path, "--json", "list", "--limit", "3", "--cursor", ""))
+    assert isinstance(first, dict)
+    other = run(tmp_path, "list", "--sort", "updated", "--cursor", str(first["next_cursor"]))
+    assert other.exit_code == 2 and "another order" in other.stderr
+    both = run(tmp_path, "list", "--offset", "1", "--cursor", "")
+    assert both.exit_code == 2 and "cannot be combined" in both.stderr

@@ -919,7 +919,12 @@ def show(ctx: Context, session_id: str) -> None:
 
 
 def _print_sessions(
-    ctx: Context, sessions: list[Session], total: int | None = None, *, wide: bool = False
+    ctx: Context,
+    sessions: list[Session],
+    total: int | None = None,
+    *,
+    wide: bool = False,
+    footer: bool = True,
 ) -> None:
     if ctx.as_json:
         ctx.emit_json([s.to_dict() for s in sessions])
@@ -937,6 +942,8 @@ def _print_sessions(
         out.print(sessions_table(sessions, utcnow(), width=out.width, glyphs=ctx.glyphs()))
     else:
         click.echo(session_plain_rows(sessions), nl=False)
+    if not footer:
+        return
     count = len(sessions)
     if total is not None and total > count:
         ctx.footer(f"{count} of {total} sessions (raise --limit to see more)")
@@ -960,9 +967,38 @@ def wide_option(func: F) -> F:
     )(func)
 
 
+#: How many sessions human ``list`` shows unless --limit says otherwise.
+LIST_DEFAULT = 30
+
+
 @cli.command("list", epilog=_EPILOG)
 @filter_options
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N sessions.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help=f"At most N sessions [default: {LIST_DEFAULT}; every match with --json].",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Skip the first N matches.",
+)
+@click.option(
+    "--cursor",
+    metavar="CURSOR",
+    help="Go on after the page this cursor ended (printed below a page); '' starts. "
+    "With --json, prints {sessions, next_cursor}.",
+)
+@click.option(
+    "--sort",
+    type=click.Choice(["created", "updated"]),
+    default="created",
+    show_default=True,
+    help="Newest first by creation or by last update.",
+)
 @wide_option
 @pass_ctx
 @handled
@@ -975,22 +1011,84 @@ def list_sessions(
     until: datetime | None,
     active: bool,
     limit: int | None,
+    offset: int,
+    cursor: str | None,
+    sort: str,
     wide: bool,
 ) -> None:
-    """List sessions, newest first.
+    """List sessions, newest first: 30 unless --limit (all with --json).
 
     --since and --until bound the creation time: an age (30m, 2h, 2d, 1w)
-    counts back from now, or give an ISO date or time.
+    counts back from now, or give an ISO date or time.  Below a page, a
+    footer says how many more there are and how to see them (on stderr
+    when the output is a pipe).  --cursor pages stay put while sessions
+    are created: nothing repeats, nothing older is skipped.
 
     \b
     Example:
       maestro list --active
       maestro list --status failed --status paused --since 1w
       maestro list --branch main --until 2026-01-31 --limit 20
+      maestro list --sort updated --limit 10 --offset 10
+      maestro --json list --limit 100 --cursor '' | jq -r .next_cursor
     """
-    _query_and_print(
-        ctx, limit, _filters(statuses, phases, branch, since, until, active), wide=wide
-    )
+    filters = _filters(statuses, phases, branch, since, until, active)
+    if cursor is not None and offset:
+        raise click.UsageError("--cursor and --offset cannot be combined; use one")
+    if limit is None and (cursor is not None or not ctx.as_json):
+        limit = LIST_DEFAULT
+    manager = ctx.manager()
+    next_cursor: str | None = None
+    if limit is not None and not offset:
+        try:
+            page = manager.query_page(limit=limit, order_by=sort, cursor=cursor or None, **filters)
+        except errors.SessionValidationError as error:
+            if not cursor:
+                raise
+            raise CommandError(f"--cursor: {error}", EXIT_USAGE) from None
+        sessions, next_cursor = page.sessions, page.next_cursor
+    else:
+        sessions = manager.query_sessions(limit=limit, offset=offset, order_by=sort, **filters)
+    if ctx.as_json:
+        records = [s.to_dict() for s in sessions]
+        if cursor is not None:
+            ctx.emit_json({"sessions": records, "next_cursor": next_cursor})
+        else:
+            ctx.emit_json(records)
+        return
+    if not sessions:
+        click.echo("no sessions match")
+        return
+    _print_sessions(ctx, sessions, wide=wide, footer=False)
+    total = manager.count_sessions(**filters)
+    ctx.footer(_list_footer(len(sessions), total, offset, limit, cursor, next_cursor))
+
+
+def _list_footer(
+    shown: int,
+    total: int,
+    offset: int,
+    limit: int | None,
+    cursor: str | None,
+    next_cursor: str | None,
+) -> str:
+    """``list``'s footer: what the page holds, and how to see what it left out."""
+    if cursor:  # a later page: where it starts among the matches is not counted
+        line = f"{shown} session{'s' if shown != 1 else ''} of {total}"
+    elif offset:
+        line = f"sessions {offset + 1}-{offset + shown} of {total}"
+    elif shown < total:
+        line = f"{shown} of {total} sessions"
+    else:
+        return f"{shown} session{'s' if shown != 1 else ''}"
+    if cursor:
+        return f"{line}; next page: --cursor {next_cursor}" if next_cursor else line
+    more = total - offset - shown
+    if more <= 0:
+        return line
+    if next_cursor is not None:
+        return f"{line}; {more} more: --limit {total}, or the next page: --cursor {next_cursor}"
+    return f"{line}; {more} more: --offset {offset + shown}, or --limit {total - offset}"
 
 
 @cli.command(epilog=_EPILOG)
