@@ -204,3 +204,42 @@ def test_offset_cursor_and_sort(tmp_path: Path, lib: SessionManager) -> None:
     assert other.exit_code == 2 and "another order" in other.stderr
     both = run(tmp_path, "list", "--offset", "1", "--cursor", "")
     assert both.exit_code == 2 and "cannot be combined" in both.stderr
+
+
+# ---------------------------------------------------------------- long requests
+
+
+def test_create_reads_the_request_from_stdin_or_a_file(tmp_path: Path, lib: SessionManager) -> None:
+    text = "Add OAuth login\n\n- Google\n- GitHub\n"
+    sid = ok(run(tmp_path, "create", "-q", "-", input=text)).strip()
+    assert lib.get_session(sid).feature_request == text.rstrip("\n")
+    request = tmp_path / "request.md"
+    request.write_text("From a file\nwith two lines\n", encoding="utf-8")
+    sid = ok(run(tmp_path, "create", "-q", "--file", str(request))).strip()
+    assert lib.get_session(sid).feature_request == "From a file\nwith two lines"
+    for args, expected in (
+        ((), "give the request as REQUEST"),
+        (("words", "--file", str(request)), "give the request as REQUEST"),
+        (("--file", str(tmp_path / "missing.md")), "cannot be read"),
+    ):
+        refused = run(tmp_path, "create", *args)
+        assert refused.exit_code == 2 and expected in refused.stderr, refused.stderr
+    empty = run(tmp_path, "create", "-", input="\n\n")
+    assert empty.exit_code == 2 and "the request is empty" in empty.stderr
+    assert len(lib.query_sessions()) == 2
+
+
+def test_show_folds_a_long_request(tmp_path: Path) -> None:
+    lines = [f"step {n}: do the thing" for n in range(1, 41)]
+    sid = ok(run(tmp_path, "create", "-q", "-", input="\n".join(lines))).strip()
+    shown = ok(run(tmp_path, "show", sid))
+    assert "step 6: do the thing" in shown and "step 7:" not in shown
+    assert "… 34 more lines (--full shows all)" in shown
+    whole = ok(run(tmp_path, "show", sid, "--full"))
+    assert "step 40: do the thing" in whole and "more lines" not in whole
+    # One very long line is cut as well, by characters.
+    sid = new(tmp_path, "word " * 400)
+    folded = ok(run(tmp_path, "show", sid))
+    assert "… 1400 more characters" in folded and "--full" in folded
+    short = new(tmp_path, "Short request")
+    assert "--full" not in ok(run(tmp_path, "show", short))

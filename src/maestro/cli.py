@@ -840,7 +840,14 @@ def _prd(path: str) -> PRDReference:
 
 
 @cli.command(epilog=_EPILOG)
-@click.argument("feature_request", metavar="REQUEST")
+@click.argument("feature_request", metavar="REQUEST", required=False)
+@click.option(
+    "--file",
+    "request_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Read REQUEST from this file (REQUEST '-' reads stdin).",
+)
 @click.option("--max-iterations", type=click.IntRange(min=1), metavar="N", help="Default 3.")
 @click.option("--timeout-minutes", type=click.IntRange(min=1), metavar="N", help="Default 120.")
 @click.option("--no-auto-checkpoint", is_flag=True, help="Turn automatic checkpoints off.")
@@ -851,7 +858,8 @@ def _prd(path: str) -> PRDReference:
 @handled
 def create(
     ctx: Context,
-    feature_request: str,
+    feature_request: str | None,
+    request_file: Path | None,
     max_iterations: int | None,
     timeout_minutes: int | None,
     no_auto_checkpoint: bool,
@@ -861,14 +869,19 @@ def create(
 ) -> None:
     """Start a session for REQUEST (in state initializing) and print its id.
 
-    The git branch and commit of the root are recorded with it.
+    The git branch and commit of the root are recorded with it.  A long
+    request can come from a file (--file PATH) or from stdin (REQUEST -);
+    its trailing newlines are dropped.
 
     \b
     Example:
       maestro create "Add OAuth login" --max-iterations 5 --prd docs/prd-oauth.md
       maestro create --quiet "Fix the flaky login test"
       maestro create --quiet --request-id job-4711 "Fix the flaky login test"
+      maestro create --file docs/request.md
+      maestro create - < request.txt
     """
+    feature_request = _request_text(feature_request, request_file)
     configuration: dict[str, Any] = {}
     if max_iterations is not None:
         configuration["max_iterations"] = max_iterations
@@ -891,11 +904,35 @@ def create(
         click.echo(f"created session {session.session_id} on branch {branch}")
 
 
+def _request_text(argument: str | None, path: Path | None) -> str:
+    """The request of ``create``: the argument, stdin for ``-``, or the file."""
+    if (argument is None) == (path is None):
+        raise click.UsageError("give the request as REQUEST, as - (stdin) or with --file PATH")
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise click.BadParameter("is not UTF-8 text", param_hint="--file") from None
+        except OSError as error:
+            raise click.BadParameter(
+                f"cannot be read ({error.strerror or error})", param_hint="--file"
+            ) from None
+    elif argument == "-":
+        text = sys.stdin.read()
+    else:
+        return str(argument)
+    text = text.rstrip("\r\n")
+    if not text.strip():
+        raise click.UsageError("the request is empty")
+    return text
+
+
 @cli.command(epilog=_EPILOG)
 @session_id_argument
+@click.option("--full", is_flag=True, help="Print a long request whole, not folded.")
 @pass_ctx
 @handled
-def show(ctx: Context, session_id: str) -> None:
+def show(ctx: Context, session_id: str, full: bool) -> None:
     """Show a session: its record, a timeline of its states, statistics, history.
 
     The timeline has one row per state over the session's whole life, so
@@ -906,6 +943,7 @@ def show(ctx: Context, session_id: str) -> None:
     Example:
       maestro show 3f01b541
       maestro --json show 3f01b541 | jq .seconds_in_state
+      maestro show 3f01b541 --full
     """
     session = ctx.manager().get_session(ctx.resolve(session_id))
     now = utcnow()
@@ -915,7 +953,7 @@ def show(ctx: Context, session_id: str) -> None:
         return
     from maestro.render import show_view
 
-    ctx.out.print(show_view(session, now, width=ctx.out.width, glyphs=ctx.glyphs()))
+    ctx.out.print(show_view(session, now, width=ctx.out.width, glyphs=ctx.glyphs(), full=full))
 
 
 def _print_sessions(

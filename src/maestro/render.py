@@ -142,7 +142,33 @@ def _when(moment: datetime | None, now: datetime | None) -> Text:
     return text
 
 
-def session_details(session: Session, now: datetime | None = None) -> Table:
+#: How many lines of a long request ``show`` prints unless asked for all.
+REQUEST_LINES = 6
+#: ... and how many characters, for a request that is one very long line.
+REQUEST_CHARS = 600
+
+
+def folded_request(text: str, *, full: bool = False) -> Text:
+    """The request as ``show`` prints it: a long one folded to its first lines
+    and how many more there are."""
+    # Line by line: its line breaks print as such, every other control as an escape.
+    lines = text.split("\n")
+    if full or (len(lines) <= REQUEST_LINES and len(text) <= REQUEST_CHARS):
+        return Text("\n".join(visible(line) for line in lines))
+    kept = "\n".join(lines[:REQUEST_LINES])[:REQUEST_CHARS]
+    more_lines = len(lines) - len(kept.split("\n"))
+    folded = Text("\n".join(visible(line) for line in kept.split("\n")))
+    if more_lines > 0:
+        folded.append(f"\n… {more_lines} more line{'s' if more_lines != 1 else ''}", style="dim")
+    else:
+        folded.append(f"… {len(text) - len(kept)} more characters", style="dim")
+    folded.append(" (--full shows all)", style="dim")
+    return folded
+
+
+def session_details(
+    session: Session, now: datetime | None = None, *, full_request: bool = True
+) -> Table:
     """A two-column key/value table of the record.
 
     With ``now``, timestamps also say how long ago they were, and the
@@ -161,7 +187,7 @@ def session_details(session: Session, now: datetime | None = None) -> Table:
     stats = session.statistics
     rows: list[tuple[str, RenderableType]] = [
         ("id", session.session_id),
-        ("request", Text(visible(session.feature_request))),
+        ("request", folded_request(session.feature_request, full=full_request)),
         ("status", status),
         ("phase", session.current_phase.value if session.current_phase else "-"),
         ("git", where),
@@ -403,11 +429,18 @@ def session_statistics(session: Session, now: datetime) -> Table:
 
 
 def show_view(
-    session: Session, now: datetime, *, width: int = 80, glyphs: Glyphs = UNICODE_GLYPHS
+    session: Session,
+    now: datetime,
+    *,
+    width: int = 80,
+    glyphs: Glyphs = UNICODE_GLYPHS,
+    full: bool = True,
 ) -> Group:
-    """Everything ``maestro show`` prints: record, timeline, statistics, history."""
+    """Everything ``maestro show`` prints: record, timeline, statistics, history.
+
+    Unless ``full``, a long request is folded to its first lines."""
     parts: list[RenderableType] = [
-        session_details(session, now),
+        session_details(session, now, full_request=full),
         Text(""),
         timeline(session, now, width=width, glyphs=glyphs),
         Text(""),
