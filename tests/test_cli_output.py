@@ -11,6 +11,7 @@ from click.testing import Result
 
 from maestro import SessionManager
 from maestro.cli import cli
+from maestro.errors import SessionValidationError, UnsupportedOperationError
 
 from .test_cli import PLAIN_ENV, as_json, new, ok, run, runner
 
@@ -243,3 +244,72 @@ def test_show_folds_a_long_request(tmp_path: Path) -> None:
     assert "… 1400 more characters" in folded and "--full" in folded
     short = new(tmp_path, "Short request")
     assert "--full" not in ok(run(tmp_path, "show", short))
+
+
+# ---------------------------------------------------------------- path and rerun
+
+
+def test_path_prints_the_session_directory(tmp_path: Path, lib: SessionManager) -> None:
+    sid = new(tmp_path, "Add OAuth login")
+    printed = Path(ok(run(tmp_path, "path", sid[:8])).strip())
+    assert (printed / "metadata.json").is_file()
+    assert json.loads((printed / "metadata.json").read_text())["session_id"] == sid
+    assert as_json(run(tmp_path, "path", sid, "--json")) == {"path": str(printed)}
+    missing = run(tmp_path, "path", "3f01b541-5cc9-47a7-9f8b-d884159c705f")
+    assert missing.exit_code == 3
+    # A store without session directories says so.
+    memory = bare("--store", "memory:", "path", sid)
+    assert memory.exit_code == 1 and "not supported by the memory store" in memory.stderr
+
+
+def test_rerun_copies_a_finished_session_and_records_rerun_of(
+    tmp_path: Path, lib: SessionManager
+) -> None:
+    sid = ok(
+        run(tmp_path, "create", "-q", "--max-iterations", "7", "--prd", "docs/prd.md", "Ship it")
+    ).strip()
+    running = run(tmp_path, "rerun", sid)
+    assert running.exit_code == 1 and "only a finished" in running.stderr
+    ok(run(tmp_path, "fail", sid, "--reason", "the build broke"))
+    before = (lib.sessions_dir / sid / "metadata.json").read_bytes()
+    line = ok(run(tmp_path, "rerun", sid[:8]))
+    assert line.startswith("created session ") and f"a rerun of {sid[:8]}" in line
+    again = lib.get_session(line.split()[2].rstrip(","))
+    assert again.rerun_of == sid and again.feature_request == "Ship it"
+    assert again.status.value == "initializing" and again.configuration.max_iterations == 7
+    assert again.prd_reference is not None and again.prd_reference.path == "docs/prd.md"
+    assert (lib.sessions_dir / sid / "metadata.json").read_bytes() == before  # not written
+    stored = json.loads((lib.sessions_dir / again.session_id / "metadata.json").read_text())
+    assert stored["rerun_of"] == sid
+    # A retry with the same request id creates nothing new.
+    first = ok(run(tmp_path, "rerun", "-q", "--request-id", "r-1", sid)).strip()
+    assert ok(run(tmp_path, "rerun", "-q", "--request-id", "r-1", sid)).strip() == first
+    # show of the finished session lists its reruns; show of a rerun names its source.
+    shown = ok(run(tmp_path, "show", sid))
+    assert again.session_id in shown and first in shown and "reruns" in shown
+    assert f"rerun of   {sid}" in ok(run(tmp_path, "show", first))
+    data = as_json(run(tmp_path, "show", sid, "--json=reruns"))
+    assert data == {"reruns": [again.session_id, first]}
+    assert as_json(run(tmp_path, "show", first, "--json=rerun_of")) == {"rerun_of": sid}
+    # rerun_of is the library's to keep.
+    refused = run(tmp_path, "update", first, "--set", f"rerun_of={sid}")
+    assert refused.exit_code == 1
+
+
+def test_rerun_of_round_trips_and_older_records_have_none(lib: SessionManager) -> None:
+    sid = lib.create_session("x").session_id
+    lib.transition_state(sid, "failed", reason="r")
+    again = lib.rerun_session(sid)
+    assert lib.get_session(again.session_id).rerun_of == sid
+    assert (
+        lib.get_session(sid).rerun_of is None and "rerun_of" not in lib.get_session(sid).to_dict()
+    )
+    assert [s.session_id for s in lib.reruns_of(sid)] == [again.session_id]
+    with pytest.raises(SessionValidationError):
+        lib.create_session("y", rerun_of=again.session_id)  # not finished
+    memory = SessionManager(store="memory:")
+    done = memory.create_session("m").session_id
+    memory.transition_state(done, "failed", reason="r")
+    assert memory.rerun_session(done).rerun_of == done
+    with pytest.raises(UnsupportedOperationError):
+        memory.session_directory(done)

@@ -572,6 +572,7 @@ SESSION_FIELDS = (
     "heartbeat_at",
     "history",
     "requests",
+    "rerun_of",
 )
 _SESSION_ALIASES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "id": lambda record: record.get("session_id"),
@@ -945,15 +946,80 @@ def show(ctx: Context, session_id: str, full: bool) -> None:
       maestro --json show 3f01b541 | jq .seconds_in_state
       maestro show 3f01b541 --full
     """
-    session = ctx.manager().get_session(ctx.resolve(session_id))
+    manager = ctx.manager()
+    session = manager.get_session(ctx.resolve(session_id))
     now = utcnow()
+    # Only a finished session can have been run again: others skip the scan.
+    reruns = (
+        [s.session_id for s in manager.reruns_of(session.session_id)]
+        if (session.is_terminal)
+        else []
+    )
     if ctx.as_json:
         timeline = SessionTimeline.of(session, now)
-        ctx.emit_json({"session": session.to_dict(), **timeline.to_dict()})
+        ctx.emit_json({"session": session.to_dict(), **timeline.to_dict(), "reruns": reruns})
         return
     from maestro.render import show_view
 
-    ctx.out.print(show_view(session, now, width=ctx.out.width, glyphs=ctx.glyphs(), full=full))
+    view = show_view(
+        session, now, width=ctx.out.width, glyphs=ctx.glyphs(), full=full, reruns=reruns
+    )
+    ctx.out.print(view)
+
+
+@cli.command(epilog=_EPILOG)
+@session_id_argument
+@pass_ctx
+@handled
+def path(ctx: Context, session_id: str) -> None:
+    """Print the directory holding a session's files (metadata.json and the rest).
+
+    Only stores that keep a directory per session have one (not memory:).
+
+    \b
+    Example:
+      maestro path 3f01b541
+      cd "$(maestro path 3f01b541)"
+    """
+    directory = ctx.manager().session_directory(ctx.resolve(session_id))
+    if ctx.as_json:
+        ctx.emit_json({"path": str(directory)})
+    else:
+        click.echo(str(directory))
+
+
+@cli.command(epilog=_EPILOG)
+@session_id_argument
+@click.option("-q", "--quiet", is_flag=True, help="Print only the new id.")
+@request_id_option
+@pass_ctx
+@handled
+def rerun(ctx: Context, session_id: str, quiet: bool, request_id: str | None) -> None:
+    """Start a new session with a finished session's request and configuration.
+
+    The new session records the one it runs again (rerun_of), and
+    `maestro show` of the finished one lists its reruns; the finished
+    session itself is not changed.  Only a completed or failed session
+    can be run again.
+
+    \b
+    Example:
+      maestro rerun 3f01b541
+      maestro rerun --quiet 3f01b541
+    """
+    session = ctx.manager().rerun_session(ctx.resolve(session_id), request_id=request_id)
+    if ctx.as_json:
+        ctx.emit_json(session.to_dict())
+    elif quiet:
+        click.echo(session.session_id)
+    else:
+        from maestro.render import short_id
+
+        assert session.rerun_of is not None
+        click.echo(
+            f"created session {session.session_id}, a rerun of {short_id(session.rerun_of)}, "
+            f"on branch {visible(session.git_context.branch)}"
+        )
 
 
 def _print_sessions(

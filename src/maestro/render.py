@@ -167,7 +167,11 @@ def folded_request(text: str, *, full: bool = False) -> Text:
 
 
 def session_details(
-    session: Session, now: datetime | None = None, *, full_request: bool = True
+    session: Session,
+    now: datetime | None = None,
+    *,
+    full_request: bool = True,
+    reruns: Sequence[str] = (),
 ) -> Table:
     """A two-column key/value table of the record.
 
@@ -194,6 +198,10 @@ def session_details(
     ]
     if session.prd_reference is not None:
         rows.append(("prd", Text(visible(session.prd_reference.path))))
+    if session.rerun_of is not None:
+        rows.append(("rerun of", session.rerun_of))
+    if reruns:
+        rows.append(("reruns", "\n".join(reruns)))
     rows += [
         ("created", _when(session.created_at, now)),
         ("updated", _when(session.updated_at, now)),
@@ -435,12 +443,14 @@ def show_view(
     width: int = 80,
     glyphs: Glyphs = UNICODE_GLYPHS,
     full: bool = True,
+    reruns: Sequence[str] = (),
 ) -> Group:
     """Everything ``maestro show`` prints: record, timeline, statistics, history.
 
-    Unless ``full``, a long request is folded to its first lines."""
+    Unless ``full``, a long request is folded to its first lines; ``reruns``
+    are the ids of the sessions that ran it again."""
     parts: list[RenderableType] = [
-        session_details(session, now, full_request=full),
+        session_details(session, now, full_request=full, reruns=reruns),
         Text(""),
         timeline(session, now, width=width, glyphs=glyphs),
         Text(""),
