@@ -1011,6 +1011,8 @@ def prepare(root: Path) -> dict[str, list[str]]:
         "resume": ["resume", paused],
         "fail": ["fail", doomed, "--reason", "x"],
         "complete": ["complete", report],
+        "rerun": ["rerun", report],  # after "complete": a finished session
+        "path": ["path", sid],
         "update": ["update", sid, "--set", "statistics.total_tasks=3"],
         "increment": ["increment", sid, "completed_tasks"],
         "heartbeat": ["heartbeat", sid],

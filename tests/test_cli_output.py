@@ -193,6 +193,9 @@ def test_offset_cursor_and_sort(tmp_path: Path, lib: SessionManager) -> None:
         seen += [record["session_id"] for record in page["sessions"]]
         cursor = page["next_cursor"]
     assert seen == ids
+    page = as_json(run(tmp_path, "list", "--limit", "1", "--cursor", "", "--json=id"))
+    assert isinstance(page, dict) and page["sessions"] == [{"id": ids[0]}]
+    assert isinstance(page["next_cursor"], str)
     # --sort updated puts the session changed last first.
     lib.update_session(ids[-1], {"feature_request": "changed last"})
     by_update = as_json(run(tmp_path, "list", "--sort", "updated", "--json=id", "--limit", "1"))

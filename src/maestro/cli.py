@@ -598,6 +598,8 @@ def _select_fields(payload: Any, fields: Sequence[str]) -> Any:
         return [_select_fields(item, fields) for item in payload]
     if not isinstance(payload, dict):
         return payload
+    if set(payload) == {"sessions", "next_cursor"}:  # a page: its sessions are cut
+        return {**payload, "sessions": _select_fields(payload["sessions"], fields)}
     flat = dict(payload)
     record = flat.pop("session") if _is_record(flat.get("session")) else flat
     if _is_record(record):
@@ -979,7 +981,7 @@ def path(ctx: Context, session_id: str) -> None:
     \b
     Example:
       maestro path 3f01b541
-      cd "$(maestro path 3f01b541)"
+      maestro path 3f01b541 --json
     """
     directory = ctx.manager().session_directory(ctx.resolve(session_id))
     if ctx.as_json:
