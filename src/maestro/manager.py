@@ -28,7 +28,6 @@ from maestro.errors import (
     InvalidTransitionError,
     SessionNotFoundError,
     SessionValidationError,
-    UnsupportedOperationError,
 )
 from maestro.gitctx import capture_git_context, find_toplevel
 from maestro.ids import check_session_id, is_session_id, new_session_id
@@ -315,14 +314,8 @@ class SessionManager:
         ``UnsupportedOperationError`` for a store without session directories
         (``memory:``); ``SessionNotFoundError`` if the session does not exist.
         """
-        require(self.store, Capability.DIRECTORY_EXPORT, "session_directory")
-        root = getattr(self.store, "sessions_dir", None)
-        if not isinstance(root, Path):
-            raise UnsupportedOperationError(
-                "session_directory", self.store.display_name, needs="a local session directory"
-            )
-        session = self.get_session(session_id)
-        return root / session.session_id
+        store = self._directory_export("session_directory")
+        return store.session_directory(self.get_session(session_id).session_id)
 
     def reruns_of(self, session_id: str) -> list[Session]:
         """The sessions that run ``session_id`` again, oldest first.

@@ -346,6 +346,7 @@ API: dict[str, Api] = {
         _store(m).query(SessionQuery()), w / "store-out.tar.gz"
     ),
     "store.import_sessions": lambda m, ids, w, a: _store(m).import_sessions(a),
+    "store.session_directory": lambda m, ids, w, a: _store(m).session_directory(ids["done"]),
     "store.doctor": lambda m, ids, w, a: _store(m).doctor(),
     "store.changes_after": lambda m, ids, w, a: _store(m).changes_after(None),
     "store.feed_end": lambda m, ids, w, a: _store(m).feed_end(),

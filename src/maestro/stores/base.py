@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from maestro.errors import SessionValidationError, UnsupportedOperationError
@@ -468,6 +469,10 @@ class DirectoryExport(Protocol):
         progress: Progress | None = None,
     ) -> ImportResult:
         """Bring in an export: checked whole first, the higher revision wins."""
+        ...
+
+    def session_directory(self, session_id: str) -> Path:
+        """The directory holding the session's files (whether it exists or not)."""
         ...
 
 
