@@ -316,3 +316,16 @@ def test_rerun_of_round_trips_and_older_records_have_none(lib: SessionManager) -
     assert memory.rerun_session(done).rerun_of == done
     with pytest.raises(UnsupportedOperationError):
         memory.session_directory(done)
+
+
+def test_an_unknown_field_is_refused_before_a_change_is_made(
+    tmp_path: Path, lib: SessionManager
+) -> None:
+    sid = new(tmp_path, "Add OAuth login")
+    for args in (("create", "x", "--json=nope"), ("--json=nope", "transition", sid, "planning")):
+        error = json_error(run(tmp_path, *args), 2)
+        assert "unknown --json field nope" in str(error["message"])
+    assert [s.session_id for s in lib.query_sessions()] == [sid]
+    assert lib.get_session(sid).revision == 1
+    picked = as_json(run(tmp_path, "transition", sid, "planning", "--json=id,status,phase"))
+    assert picked == {"id": sid, "status": "planning", "phase": "plan"}

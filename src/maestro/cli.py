@@ -582,6 +582,23 @@ _SESSION_ALIASES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
 }
 
 
+#: Commands that change a session and print its record.
+_WRITES_A_SESSION = frozenset(
+    {
+        "create",
+        "transition",
+        "pause",
+        "resume",
+        "fail",
+        "complete",
+        "update",
+        "increment",
+        "heartbeat",
+        "rerun",
+    }
+)
+
+
 def _is_record(payload: Any) -> bool:
     return isinstance(payload, dict) and "session_id" in payload and "feature_request" in payload
 
@@ -734,7 +751,15 @@ class MaestroCommand(click.Command):
         rewritten, fields = _split_json_fields(args, leading=False)
         if fields is not None:
             ctx.meta[_PENDING] = fields
-        return super().parse_args(ctx, rewritten)
+        rest = super().parse_args(ctx, rewritten)
+        obj = ctx.find_object(Context)
+        if obj is not None and obj.json_fields is not None and self.name in _WRITES_A_SESSION:
+            # Checked before the change is made, not after it printed nothing.
+            try:
+                _check_fields(obj.json_fields, [*SESSION_FIELDS, *_SESSION_ALIASES])
+            except CommandError as error:
+                raise click.UsageError(str(error), ctx=ctx) from None
+        return rest
 
 
 class MaestroGroup(click.Group):
