@@ -41,7 +41,15 @@ def runner() -> CliRunner:
 
 
 #: A plain, 80-column, colourless environment whatever the caller's shell says.
-PLAIN_ENV = {"COLUMNS": "80", "LINES": "50", "NO_COLOR": None, "FORCE_COLOR": None}
+PLAIN_ENV = {
+    "COLUMNS": "80",
+    "LINES": "50",
+    "NO_COLOR": None,
+    "FORCE_COLOR": None,
+    "MAESTRO_FORCE_TTY": None,
+}
+#: Tables as a terminal gets them (stdout is a pipe under the test runner).
+TTY = {"MAESTRO_FORCE_TTY": "1"}
 
 
 def run(root: Path, *args: str, input: str | None = None, **env: str | None) -> Result:
@@ -332,7 +340,7 @@ def test_ascii_only_output_when_the_terminal_cannot_draw_blocks(
 
     def ascii_run(*args: str) -> str:
         result = CliRunner(charset="ascii").invoke(
-            cli, ["--root", str(tmp_path), *args], env=PLAIN_ENV
+            cli, ["--root", str(tmp_path), *args], env={**PLAIN_ENV, **TTY}
         )
         assert result.exit_code == 0, result.stderr
         return result.stdout
@@ -392,7 +400,7 @@ def test_list_shows_a_table_newest_first(
     second = old.create_session("A " + "very " * 30 + "long request").session_id
     walk(old, second, S.PLANNING)
     third = new(tmp_path, "The newest request")
-    out = ok(run(tmp_path, "list"))
+    out = ok(run(tmp_path, "list", **TTY))
     lines = out.splitlines()
     assert lines[0].split() == ["id", "status", "phase", "branch", "age", "request"]
     body = [line for line in lines[2:] if line.strip()]
@@ -433,8 +441,10 @@ def test_list_filters(tmp_path: Path, old: SessionManager, old_clock: Clock) -> 
     assert listed("--since", "1w", "--until", "12h") == {planning}
     data = as_json(run(tmp_path, "--json", "list", "--limit", "1"))
     assert isinstance(data, list) and [r["session_id"] for r in data] == [fresh]
-    assert ok(run(tmp_path, "list", "--limit", "2")).splitlines()[-1] == (
-        "2 of 3 sessions (raise --limit to see more)"
+    assert (
+        ok(run(tmp_path, "list", "--limit", "2", **TTY))
+        .splitlines()[-1]
+        .startswith("2 of 3 sessions; 1 more: --limit 3, or the next page: --cursor ")
     )
     assert ok(run(tmp_path, "list", "--branch", "nowhere")) == "no sessions match\n"
 
@@ -458,7 +468,7 @@ def test_list_warns_about_unreadable_sessions_and_shows_the_rest(
     good = new(tmp_path, "good")
     bad = new(tmp_path, "bad")
     (lib.sessions_dir / bad / "metadata.json").write_text("{oops")
-    result = run(tmp_path, "list")
+    result = run(tmp_path, "list", **TTY)
     assert result.exit_code == 0
     assert good[:8] in result.stdout and bad[:8] not in result.stdout
     assert result.stderr.startswith("warning: ") and bad in result.stderr
@@ -785,7 +795,7 @@ def test_stale_finds_and_reaps(tmp_path: Path, old: SessionManager, lib: Session
     old.pause_session(paused)
     fresh = new(tmp_path, "fresh", "--timeout-minutes", "1")
 
-    out = ok(run(tmp_path, "stale"))
+    out = ok(run(tmp_path, "stale", **TTY))
     assert idle[:8] in out and paused[:8] not in out and fresh[:8] not in out
     assert "10 days ago" in out and "60 min" in out
     assert "1 session stale" in out
@@ -793,7 +803,7 @@ def test_stale_finds_and_reaps(tmp_path: Path, old: SessionManager, lib: Session
     assert isinstance(data, list) and [r["session_id"] for r in data] == [idle]
     assert lib.get_session(idle).status is S.PLANNING  # looking changes nothing
 
-    out = ok(run(tmp_path, "stale", "--reap"))
+    out = ok(run(tmp_path, "stale", "--reap", **TTY))
     assert idle[:8] in out and "1 session failed (timed out)" in out
     session = lib.get_session(idle)
     assert session.status is S.FAILED and session.history[-1].reason == "timed out"
@@ -817,7 +827,7 @@ def test_gc_removes_old_finished_sessions(
     recent = new(tmp_path, "recent and failed")
     ok(run(tmp_path, "fail", recent, "--reason", "x"))
 
-    out = ok(run(tmp_path, "gc", "--older-than", "5d", "--dry-run"))
+    out = ok(run(tmp_path, "gc", "--older-than", "5d", "--dry-run", **TTY))
     assert done[:8] in out and failed[:8] in out and running[:8] not in out
     assert recent[:8] not in out and "would remove 2 sessions (dry run)" in out
     assert len(lib.query_sessions()) == 4
@@ -825,7 +835,7 @@ def test_gc_removes_old_finished_sessions(
     data = as_json(run(tmp_path, "--json", "gc", "--older-than", "5d", "--status", "failed"))
     assert isinstance(data, dict) and data["dry_run"] is False
     assert [r["session_id"] for r in data["removed"]] == [failed]
-    out = ok(run(tmp_path, "gc", "--older-than", "5d"))
+    out = ok(run(tmp_path, "gc", "--older-than", "5d", **TTY))
     assert done[:8] in out and out.endswith("removed 1 session\n")
     assert {s.session_id for s in lib.query_sessions()} == {running, recent}
     assert ok(run(tmp_path, "gc", "--older-than", "5d")) == "nothing to remove\n"
@@ -1004,6 +1014,8 @@ def prepare(root: Path) -> dict[str, list[str]]:
         "resume": ["resume", paused],
         "fail": ["fail", doomed, "--reason", "x"],
         "complete": ["complete", report],
+        "rerun": ["rerun", report],  # after "complete": a finished session
+        "path": ["path", sid],
         "update": ["update", sid, "--set", "statistics.total_tasks=3"],
         "increment": ["increment", sid, "completed_tasks"],
         "heartbeat": ["heartbeat", sid],

@@ -140,8 +140,10 @@ def test_a_whole_lifecycle_through_the_installed_command(tmp_path: Path) -> None
     for expected in ("Add OAuth login", "main @ " + commit[:12], "timeline", "paused", "history"):
         assert expected in shown
     assert "1 test failed" in shown and "3/3 done" in shown
-    listed = sh.out("list")
-    assert sid[:8] in listed and "generating_report" in listed and "1 session" in listed
+    listed = sh.run("list")
+    # A pipe gets plain tab-separated rows; the count goes to stderr.
+    assert listed.stdout.split("\t")[:2] == [sid, "generating_report"]
+    assert listed.stderr == "1 session\n"
     assert sid[:8] in sh.out("search", "oauth")
     assert sh.out("search", "kubernetes") == "no sessions match\n"
     assert sh.out("stats").startswith("1 session")
@@ -232,15 +234,15 @@ def test_list_and_show_fit_an_80_column_terminal(tmp_path: Path) -> None:
         )
         return done.stdout
 
-    def screen(colours: bool = False) -> str:
-        return call("capture-pane", "-p", "-J", "-S", "-", *(["-e"] if colours else []), "-t", "t")
+    def screen(colours: bool = False, pane: str = "t") -> str:
+        return call("capture-pane", "-p", "-J", "-S", "-", *(["-e"] if colours else []), "-t", pane)
 
-    def type_and_wait(command: str, number: int) -> None:
+    def type_and_wait(command: str, number: int, pane: str = "t") -> None:
         # the marker is computed by the shell, so the typed line never matches it
-        call("send-keys", "-t", "t", f"{command}; echo __done_$((1000+{number}))__", "Enter")
+        call("send-keys", "-t", pane, f"{command}; echo __done_$((1000+{number}))__", "Enter")
         deadline = time.monotonic() + 30
-        while f"__done_{1000 + number}__" not in screen():
-            assert time.monotonic() < deadline, screen()
+        while f"__done_{1000 + number}__" not in screen(pane=pane):
+            assert time.monotonic() < deadline, screen(pane=pane)
             time.sleep(0.05)
 
     call("new-session", "-d", "-s", "t", "-x", "80", "-y", "40", "bash --norc --noprofile")
@@ -248,13 +250,18 @@ def test_list_and_show_fit_an_80_column_terminal(tmp_path: Path) -> None:
         assert call("display-message", "-p", "-t", "t", "#{pane_width}").strip() == "80"
         type_and_wait("maestro list", 1)
         type_and_wait(f"maestro show {made['done'][:8]}", 2)
+        type_and_wait("maestro list | cat", 3)
         text = screen()
         coloured = screen(colours=True)
+        call("new-session", "-d", "-s", "n", "-x", "60", "-y", "40", "bash --norc --noprofile")
+        assert call("display-message", "-p", "-t", "n", "#{pane_width}").strip() == "60"
+        type_and_wait("maestro list", 4, pane="n")
+        narrow = screen(pane="n")
     finally:
         subprocess.run([*tmux, "kill-server"], env=env, capture_output=True, check=False)
 
     assert "Traceback" not in text and "error:" not in text
-    lines = text.splitlines()
+    lines = text.split("__done_1002__")[0].splitlines()  # a pipe's rows are not cut
     too_wide = [line for line in lines if len(line.rstrip()) > 80]
     assert too_wide == [], too_wide
     listing = text.split("__done_1001__")[0]
@@ -264,7 +271,17 @@ def test_list_and_show_fit_an_80_column_terminal(tmp_path: Path) -> None:
     rows = [line for line in listing.splitlines() if line.startswith(made["long"][:8])]
     assert len(rows) == 1 and "planning" in rows[0] and rows[0].rstrip().endswith("…")
     assert any(line.startswith(made["done"][:8]) and "completed" in line for line in lines)
-    shown = text.split("__done_1001__")[1]
+    shown = text.split("__done_1001__")[1].split("__done_1002__")[0]
+    piped = text.split("__done_1002__")[1].split("__done_1003__")[0]
+    piped_rows = [line for line in piped.splitlines() if line.startswith(made["long"][:8])]
+    # Plain rows: the whole id and the whole request, no header, no rule.
+    assert len(piped_rows) == 1 and made["long"] in piped_rows[0]
+    assert "every customer has moved" in piped_rows[0]
+    assert "request" not in piped and "─" not in piped and "2 sessions" in piped
+    narrow_listing = narrow.split("__done_1004__")[0]
+    narrow_rows = [line for line in narrow_listing.splitlines() if line[:8] in made["long"]]
+    assert len(narrow_rows) == 1 and narrow_rows[0].rstrip().endswith("…")
+    assert max(len(line.rstrip()) for line in narrow.splitlines()) <= 60
     assert made["done"] in shown and "timeline" in shown
     for state in ("planning", "implementing", "validating", "generating_report"):
         assert any(line.startswith(f"  {state} ") and "█" in line for line in lines), state

@@ -57,18 +57,24 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-def run(root: Path, *args: str, input: str | None = None) -> Result:
+def run(root: Path, *args: str, input: str | None = None, tty: bool = False) -> Result:
     return runner().invoke(
         cli,
         ["--root", str(root), *args],
         input=input,
-        env={"COLUMNS": "200", "LINES": "50", "NO_COLOR": None, "FORCE_COLOR": None},
+        env={
+            "COLUMNS": "200",
+            "LINES": "50",
+            "NO_COLOR": None,
+            "FORCE_COLOR": None,
+            "MAESTRO_FORCE_TTY": "1" if tty else None,
+        },
         catch_exceptions=False,
     )
 
 
-def assert_inert(text: str) -> None:
-    found = sorted({f"U+{ord(c):04X}" for c in RAW.findall(text)})
+def assert_inert(text: str, *, separators: str = "") -> None:
+    found = sorted({f"U+{ord(c):04X}" for c in RAW.findall(text) if c not in separators})
     assert not found, f"raw control characters reached the output: {found}"
 
 
@@ -138,6 +144,17 @@ def test_human_output_shows_stored_text_as_escapes(hostile: Hostile, command: st
     args = dict(commands(hostile))[command]
     result = run(hostile.root, *args)
     assert result.exit_code == 0, result.stderr
+    # Piped, tables are tab-separated rows: the tabs are the separators, and
+    # stored text adds none (every row of a table has as many).
+    assert_inert(result.stdout, separators="\t")
+    assert_inert(result.stderr)
+    assert len({line.count("\t") for line in result.stdout.splitlines() if "\t" in line}) <= 1
+
+
+@pytest.mark.parametrize("command", ["list", "list-filtered", "search", "stale"])
+def test_tables_on_a_terminal_show_stored_text_as_escapes(hostile: Hostile, command: str) -> None:
+    result = run(hostile.root, *dict(commands(hostile))[command], tty=True)
+    assert result.exit_code == 0, result.stderr
     assert_inert(result.stdout)
     assert_inert(result.stderr)
 
@@ -145,7 +162,7 @@ def test_human_output_shows_stored_text_as_escapes(hostile: Hostile, command: st
 @pytest.mark.parametrize("command", ["show-paused", "list", "search", "stats"])
 def test_escapes_are_visible(hostile: Hostile, command: str) -> None:
     """Not dropped: a reader sees that the text holds an escape sequence."""
-    out = run(hostile.root, *dict(commands(hostile))[command]).stdout
+    out = run(hostile.root, *dict(commands(hostile))[command], tty=True).stdout
     assert "\\x1b]52;c;" in out
     if command == "show-paused":
         assert "\\u202egnp.exe" in out and "\\x9b2J" in out and "\\x7f" in out

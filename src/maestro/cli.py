@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -96,6 +96,10 @@ def _no_progress(done: int, total: int) -> None:
     return None
 
 
+#: The width --wide draws tables at: every cell whole.
+_WIDE = 100_000
+
+
 class CommandError(Exception):
     """An expected failure the command line detects itself (not the library)."""
 
@@ -108,8 +112,23 @@ def _console(*, stderr: bool) -> Console:
     from rich.console import Console
 
     no_color = bool(os.environ.get("NO_COLOR"))
+    options: dict[str, Any] = {}
+    force_tty = os.environ.get("MAESTRO_FORCE_TTY", "").strip()
+    if force_tty:
+        # Like GH_FORCE_TTY: tables as on a terminal, a number of 20 or more gives
+        # the columns (1 or yes just turns it on); colours only if FORCE_COLOR asks.
+        options["force_terminal"] = True
+        if not os.environ.get("FORCE_COLOR"):
+            options["color_system"] = None
+        if force_tty.isdigit() and int(force_tty) >= 20:
+            options["width"] = int(force_tty)
     return Console(
-        stderr=stderr, no_color=no_color or None, highlight=False, emoji=False, soft_wrap=False
+        stderr=stderr,
+        no_color=no_color or None,
+        highlight=False,
+        emoji=False,
+        soft_wrap=False,
+        **options,
     )
 
 
@@ -120,6 +139,8 @@ class Context:
     root: Path | None
     as_json: bool
     store: str | None = None
+    #: The fields ``--json=a,b`` selected; ``None`` prints every field.
+    json_fields: tuple[str, ...] | None = None
     _manager: SessionManager | None = field(default=None, repr=False)
     _out: Console | None = field(default=None, repr=False)
     _err: Console | None = field(default=None, repr=False)
@@ -143,6 +164,9 @@ class Context:
 
     def open_manager(self, **options: Any) -> SessionManager:
         """A new manager on the chosen store: ``--store`` wins over ``--root``."""
+        if self.store is None and self.root is not None and not self.root.is_dir():
+            # Also for a --root given after the command's name.
+            raise CommandError(f"--root {self.root}: no such directory", EXIT_USAGE)
         return _open_manager(self.root, self.store, **options)
 
     def resolve(self, prefix: str) -> str:
@@ -153,8 +177,15 @@ class Context:
             raise CommandError(str(error), EXIT_USAGE) from None
 
     def emit_json(self, payload: Any) -> None:
+        if self.json_fields is not None:
+            payload = _select_fields(payload, self.json_fields)
         # Exact strings, but DEL, C1 and bidi controls escaped like C0 ones.
         click.echo(json_text(json.dumps(payload, indent=2, ensure_ascii=False)))
+
+    def footer(self, line: str) -> None:
+        """A line about a table: below it on a terminal, on stderr in a pipe
+        (so that the rows a script reads are rows only)."""
+        click.echo(line, err=not self.out.is_terminal)
 
     def glyphs(self) -> Glyphs:
         from maestro.render import ASCII_GLYPHS, UNICODE_GLYPHS
@@ -241,12 +272,25 @@ def fail(ctx: Context, error: Exception) -> NoReturn:
     hint = _hint(error, ctx)
     if hint:
         message += f" ({hint})"
+    if ctx.as_json:
+        code = _exit_code(error)
+        kind = type(error).__name__
+        _json_error(
+            "UsageError" if code == EXIT_USAGE and kind == "CommandError" else kind, message, code
+        )
+        sys.exit(_exit_code(error))
     message = visible(message)  # it may name a path or echo an argument
     ctx.err.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     sys.exit(_exit_code(error))
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _json_error(kind: str, message: str, code: int) -> None:
+    """An error as scripts read it under --json: one JSON object on stderr."""
+    payload = {"error": {"type": kind, "message": message, "exit_code": code}}
+    click.echo(json_text(json.dumps(payload, ensure_ascii=False)), err=True)
 
 
 def handled(func: F) -> F:
@@ -511,10 +555,255 @@ def _filters(
     return filters
 
 
+# ---------------------------------------------------------------- --json fields
+
+#: The top-level fields of a session record, and short names scripts ask for.
+SESSION_FIELDS = (
+    "schema_version",
+    "session_id",
+    "feature_request",
+    "status",
+    "created_at",
+    "updated_at",
+    "completed_at",
+    "git_context",
+    "current_phase",
+    "prd_reference",
+    "statistics",
+    "configuration",
+    "revision",
+    "paused_from",
+    "heartbeat_at",
+    "history",
+    "requests",
+    "rerun_of",
+)
+_SESSION_ALIASES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "id": lambda record: record.get("session_id"),
+    "branch": lambda record: record.get("git_context", {}).get("branch"),
+    "commit": lambda record: record.get("git_context", {}).get("commit"),
+    "phase": lambda record: record.get("current_phase"),
+}
+
+
+#: Commands that change a session and print its record.
+_WRITES_A_SESSION = frozenset(
+    {
+        "create",
+        "transition",
+        "pause",
+        "resume",
+        "fail",
+        "complete",
+        "update",
+        "increment",
+        "heartbeat",
+        "rerun",
+    }
+)
+
+
+def _is_record(payload: Any) -> bool:
+    return isinstance(payload, dict) and "session_id" in payload and "feature_request" in payload
+
+
+def _select_fields(payload: Any, fields: Sequence[str]) -> Any:
+    """``payload`` cut to ``fields``, as ``gh --json a,b`` does; a missing field is null.
+
+    A list is cut item by item; ``show``'s ``{"session": ..., timeline...}``
+    is flattened first so its fields and the timeline's are asked alike.
+    """
+    if isinstance(payload, list):
+        if not payload:
+            _check_fields(fields, [*SESSION_FIELDS, *_SESSION_ALIASES])
+        return [_select_fields(item, fields) for item in payload]
+    if not isinstance(payload, dict):
+        return payload
+    if set(payload) == {"sessions", "next_cursor"}:  # a page: its sessions are cut
+        return {**payload, "sessions": _select_fields(payload["sessions"], fields)}
+    flat = dict(payload)
+    record = flat.pop("session") if _is_record(flat.get("session")) else flat
+    if _is_record(record):
+        flat = {
+            **{name: None for name in SESSION_FIELDS},
+            **record,
+            **{name: get(record) for name, get in _SESSION_ALIASES.items()},
+            **{key: value for key, value in flat.items() if key != "session"},
+        }
+    _check_fields(fields, flat)
+    return {name: flat.get(name) for name in fields}
+
+
+def _check_fields(fields: Sequence[str], known: Iterable[str]) -> None:
+    names = set(known)
+    unknown = [name for name in fields if name not in names]
+    if unknown:
+        raise CommandError(
+            f"unknown --json field {', '.join(unknown)}; known fields: {', '.join(sorted(names))}",
+            EXIT_USAGE,
+        )
+
+
+def _parse_json_fields(text: str) -> tuple[str, ...]:
+    fields = tuple(name.strip() for name in text.split(","))
+    if not all(fields):
+        raise click.UsageError(
+            f"--json={text}: give field names separated by commas, e.g. --json=id,status"
+        )
+    return fields
+
+
+def _is_value(args: Sequence[str], index: int) -> bool:
+    return index > 0 and args[index - 1] in ("--root", "--store")
+
+
+def _wants_json(args: Sequence[str]) -> bool:
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == "--json" or arg.startswith("--json="):
+            return True
+    return False
+
+
+def _split_json_fields(
+    args: list[str], *, leading: bool
+) -> tuple[list[str], tuple[str, ...] | None]:
+    """``--json=FIELDS`` as ``--json``, and FIELDS.
+
+    ``--json`` takes a value only after ``=``, so ``search --json oauth``
+    still searches for oauth.  With ``leading`` (the group's own options)
+    the scan stops at the command name.
+    """
+    fields: tuple[str, ...] | None = None
+    rewritten: list[str] = []
+    for index, arg in enumerate(args):
+        ends = leading and not arg.startswith("-") and not _is_value(args, index)
+        if arg == "--" or ends:
+            rewritten.extend(args[index:])
+            break
+        if arg.startswith("--json="):
+            fields = _parse_json_fields(arg.removeprefix("--json="))
+            arg = "--json"
+        rewritten.append(arg)
+    return rewritten, fields
+
+
+def _obj(ctx: click.Context) -> Context:
+    obj = ctx.find_object(Context)
+    assert obj is not None  # the group's callback made it before any command parses
+    return obj
+
+
+def _set_root(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        _obj(ctx).root = value
+
+
+def _set_store(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        _obj(ctx).store = value
+
+
+def _set_json(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        obj = _obj(ctx)
+        obj.as_json = True
+        pending = ctx.meta.get(_PENDING)
+        if pending is not None:
+            obj.json_fields = pending
+
+
+_PENDING = "maestro.json_fields"
+
+
+class MaestroCommand(click.Command):
+    """A command that also takes the global --root, --store and --json after its name."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        names = {name for param in self.params for name in getattr(param, "opts", [])}
+        extra: list[click.Parameter] = [
+            click.Option(
+                ["--root"],
+                type=click.Path(file_okay=False, path_type=Path),
+                expose_value=False,
+                callback=_set_root,
+                help="As `maestro --root`.",
+            ),
+            click.Option(
+                ["--store"],
+                metavar="URL",
+                expose_value=False,
+                callback=_set_store,
+                help="As `maestro --store`.",
+            ),
+        ]
+        if "--json" not in names:
+            extra.append(
+                click.Option(
+                    ["--json"],
+                    is_flag=True,
+                    expose_value=False,
+                    callback=_set_json,
+                    help="Print JSON; --json=a,b prints only those fields.",
+                )
+            )
+        self.params.extend(param for param in extra if param.opts[0] not in names)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rewritten, fields = _split_json_fields(args, leading=False)
+        if fields is not None:
+            ctx.meta[_PENDING] = fields
+        rest = super().parse_args(ctx, rewritten)
+        obj = ctx.find_object(Context)
+        if obj is not None and obj.json_fields is not None and self.name in _WRITES_A_SESSION:
+            # Checked before the change is made, not after it printed nothing.
+            try:
+                _check_fields(obj.json_fields, [*SESSION_FIELDS, *_SESSION_ALIASES])
+            except CommandError as error:
+                raise click.UsageError(str(error), ctx=ctx) from None
+        return rest
+
+
+class MaestroGroup(click.Group):
+    """The ``maestro`` group: its commands take the global options too, and a
+    usage error under --json is a JSON object on stderr."""
+
+    command_class = MaestroCommand
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["maestro.argv"] = list(args)
+        try:
+            rewritten, fields = _split_json_fields(args, leading=True)
+            if fields is not None:
+                ctx.meta[_PENDING] = fields
+            return super().parse_args(ctx, rewritten)
+        except click.UsageError as error:
+            self._json_usage(ctx, error)
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as error:
+            self._json_usage(ctx, error)
+            raise
+
+    @staticmethod
+    def _json_usage(ctx: click.Context, error: click.UsageError) -> None:
+        obj = ctx.find_object(Context)
+        if (obj is not None and obj.as_json) or _wants_json(ctx.meta.get("maestro.argv", [])):
+            _json_error("UsageError", " ".join(error.format_message().split()), EXIT_USAGE)
+            raise click.exceptions.Exit(EXIT_USAGE)
+
+
 # ---------------------------------------------------------------- the group
 
 
-@click.group(epilog=_MAIN_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=MaestroGroup, epilog=_MAIN_EPILOG, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
@@ -548,7 +837,8 @@ def cli(click_ctx: click.Context, root: Path | None, store: str | None, as_json:
       maestro --json list --status failed | jq '.[].session_id'
     """
     _install_log_handler()
-    click_ctx.obj = Context(root=root, as_json=as_json, store=store or None)
+    fields = click_ctx.meta.pop(_PENDING, None) if as_json else None
+    click_ctx.obj = Context(root=root, as_json=as_json, store=store or None, json_fields=fields)
     if root is not None and not store and not root.is_dir():
         # A mistyped root would otherwise become a new, empty store.
         source = "--root" if _from_command_line(click_ctx, "root") else "MAESTRO_ROOT"
@@ -593,7 +883,14 @@ def _prd(path: str) -> PRDReference:
 
 
 @cli.command(epilog=_EPILOG)
-@click.argument("feature_request", metavar="REQUEST")
+@click.argument("feature_request", metavar="REQUEST", required=False)
+@click.option(
+    "--file",
+    "request_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Read REQUEST from this file (REQUEST '-' reads stdin).",
+)
 @click.option("--max-iterations", type=click.IntRange(min=1), metavar="N", help="Default 3.")
 @click.option("--timeout-minutes", type=click.IntRange(min=1), metavar="N", help="Default 120.")
 @click.option("--no-auto-checkpoint", is_flag=True, help="Turn automatic checkpoints off.")
@@ -604,7 +901,8 @@ def _prd(path: str) -> PRDReference:
 @handled
 def create(
     ctx: Context,
-    feature_request: str,
+    feature_request: str | None,
+    request_file: Path | None,
     max_iterations: int | None,
     timeout_minutes: int | None,
     no_auto_checkpoint: bool,
@@ -614,14 +912,19 @@ def create(
 ) -> None:
     """Start a session for REQUEST (in state initializing) and print its id.
 
-    The git branch and commit of the root are recorded with it.
+    The git branch and commit of the root are recorded with it.  A long
+    request can come from a file (--file PATH) or from stdin (REQUEST -);
+    its trailing newlines are dropped.
 
     \b
     Example:
       maestro create "Add OAuth login" --max-iterations 5 --prd docs/prd-oauth.md
       maestro create --quiet "Fix the flaky login test"
       maestro create --quiet --request-id job-4711 "Fix the flaky login test"
+      maestro create --file docs/request.md
+      maestro create - < request.txt
     """
+    feature_request = _request_text(feature_request, request_file)
     configuration: dict[str, Any] = {}
     if max_iterations is not None:
         configuration["max_iterations"] = max_iterations
@@ -647,11 +950,35 @@ def create(
         click.echo(f"created session {session.session_id} {visible(where)}")
 
 
+def _request_text(argument: str | None, path: Path | None) -> str:
+    """The request of ``create``: the argument, stdin for ``-``, or the file."""
+    if (argument is None) == (path is None):
+        raise click.UsageError("give the request as REQUEST, as - (stdin) or with --file PATH")
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise click.BadParameter("is not UTF-8 text", param_hint="--file") from None
+        except OSError as error:
+            raise click.BadParameter(
+                f"cannot be read ({error.strerror or error})", param_hint="--file"
+            ) from None
+    elif argument == "-":
+        text = sys.stdin.read()
+    else:
+        return str(argument)
+    text = text.rstrip("\r\n")
+    if not text.strip():
+        raise click.UsageError("the request is empty")
+    return text
+
+
 @cli.command(epilog=_EPILOG)
 @session_id_argument
+@click.option("--full", is_flag=True, help="Print a long request whole, not folded.")
 @pass_ctx
 @handled
-def show(ctx: Context, session_id: str) -> None:
+def show(ctx: Context, session_id: str, full: bool) -> None:
     """Show a session: its record, a timeline of its states, statistics, history.
 
     The timeline has one row per state over the session's whole life, so
@@ -662,41 +989,135 @@ def show(ctx: Context, session_id: str) -> None:
     Example:
       maestro show 3f01b541
       maestro --json show 3f01b541 | jq .seconds_in_state
+      maestro show 3f01b541 --full
     """
-    session = ctx.manager().get_session(ctx.resolve(session_id))
+    manager = ctx.manager()
+    session = manager.get_session(ctx.resolve(session_id))
     now = utcnow()
+    # Only a finished session can have been run again: others skip the scan.
+    reruns = (
+        [s.session_id for s in manager.reruns_of(session.session_id)]
+        if (session.is_terminal)
+        else []
+    )
     if ctx.as_json:
         timeline = SessionTimeline.of(session, now)
-        ctx.emit_json({"session": session.to_dict(), **timeline.to_dict()})
+        ctx.emit_json({"session": session.to_dict(), **timeline.to_dict(), "reruns": reruns})
         return
     from maestro.render import show_view
 
-    ctx.out.print(show_view(session, now, width=ctx.out.width, glyphs=ctx.glyphs()))
+    view = show_view(
+        session, now, width=ctx.out.width, glyphs=ctx.glyphs(), full=full, reruns=reruns
+    )
+    ctx.out.print(view)
 
 
-def _print_sessions(ctx: Context, sessions: list[Session], total: int | None = None) -> None:
+@cli.command(epilog=_EPILOG)
+@session_id_argument
+@pass_ctx
+@handled
+def path(ctx: Context, session_id: str) -> None:
+    """Print the directory holding a session's files (metadata.json and the rest).
+
+    Only stores that keep a directory per session have one (not memory:).
+
+    \b
+    Example:
+      maestro path 3f01b541
+      maestro path 3f01b541 --json
+    """
+    directory = ctx.manager().session_directory(ctx.resolve(session_id))
+    if ctx.as_json:
+        ctx.emit_json({"path": str(directory)})
+    else:
+        click.echo(str(directory))
+
+
+@cli.command(epilog=_EPILOG)
+@session_id_argument
+@click.option("-q", "--quiet", is_flag=True, help="Print only the new id.")
+@request_id_option
+@pass_ctx
+@handled
+def rerun(ctx: Context, session_id: str, quiet: bool, request_id: str | None) -> None:
+    """Start a new session with a finished session's request and configuration.
+
+    The new session records the one it runs again (rerun_of), and
+    `maestro show` of the finished one lists its reruns; the finished
+    session itself is not changed.  Only a completed or failed session
+    can be run again.
+
+    \b
+    Example:
+      maestro rerun 3f01b541
+      maestro rerun --quiet 3f01b541
+    """
+    session = ctx.manager().rerun_session(ctx.resolve(session_id), request_id=request_id)
+    if ctx.as_json:
+        ctx.emit_json(session.to_dict())
+    elif quiet:
+        click.echo(session.session_id)
+    else:
+        from maestro.render import short_id
+
+        assert session.rerun_of is not None
+        click.echo(
+            f"created session {session.session_id}, a rerun of {short_id(session.rerun_of)}, "
+            f"on branch {visible(session.git_context.branch)}"
+        )
+
+
+def _print_sessions(
+    ctx: Context,
+    sessions: list[Session],
+    total: int | None = None,
+    *,
+    wide: bool = False,
+    footer: bool = True,
+) -> None:
     if ctx.as_json:
         ctx.emit_json([s.to_dict() for s in sessions])
         return
     if not sessions:
         click.echo("no sessions match")
         return
-    from maestro.render import sessions_table
+    from maestro.render import session_plain_rows, sessions_table
 
-    ctx.out.print(sessions_table(sessions, utcnow(), width=ctx.out.width, glyphs=ctx.glyphs()))
+    if ctx.out.is_terminal:
+        out = ctx.out
+        if wide:  # a console as wide as the table: Rich never prints beyond its console
+            out = _console(stderr=False)
+            out.width = _WIDE
+        out.print(sessions_table(sessions, utcnow(), width=out.width, glyphs=ctx.glyphs()))
+    else:
+        click.echo(session_plain_rows(sessions), nl=False)
+    if not footer:
+        return
     count = len(sessions)
     if total is not None and total > count:
-        click.echo(f"{count} of {total} sessions (raise --limit to see more)")
+        ctx.footer(f"{count} of {total} sessions (raise --limit to see more)")
     else:
-        click.echo(f"{count} session{'s' if count != 1 else ''}")
+        ctx.footer(f"{count} session{'s' if count != 1 else ''}")
 
 
-def _query_and_print(ctx: Context, limit: int | None, filters: dict[str, Any]) -> None:
+def _query_and_print(
+    ctx: Context, limit: int | None, filters: dict[str, Any], *, wide: bool = False
+) -> None:
     """Query, count what a limit left out, print: what ``list`` and ``search`` share."""
     manager = ctx.manager()
     sessions = manager.query_sessions(limit=limit, **filters)
     total = manager.count_sessions(**filters) if limit is not None else None
-    _print_sessions(ctx, sessions, total)
+    _print_sessions(ctx, sessions, total, wide=wide)
+
+
+def wide_option(func: F) -> F:
+    return click.option(
+        "--wide", is_flag=True, help="Show whole cells on a terminal (a pipe always gets them)."
+    )(func)
+
+
+#: How many sessions human ``list`` shows unless --limit says otherwise.
+LIST_DEFAULT = 30
 
 
 @cli.command("list", epilog=_EPILOG)
@@ -706,7 +1127,33 @@ def _query_and_print(ctx: Context, limit: int | None, filters: dict[str, Any]) -
     metavar="NAME",
     help="Only sessions created in this linked worktree (its name, as in `maestro show`).",
 )
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N sessions.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help=f"At most N sessions [default: {LIST_DEFAULT}; every match with --json].",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Skip the first N matches.",
+)
+@click.option(
+    "--cursor",
+    metavar="CURSOR",
+    help="Go on after the page this cursor ended (printed below a page); '' starts. "
+    "With --json, prints {sessions, next_cursor}.",
+)
+@click.option(
+    "--sort",
+    type=click.Choice(["created", "updated"]),
+    default="created",
+    show_default=True,
+    help="Newest first by creation or by last update.",
+)
+@wide_option
 @pass_ctx
 @handled
 def list_sessions(
@@ -719,29 +1166,94 @@ def list_sessions(
     active: bool,
     worktree: str | None,
     limit: int | None,
+    offset: int,
+    cursor: str | None,
+    sort: str,
+    wide: bool,
 ) -> None:
-    """List sessions, newest first.
+    """List sessions, newest first: 30 unless --limit (all with --json).
 
     --since and --until bound the creation time: an age (30m, 2h, 2d, 1w)
-    counts back from now, or give an ISO date or time.
+    counts back from now, or give an ISO date or time.  Below a page, a
+    footer says how many more there are and how to see them (on stderr
+    when the output is a pipe).  --cursor pages stay put while sessions
+    are created: nothing repeats, nothing older is skipped.
 
     \b
     Example:
       maestro list --active
       maestro list --status failed --status paused --since 1w
       maestro list --branch main --until 2026-01-31 --limit 20
+      maestro list --sort updated --limit 10 --offset 10
+      maestro --json list --limit 100 --cursor '' | jq -r .next_cursor
       maestro list --worktree wt-login
     """
     filters = _filters(statuses, phases, branch, since, until, active)
     if worktree is not None:
         filters["worktree"] = worktree
-    _query_and_print(ctx, limit, filters)
+    if cursor is not None and offset:
+        raise click.UsageError("--cursor and --offset cannot be combined; use one")
+    if limit is None and (cursor is not None or not ctx.as_json):
+        limit = LIST_DEFAULT
+    manager = ctx.manager()
+    next_cursor: str | None = None
+    if limit is not None and not offset:
+        try:
+            page = manager.query_page(limit=limit, order_by=sort, cursor=cursor or None, **filters)
+        except errors.SessionValidationError as error:
+            if not cursor:
+                raise
+            raise CommandError(f"--cursor: {error}", EXIT_USAGE) from None
+        sessions, next_cursor = page.sessions, page.next_cursor
+    else:
+        sessions = manager.query_sessions(limit=limit, offset=offset, order_by=sort, **filters)
+    if ctx.as_json:
+        records = [s.to_dict() for s in sessions]
+        if cursor is not None:
+            ctx.emit_json({"sessions": records, "next_cursor": next_cursor})
+        else:
+            ctx.emit_json(records)
+        return
+    if not sessions:
+        click.echo("no sessions match")
+        return
+    _print_sessions(ctx, sessions, wide=wide, footer=False)
+    total = manager.count_sessions(**filters)
+    ctx.footer(_list_footer(len(sessions), total, offset, limit, cursor, next_cursor))
+
+
+def _list_footer(
+    shown: int,
+    total: int,
+    offset: int,
+    limit: int | None,
+    cursor: str | None,
+    next_cursor: str | None,
+) -> str:
+    """``list``'s footer: what the page holds, and how to see what it left out."""
+    if cursor:  # a later page: where it starts among the matches is not counted
+        line = f"{shown} session{'s' if shown != 1 else ''} of {total}"
+    elif offset:
+        line = f"sessions {offset + 1}-{offset + shown} of {total}"
+    elif shown < total:
+        line = f"{shown} of {total} sessions"
+    else:
+        return f"{shown} session{'s' if shown != 1 else ''}"
+    if cursor:
+        return f"{line}; next page: --cursor {next_cursor}" if next_cursor else line
+    more = total - offset - shown
+    if more <= 0:
+        return line
+    if next_cursor is not None:
+        return f"{line}; {more} more: --limit {total}, or the next page: --cursor {next_cursor}"
+    return f"{line}; {more} more: --offset {offset + shown}, or --limit {total - offset}"
 
 
 @cli.command(epilog=_EPILOG)
 @click.argument("words", nargs=-1, required=True, metavar="TEXT...")
 @filter_options
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N sessions.")
+@wide_option
 @pass_ctx
 @handled
 def search(
@@ -754,6 +1266,7 @@ def search(
     until: datetime | None,
     active: bool,
     limit: int | None,
+    wide: bool,
 ) -> None:
     """Full-text search of the feature requests, best match first.
 
@@ -766,7 +1279,7 @@ def search(
       maestro search 'auth*' --status failed
     """
     filters = _filters(statuses, phases, branch, since, until, active)
-    _query_and_print(ctx, limit, {**filters, "text": " ".join(words)})
+    _query_and_print(ctx, limit, {**filters, "text": " ".join(words)}, wide=wide)
 
 
 # ---------------------------------------------------------------- the state machine
@@ -1172,9 +1685,12 @@ def stats(
 
 
 def _sessions_brief(ctx: Context, sessions: Sequence[Session], now: datetime) -> None:
-    """A table of sessions with their last activity and timeout."""
-    from maestro.render import activity_table
+    """A table of sessions with their last activity and timeout (plain rows in a pipe)."""
+    from maestro.render import activity_plain_rows, activity_table
 
+    if not ctx.out.is_terminal:
+        click.echo(activity_plain_rows(sessions), nl=False)
+        return
     ctx.out.print(activity_table(sessions, now, width=ctx.out.width, glyphs=ctx.glyphs()))
 
 
@@ -1215,9 +1731,9 @@ def stale(ctx: Context, older_than: timedelta | None, reap: bool) -> None:
     count = len(sessions)
     noun = f"{count} session{'s' if count != 1 else ''}"
     if reap:
-        click.echo(f"{noun} failed (timed out)")
+        ctx.footer(f"{noun} failed (timed out)")
     else:
-        click.echo(f"{noun} stale; `maestro stale --reap` fails them")
+        ctx.footer(f"{noun} stale; `maestro stale --reap` fails them")
 
 
 @cli.command(epilog=_EPILOG)
@@ -1262,7 +1778,7 @@ def gc(ctx: Context, older_than: timedelta, statuses: tuple[str, ...], dry_run: 
     _sessions_brief(ctx, removed, utcnow())
     count = len(removed)
     noun = f"{count} session{'s' if count != 1 else ''}"
-    click.echo(f"would remove {noun} (dry run)" if dry_run else f"removed {noun}")
+    ctx.footer(f"would remove {noun} (dry run)" if dry_run else f"removed {noun}")
 
 
 @cli.command("export", epilog=_EPILOG)

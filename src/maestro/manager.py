@@ -93,6 +93,7 @@ READ_ONLY_FIELDS = frozenset(
         "revision",
         "schema_version",
         "requests",
+        "rerun_of",
     }
 )
 
@@ -246,15 +247,20 @@ class SessionManager:
         prd_reference: PRDReference | Mapping[str, Any] | None = None,
         git_context: GitContext | None = None,
         request_id: str | None = None,
+        rerun_of: str | None = None,
     ) -> Session:
         """Start a new session in ``initializing`` and store it.
 
         The git context of the repository root is captured unless given.
         With ``request_id``, a retry returns the session the first call
         created (it keeps that key for its life), even from another process.
+        ``rerun_of`` names the finished (completed or failed) session this
+        one runs again; see :meth:`rerun_session`.
         """
         if request_id is not None:
             idempotency.check_request_id(request_id)
+        if rerun_of is not None:
+            self._check_rerunnable(self.get_session(rerun_of))
         config: SessionConfiguration = (
             SessionConfiguration()
             if configuration is None
@@ -275,6 +281,7 @@ class SessionManager:
             git_context=git_context or self._git_context_here(),
             prd_reference=prd,
             configuration=config,
+            rerun_of=rerun_of,
         )
         if request_id is None:
             return self.store.create(session)
@@ -288,11 +295,59 @@ class SessionManager:
                 "configuration": config,
                 "prd_reference": prd,
                 "git_context": git_context,
+                **({"rerun_of": rerun_of} if rerun_of is not None else {}),
             },
         )
         session = idempotency.with_create_key(session, request_id, digest)
         stored = self.store.create(session, request_id=request_id)
         return idempotency.check_created(stored, request_id, digest)
+
+    @staticmethod
+    def _check_rerunnable(session: Session) -> None:
+        if not session.is_terminal:
+            raise SessionValidationError(
+                f"only a finished (completed or failed) session can be run again; "
+                f"it is {session.status.value}",
+                session_id=session.session_id,
+            )
+
+    def rerun_session(self, session_id: str, *, request_id: str | None = None) -> Session:
+        """Start a new session with the request, configuration and PRD of a
+        finished one, recording ``rerun_of``; the finished one is not written.
+
+        The git context is captured anew (the run happens now).  A session
+        that is not completed or failed raises ``SessionValidationError``.
+        """
+        original = self.get_session(session_id)
+        self._check_rerunnable(original)
+        return self.create_session(
+            original.feature_request,
+            original.configuration,
+            prd_reference=original.prd_reference,
+            request_id=request_id,
+            rerun_of=original.session_id,
+        )
+
+    def session_directory(self, session_id: str) -> Path:
+        """The directory holding the session's files, for stores that keep one.
+
+        ``UnsupportedOperationError`` for a store without session directories
+        (``memory:``); ``SessionNotFoundError`` if the session does not exist.
+        """
+        store = self._directory_export("session_directory")
+        return store.session_directory(self.get_session(session_id).session_id)
+
+    def reruns_of(self, session_id: str) -> list[Session]:
+        """The sessions that run ``session_id`` again, oldest first.
+
+        A scan of every session (reruns are few and rarely asked for; the
+        index holds no column for them).
+        """
+        return [
+            session
+            for session in self.query_sessions(order_by="created", descending=False)
+            if session.rerun_of == session_id
+        ]
 
     def resolve_session_id(self, prefix: str) -> str:
         """The full id of the one session whose id starts with ``prefix`` (6+ characters).

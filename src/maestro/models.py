@@ -504,6 +504,7 @@ KNOWN_FIELDS = (
     "heartbeat_at",
     "history",
     "requests",
+    "rerun_of",
 )
 
 
@@ -531,6 +532,8 @@ class Session:
     #: Idempotent requests remembered: the create key for the session's life,
     #: and the most recent others (see :mod:`maestro.idempotency`).
     requests: list[RequestRecord] = field(default_factory=list, repr=False)
+    #: The finished session this one runs again (``maestro rerun``), if any.
+    rerun_of: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -575,6 +578,8 @@ class Session:
             entry if isinstance(entry, RequestRecord) else RequestRecord.from_dict(entry)
             for entry in self.requests
         ]
+        if self.rerun_of is not None:
+            self.rerun_of = _require_str(self.rerun_of, "rerun_of")
         if not isinstance(self.extra, dict):
             raise SessionValidationError("extra must be a dict")
         clashes = sorted(set(self.extra) & set(KNOWN_FIELDS))
@@ -623,6 +628,8 @@ class Session:
         if self.requests:
             # Left out when empty: a record without requests stays byte for byte as before.
             data["requests"] = [entry.to_dict() for entry in self.requests]
+        if self.rerun_of is not None:
+            data["rerun_of"] = self.rerun_of
         data.update(self.extra)
         return data
 
@@ -675,6 +682,7 @@ class Session:
             revision=mapping.get("revision", 0),
             schema_version=mapping.get("schema_version", SCHEMA_VERSION),
             requests=[RequestRecord.from_dict(entry) for entry in requests],
+            rerun_of=mapping.get("rerun_of"),
             extra={k: v for k, v in mapping.items() if k not in KNOWN_FIELDS},
         )
 
@@ -770,6 +778,7 @@ def session_from_trusted_record(record: Mapping[str, Any]) -> Session:
                 )
                 for entry in record.get("requests", ())
             ],
+            "rerun_of": record.get("rerun_of"),
             "extra": {}
             if record.keys() <= _KNOWN
             else {k: v for k, v in record.items() if k not in _KNOWN},

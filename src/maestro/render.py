@@ -23,7 +23,7 @@ from rich.text import Text
 
 from maestro.gitctx import DETACHED, UNKNOWN, describe_branch
 from maestro.lifecycle import Segment
-from maestro.models import Session, SessionStatus, utcnow
+from maestro.models import Session, SessionStatus, format_timestamp, utcnow
 from maestro.reports import DoctorReport
 from maestro.stats import SessionStats
 from maestro.textsafe import visible
@@ -143,7 +143,37 @@ def _when(moment: datetime | None, now: datetime | None) -> Text:
     return text
 
 
-def session_details(session: Session, now: datetime | None = None) -> Table:
+#: How many lines of a long request ``show`` prints unless asked for all.
+REQUEST_LINES = 6
+#: ... and how many characters, for a request that is one very long line.
+REQUEST_CHARS = 600
+
+
+def folded_request(text: str, *, full: bool = False) -> Text:
+    """The request as ``show`` prints it: a long one folded to its first lines
+    and how many more there are."""
+    # Line by line: its line breaks print as such, every other control as an escape.
+    lines = text.split("\n")
+    if full or (len(lines) <= REQUEST_LINES and len(text) <= REQUEST_CHARS):
+        return Text("\n".join(visible(line) for line in lines))
+    kept = "\n".join(lines[:REQUEST_LINES])[:REQUEST_CHARS]
+    more_lines = len(lines) - len(kept.split("\n"))
+    folded = Text("\n".join(visible(line) for line in kept.split("\n")))
+    if more_lines > 0:
+        folded.append(f"\n… {more_lines} more line{'s' if more_lines != 1 else ''}", style="dim")
+    else:
+        folded.append(f"… {len(text) - len(kept)} more characters", style="dim")
+    folded.append(" (--full shows all)", style="dim")
+    return folded
+
+
+def session_details(
+    session: Session,
+    now: datetime | None = None,
+    *,
+    full_request: bool = True,
+    reruns: Sequence[str] = (),
+) -> Table:
     """A two-column key/value table of the record.
 
     With ``now``, timestamps also say how long ago they were, and the
@@ -165,13 +195,17 @@ def session_details(session: Session, now: datetime | None = None) -> Table:
     stats = session.statistics
     rows: list[tuple[str, RenderableType]] = [
         ("id", session.session_id),
-        ("request", Text(visible(session.feature_request))),
+        ("request", folded_request(session.feature_request, full=full_request)),
         ("status", status),
         ("phase", session.current_phase.value if session.current_phase else "-"),
         ("git", where),
     ]
     if session.prd_reference is not None:
         rows.append(("prd", Text(visible(session.prd_reference.path))))
+    if session.rerun_of is not None:
+        rows.append(("rerun of", session.rerun_of))
+    if reruns:
+        rows.append(("reruns", "\n".join(reruns)))
     rows += [
         ("created", _when(session.created_at, now)),
         ("updated", _when(session.updated_at, now)),
@@ -407,11 +441,20 @@ def session_statistics(session: Session, now: datetime) -> Table:
 
 
 def show_view(
-    session: Session, now: datetime, *, width: int = 80, glyphs: Glyphs = UNICODE_GLYPHS
+    session: Session,
+    now: datetime,
+    *,
+    width: int = 80,
+    glyphs: Glyphs = UNICODE_GLYPHS,
+    full: bool = True,
+    reruns: Sequence[str] = (),
 ) -> Group:
-    """Everything ``maestro show`` prints: record, timeline, statistics, history."""
+    """Everything ``maestro show`` prints: record, timeline, statistics, history.
+
+    Unless ``full``, a long request is folded to its first lines; ``reruns``
+    are the ids of the sessions that ran it again."""
     parts: list[RenderableType] = [
-        session_details(session, now),
+        session_details(session, now, full_request=full, reruns=reruns),
         Text(""),
         timeline(session, now, width=width, glyphs=glyphs),
         Text(""),
@@ -513,6 +556,45 @@ def sessions_table(
         # 21: "(detached at 3f01b54)" whole.
         caps={3: 21, 4: 16} if with_worktree else {3: 21},
         glyphs=glyphs,
+    )
+
+
+def plain_rows(rows: Sequence[Sequence[str]]) -> str:
+    """Rows for a pipe, as ``gh`` prints them: tab-separated cells, no header, rule,
+    padding or cut.  Cells are single lines already (``visible`` escapes tabs)."""
+    return "".join("\t".join(row) + "\n" for row in rows)
+
+
+def session_plain_rows(sessions: Sequence[Session]) -> str:
+    """``sessions_table`` for a pipe: whole id, status, phase, branch, creation time, request."""
+    return plain_rows(
+        [
+            (
+                session.session_id,
+                session.status.value,
+                session.current_phase.value if session.current_phase else "-",
+                visible(session.git_context.branch),
+                format_timestamp(session.created_at),
+                _one_line(session.feature_request).plain,
+            )
+            for session in sessions
+        ]
+    )
+
+
+def activity_plain_rows(sessions: Sequence[Session]) -> str:
+    """``activity_table`` for a pipe: whole id, status, last activity, timeout, request."""
+    return plain_rows(
+        [
+            (
+                session.session_id,
+                session.status.value,
+                format_timestamp(session.last_activity),
+                str(session.configuration.timeout_minutes),
+                _one_line(session.feature_request).plain,
+            )
+            for session in sessions
+        ]
     )
 
 

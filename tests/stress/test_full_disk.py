@@ -35,6 +35,7 @@ import errno
 import inspect
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -326,6 +327,9 @@ API: dict[str, Api] = {
         ids["planning"], completed_tasks=1
     ),
     "heartbeat": lambda m, ids, w, a: m.heartbeat(ids["planning"]),
+    "rerun_session": lambda m, ids, w, a: m.rerun_session(ids["done"]),
+    "reruns_of": lambda m, ids, w, a: m.reruns_of(ids["done"]),
+    "session_directory": lambda m, ids, w, a: m.session_directory(ids["planning"]),
     "find_stale_sessions": lambda m, ids, w, a: m.find_stale_sessions(),
     "reap_stale_sessions": lambda m, ids, w, a: m.reap_stale_sessions(),
     "gc": lambda m, ids, w, a: m.gc(timedelta(days=1)),
@@ -351,6 +355,7 @@ API: dict[str, Api] = {
         _store(m).query(SessionQuery()), w / "store-out.tar.gz"
     ),
     "store.import_sessions": lambda m, ids, w, a: _store(m).import_sessions(a),
+    "store.session_directory": lambda m, ids, w, a: _store(m).session_directory(ids["done"]),
     "store.doctor": lambda m, ids, w, a: _store(m).doctor(),
     "store.adopt_sessions": _store_adopt,
     "store.changes_after": lambda m, ids, w, a: _store(m).changes_after(None),
@@ -374,6 +379,9 @@ CLI: dict[str, Callable[[dict[str, str], Path, Path], list[str]]] = {
     "update": lambda ids, w, a: ["update", ids["fresh"], "--set", "statistics.total_tasks=3"],
     "increment": lambda ids, w, a: ["increment", ids["planning"], "completed_tasks"],
     "heartbeat": lambda ids, w, a: ["heartbeat", ids["planning"]],
+    "rerun": lambda ids, w, a: ["rerun", ids["done"]],
+    "path": lambda ids, w, a: ["path", ids["planning"]],
+    "show finished": lambda ids, w, a: ["show", ids["done"]],
     "delete": lambda ids, w, a: ["delete", ids["fresh"], "--yes"],
     "stats": lambda ids, w, a: ["stats"],
     "stale": lambda ids, w, a: ["stale"],
@@ -458,6 +466,12 @@ def _check_logs(where: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.clear()
 
 
+#: The count below a table, on stderr when stdout is a pipe (as here).
+TABLE_FOOTER = re.compile(
+    r"(\d+ (of \d+ )?sessions?\b|sessions \d+-\d+ of |(would remove|removed) \d+ session)"
+)
+
+
 def _check_cli(where: str, result: Result) -> None:
     assert result.exception is None or isinstance(result.exception, SystemExit), (
         f"{where}: {type(result.exception).__name__}: {result.exception}"
@@ -469,7 +483,9 @@ def _check_cli(where: str, result: Result) -> None:
     others = [
         line
         for line in result.stderr.splitlines()
-        if line.strip() and not line.startswith(("error:", "warning:"))
+        if line.strip()
+        and not line.startswith(("error:", "warning:"))
+        and not TABLE_FOOTER.match(line)
     ]
     assert not others, f"{where}: unexpected stderr {others}"
     if result.exit_code == 0:

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from maestro.errors import SessionValidationError, UnsupportedOperationError
@@ -477,6 +478,10 @@ class DirectoryExport(Protocol):
         lock; an id this store holds too is reported, never overwritten, and
         a session whose lock is busy stays for a later call.
         """
+        ...
+
+    def session_directory(self, session_id: str) -> Path:
+        """The directory holding the session's files (whether it exists or not)."""
         ...
 
 

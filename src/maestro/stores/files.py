@@ -1118,6 +1118,9 @@ class FileSessionStore:
 
     # ------------------------------------------------------------ whole directories
 
+    def session_directory(self, session_id: str) -> Path:
+        return self.sessions_dir / check_session_id(session_id)
+
     def export_sessions(
         self,
         sessions: Iterable[Session],
