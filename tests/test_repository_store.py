@@ -176,6 +176,7 @@ def test_list_filters_by_worktree_and_shows_the_column_when_there_are_several(
     assert [s["session_id"] for s in listed] == [in_tree]
     assert here(monkeypatch, main, "list", "--worktree", "nowhere").strip() == "no sessions match"
 
+    monkeypatch.setenv("MAESTRO_FORCE_TTY", "160")  # the table a terminal gets
     table = here(monkeypatch, main, "list").splitlines()
     assert table[0].split() == ["id", "status", "phase", "branch", "worktree", "age", "request"]
     rows = {line.split()[0]: line.split() for line in table[2:-1]}

@@ -573,7 +573,7 @@ def session_plain_rows(sessions: Sequence[Session]) -> str:
                 session.session_id,
                 session.status.value,
                 session.current_phase.value if session.current_phase else "-",
-                visible(session.git_context.branch),
+                visible(describe_branch(session.git_context)),
                 format_timestamp(session.created_at),
                 _one_line(session.feature_request).plain,
             )
