@@ -673,7 +673,7 @@ def test_increment_counters(tmp_path: Path, lib: SessionManager) -> None:
     record = as_json(run(tmp_path, "--json", "increment", sid, "decisions_made"))
     assert isinstance(record, dict) and record["statistics"]["decisions_made"] == 1
     line = error_line(run(tmp_path, "increment", sid, "failed_tasks", "-1"), 1)
-    assert "failed_tasks must be >= 0" in line
+    assert "failed_tasks is 0; subtracting 1 would make it negative" in line
     assert "'bogus'" in usage_error(run(tmp_path, "increment", sid, "bogus"))
     assert "'two'" in usage_error(run(tmp_path, "increment", sid, "failed_tasks", "two"))
     assert lib.get_session(sid).statistics.completed_tasks == 2

@@ -61,7 +61,13 @@ from maestro.stores.base import (
 )
 from maestro.timeline import SessionTimeline
 
-__all__ = ["READ_ONLY_FIELDS", "UPDATABLE_FIELDS", "SessionManager", "resolve_root"]
+__all__ = [
+    "READ_ONLY_FIELDS",
+    "TERMINAL_EDITABLE_FIELDS",
+    "UPDATABLE_FIELDS",
+    "SessionManager",
+    "resolve_root",
+]
 
 log = logging.getLogger("maestro")
 
@@ -96,6 +102,12 @@ READ_ONLY_FIELDS = frozenset(
     }
 )
 
+#: What a finished (``completed``/``failed``) session still lets
+#: ``update_session`` change: late bookkeeping about the work, never the work's
+#: outcome.  Its status and phase are final, and so are its request, git
+#: context, configuration and measured duration.
+TERMINAL_EDITABLE_FIELDS = frozenset({"statistics", "prd_reference"})
+
 _Nested = GitContext | PRDReference | SessionStatistics | SessionConfiguration
 
 
@@ -123,7 +135,75 @@ def _merge(current: _Nested | None, value: object, cls: type[_Nested], name: str
     if isinstance(value, Mapping):
         base = current.to_dict() if current is not None else {}
         return cls.from_dict({**base, **value})
-    raise SessionValidationError(f"{name} must be a {cls.__name__} or a mapping")
+    raise SessionValidationError(f"{name} must be an object of fields, such as {_EXAMPLES[name]}")
+
+
+_EXAMPLES = {
+    "statistics": '{"completed_tasks": 3}',
+    "configuration": '{"max_iterations": 5}',
+    "git_context": '{"branch": "main"}',
+    "prd_reference": '{"path": "docs/prd.md"}',
+}
+
+
+def _prd(current: PRDReference | None, value: object) -> PRDReference:
+    """A PRD reference from a path (as the CLI's ``--prd`` takes), a mapping or an object.
+
+    The file name defaults to the path's last part, whichever way it is given.
+    """
+    if isinstance(value, str | os.PathLike):
+        path = os.fspath(value)
+        if not isinstance(path, str) or not path.strip():
+            raise SessionValidationError("prd_reference must be a path such as docs/prd.md")
+        return PRDReference(filename=os.path.basename(path.rstrip("/")) or path, path=path)
+    path = value.get("path") if isinstance(value, Mapping) else None
+    if isinstance(value, Mapping) and "filename" not in value and isinstance(path, str):
+        value = {**value, "filename": os.path.basename(path.rstrip("/")) or path}
+    merged: PRDReference = _merge(current, value, PRDReference, "prd_reference")
+    return merged
+
+
+def _check_terminal(session: Session, updated: Session, keys: Iterable[str]) -> None:
+    """Refuse a write that would change what a finished session settled."""
+    if not session.is_terminal:
+        return
+    for key in keys:
+        if key in TERMINAL_EDITABLE_FIELDS:
+            continue
+        if key == "status" and updated.status is session.status:
+            continue
+        if getattr(updated, key) == getattr(session, key):
+            continue  # restating a value is not a change
+        raise SessionValidationError(
+            f"the session is {session.status.value}, so its {key} is final; "
+            "only " + " and ".join(sorted(TERMINAL_EDITABLE_FIELDS)) + " may still change",
+            session_id=session.session_id,
+        )
+    if updated.statistics.duration_seconds != session.statistics.duration_seconds:
+        raise SessionValidationError(
+            f"the session is {session.status.value}, so its measured duration is final",
+            session_id=session.session_id,
+        )
+
+
+def _check_task_counts(
+    before: SessionStatistics, after: SessionStatistics, session_id: str
+) -> None:
+    """Completed and failed tasks are among the total: a write may not break that.
+
+    A total of 0 means the tasks have not been counted yet (an orchestrator
+    may report progress before its plan is known), so it bounds nothing.
+    """
+    counts = ("total_tasks", "completed_tasks", "failed_tasks")
+    if all(getattr(before, name) == getattr(after, name) for name in counts):
+        return  # untouched: a record stored inconsistent earlier stays readable
+    if after.total_tasks and after.completed_tasks + after.failed_tasks > after.total_tasks:
+        raise SessionValidationError(
+            f"completed_tasks ({after.completed_tasks}) + failed_tasks "
+            f"({after.failed_tasks}) would exceed total_tasks ({after.total_tasks}); "
+            "raise total_tasks first",
+            session_id=session_id,
+        )
 
 
 class SessionManager:
@@ -223,13 +303,14 @@ class SessionManager:
         feature_request: str,
         configuration: SessionConfiguration | Mapping[str, Any] | None = None,
         *,
-        prd_reference: PRDReference | Mapping[str, Any] | None = None,
+        prd_reference: PRDReference | Mapping[str, Any] | str | os.PathLike[str] | None = None,
         git_context: GitContext | None = None,
         request_id: str | None = None,
     ) -> Session:
         """Start a new session in ``initializing`` and store it.
 
         The git context of the repository root is captured unless given.
+        ``prd_reference`` may be a path (``"docs/prd.md"``), as ``--prd`` takes.
         With ``request_id``, a retry returns the session the first call
         created (it keeps that key for its life), even from another process.
         """
@@ -240,11 +321,7 @@ class SessionManager:
             if configuration is None
             else _merge(None, configuration, SessionConfiguration, "configuration")
         )
-        prd: PRDReference | None = (
-            None
-            if prd_reference is None
-            else _merge(None, prd_reference, PRDReference, "prd_reference")
-        )
+        prd: PRDReference | None = None if prd_reference is None else _prd(None, prd_reference)
         now = self._now()
         session = Session(
             session_id=new_session_id(),
@@ -356,9 +433,11 @@ class SessionManager:
                     elif key == "git_context":
                         value = _merge(session.git_context, value, GitContext, key)
                     elif key == "prd_reference" and value is not None:
-                        value = _merge(session.prd_reference, value, PRDReference, key)
+                        value = _prd(session.prd_reference, value)
                     fields[key] = value
                 updated = dataclasses.replace(session, **fields, updated_at=now)
+                _check_terminal(session, updated, updates.keys())
+                _check_task_counts(session.statistics, updated.statistics, session.session_id)
                 if "status" in updates:
                     target = SessionStatus(_status(updates["status"]))
                     if target is not session.status:
@@ -724,7 +803,8 @@ class SessionManager:
                     session.status.value,
                     "resume",
                     (),
-                    note="only a paused session can be resumed",
+                    message=f"the session is {session.status.value}, not paused; "
+                    "only a paused session can be resumed",
                 )
             if session.paused_from is None:
                 raise SessionValidationError(
@@ -771,17 +851,30 @@ class SessionManager:
                 )
             if isinstance(delta, bool) or not isinstance(delta, int):
                 raise SessionValidationError(
-                    f"the increment of {name} must be an integer", session_id=session_id
+                    f"the increment of {name} must be a whole number such as 1 or -1",
+                    session_id=session_id,
+                )
+            if delta == 0:
+                # Refused rather than written: a write that changes nothing
+                # would still bump the revision and wake every watcher.
+                raise SessionValidationError(
+                    f"an increment of 0 leaves {name} as it is; give a non-zero amount "
+                    "such as 1 or -1",
+                    session_id=session_id,
                 )
 
         def change(session: Session) -> Session:
-            counters = {
-                name: getattr(session.statistics, name) + delta for name, delta in deltas.items()
-            }
-            try:
-                statistics = dataclasses.replace(session.statistics, **counters)
-            except SessionValidationError as error:
-                raise _with_session_id(error, session.session_id) from None
+            counters = {}
+            for name, delta in deltas.items():
+                current = getattr(session.statistics, name)
+                if current + delta < 0:
+                    raise SessionValidationError(
+                        f"{name} is {current}; subtracting {-delta} would make it negative",
+                        session_id=session.session_id,
+                    )
+                counters[name] = current + delta
+            statistics = dataclasses.replace(session.statistics, **counters)
+            _check_task_counts(session.statistics, statistics, session.session_id)
             return dataclasses.replace(session, statistics=statistics, updated_at=self._now())
 
         write, expected = self._once(

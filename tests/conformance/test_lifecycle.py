@@ -178,9 +178,10 @@ def test_increment_statistics_adds(manager: SessionManager) -> None:
         ({}, "no counter"),
         ({"duration_seconds": 1}, "unknown counter"),
         ({"bogus": 1}, "unknown counter"),
-        ({"total_tasks": 1.5}, "must be an integer"),
-        ({"total_tasks": True}, "must be an integer"),
-        ({"total_tasks": -1}, "must be >= 0"),
+        ({"total_tasks": 1.5}, "must be a whole number"),
+        ({"total_tasks": True}, "must be a whole number"),
+        ({"total_tasks": -1}, "total_tasks is 0; subtracting 1 would make it negative"),
+        ({"decisions_made": 0}, "increment of 0"),
     ],
 )
 def test_increment_refuses_bad_deltas(

@@ -1,0 +1,145 @@
+"""Checks that speak the user's language: finished sessions, consistent counters,
+messages without Python type names, inputs taken as users give them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from maestro import SessionManager, SessionStatus
+from maestro.errors import InvalidTransitionError, SessionValidationError
+
+from .conftest import GIT
+from .test_cli import error_line, ok, run
+
+S = SessionStatus
+
+
+def finished(manager: SessionManager, status: SessionStatus = S.COMPLETED) -> str:
+    sid = manager.create_session("build it", git_context=GIT).session_id
+    if status is S.FAILED:
+        manager.transition_state(sid, S.FAILED)
+        return sid
+    for state in (S.PLANNING, S.GENERATING_TASKS, S.IMPLEMENTING, S.VALIDATING):
+        manager.transition_state(sid, state)
+    manager.transition_state(sid, S.GENERATING_REPORT)
+    manager.transition_state(sid, S.COMPLETED)
+    return sid
+
+
+# ------------------------------------------------------------ finished sessions
+
+
+@pytest.mark.parametrize("status", [S.COMPLETED, S.FAILED])
+@pytest.mark.parametrize(
+    "updates",
+    [
+        {"current_phase": "plan"},
+        {"current_phase": "implement"},
+        {"status": "planning"},
+        {"feature_request": "something else"},
+        {"configuration": {"max_iterations": 9}},
+        {"git_context": {"branch": "other"}},
+        {"statistics": {"duration_seconds": 1.5}},
+    ],
+)
+def test_a_finished_session_keeps_what_it_settled(
+    manager: SessionManager, status: SessionStatus, updates: dict[str, object]
+) -> None:
+    sid = finished(manager, status)
+    before = manager.get_session(sid)
+    with pytest.raises(SessionValidationError) as caught:
+        manager.update_session(sid, updates)
+    assert sid in str(caught.value)
+    assert status.value in str(caught.value)
+    after = manager.get_session(sid)
+    assert after.revision == before.revision
+    assert (after.status, after.current_phase) == (before.status, before.current_phase)
+
+
+def test_a_finished_session_still_takes_late_bookkeeping(manager: SessionManager) -> None:
+    sid = finished(manager)
+    before = manager.get_session(sid)
+    updated = manager.update_session(
+        sid,
+        {
+            "statistics": {"total_tasks": 4, "completed_tasks": 4},
+            "prd_reference": {"path": "docs/prd.md"},
+            "status": "completed",  # restating the status is no change
+            "current_phase": before.current_phase,
+        },
+    )
+    assert updated.statistics.completed_tasks == 4
+    assert updated.prd_reference is not None and updated.prd_reference.path == "docs/prd.md"
+    assert updated.statistics.duration_seconds == before.statistics.duration_seconds
+    assert manager.increment_statistics(sid, decisions_made=2).statistics.decisions_made == 2
+    with pytest.raises(InvalidTransitionError):
+        manager.transition_state(sid, S.PLANNING)
+    with pytest.raises(SessionValidationError):
+        manager.heartbeat(sid)
+
+
+def test_cli_update_of_a_finished_phase_is_refused(tmp_path: Path) -> None:
+    sid = SessionManager(tmp_path).create_session("x", git_context=GIT).session_id
+    ok(run(tmp_path, "fail", sid, "--reason", "broke"))
+    line = error_line(run(tmp_path, "update", sid, "--set", "current_phase=plan"), 1)
+    assert "failed, so its current_phase is final" in line
+
+
+# ------------------------------------------------------------ statistics
+
+
+def test_completed_and_failed_never_exceed_total(manager: SessionManager) -> None:
+    sid = manager.create_session("x", git_context=GIT).session_id
+    # Before the tasks are counted (total 0), progress is taken as it comes.
+    assert manager.increment_statistics(sid, completed_tasks=2).statistics.completed_tasks == 2
+    with pytest.raises(SessionValidationError, match=r"would exceed total_tasks \(1\)"):
+        manager.update_session(sid, {"statistics": {"total_tasks": 1}})
+    manager.update_session(sid, {"statistics": {"total_tasks": 3}})
+    with pytest.raises(SessionValidationError, match=r"failed_tasks \(2\) would exceed"):
+        manager.increment_statistics(sid, failed_tasks=2)
+    with pytest.raises(SessionValidationError, match="would exceed"):
+        manager.update_session(sid, {"statistics": {"total_tasks": 1}})
+    both = manager.increment_statistics(sid, total_tasks=2, failed_tasks=2)
+    assert (both.statistics.total_tasks, both.statistics.failed_tasks) == (5, 2)
+    assert manager.get_session(sid).revision == both.revision
+
+
+def test_a_zero_increment_is_refused_and_writes_nothing(manager: SessionManager) -> None:
+    sid = manager.create_session("x", git_context=GIT).session_id
+    revision = manager.get_session(sid).revision
+    with pytest.raises(SessionValidationError, match="increment of 0"):
+        manager.increment_statistics(sid, decisions_made=0)
+    assert manager.get_session(sid).revision == revision
+
+
+def test_going_below_zero_names_the_amount_given(tmp_path: Path) -> None:
+    manager = SessionManager(tmp_path)
+    sid = manager.create_session("x", git_context=GIT).session_id
+    manager.increment_statistics(sid, decisions_made=1)
+    line = error_line(run(tmp_path, "increment", sid, "decisions_made", "-3"), 1)
+    assert "decisions_made is 1; subtracting 3 would make it negative" in line
+    line = error_line(run(tmp_path, "increment", sid, "decisions_made", "0"), 1)
+    assert "increment of 0" in line
+    assert manager.get_session(sid).statistics.decisions_made == 1
+
+
+# ------------------------------------------------------------ resume
+
+
+def test_resume_of_a_session_that_is_not_paused_says_so(tmp_path: Path) -> None:
+    sid = SessionManager(tmp_path).create_session("x", git_context=GIT).session_id
+    line = error_line(run(tmp_path, "resume", sid), 4)
+    assert "is initializing, not paused" in line
+    assert "terminal" not in line and "->" not in line
+
+
+def test_create_takes_a_prd_path_as_the_cli_does(manager: SessionManager) -> None:
+    session = manager.create_session("x", git_context=GIT, prd_reference="docs/prd.md")
+    assert session.prd_reference is not None
+    assert (session.prd_reference.filename, session.prd_reference.path) == ("prd.md", "docs/prd.md")
+    updated = manager.update_session(session.session_id, {"prd_reference": Path("a/b.md")})
+    assert updated.prd_reference is not None and updated.prd_reference.filename == "b.md"
+    with pytest.raises(SessionValidationError, match=r"docs/prd\.md"):
+        manager.create_session("x", git_context=GIT, prd_reference="  ")
