@@ -71,10 +71,12 @@ def error_line(result: Result, code: int) -> str:
 
 
 def usage_error(result: Result) -> str:
-    """Click's own usage errors: exit 2, an ``Error:`` line naming the problem."""
+    """Usage errors: exit 2, one ``error:`` line naming the problem and the help to read."""
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
-    assert "Error:" in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
     return result.stderr
 
 

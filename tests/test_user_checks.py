@@ -143,3 +143,64 @@ def test_create_takes_a_prd_path_as_the_cli_does(manager: SessionManager) -> Non
     assert updated.prd_reference is not None and updated.prd_reference.filename == "b.md"
     with pytest.raises(SessionValidationError, match=r"docs/prd\.md"):
         manager.create_session("x", git_context=GIT, prd_reference="  ")
+
+
+# ------------------------------------------------------------ usage errors, reasons, search
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["list", "--bogus"], "No such option '--bogus'. (see `maestro list --help`)"),
+        (["show"], "Missing argument 'ID'. (see `maestro show --help`)"),
+        (["bogus"], "No such command 'bogus'. (see `maestro --help`)"),
+        (["search", ""], "at least one word"),
+        (["search", " ", " "], "at least one word"),
+        (["--bogus"], "No such option '--bogus'"),
+    ],
+)
+def test_a_usage_error_is_one_line_with_a_hint(
+    tmp_path: Path, args: list[str], fragment: str
+) -> None:
+    result = run(tmp_path, *args)
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert fragment in lines[0]
+    assert "Usage:" not in result.stderr and "Try " not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["transition", "{sid}", "planning", "--reason", ""],
+        ["fail", "{sid}", "--reason", " "],
+        ["pause", "{sid}", "--reason", ""],
+        ["update", "{sid}", "--set", "status=planning", "--reason", ""],
+    ],
+)
+def test_a_blank_reason_is_refused_alike_everywhere(tmp_path: Path, args: list[str]) -> None:
+    manager = SessionManager(tmp_path)
+    sid = manager.create_session("x", git_context=GIT).session_id
+    result = run(tmp_path, *[a.format(sid=sid) for a in args])
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert "Invalid value for '--reason': must not be empty" in line
+    assert manager.get_session(sid).revision == 1
+
+
+@pytest.mark.parametrize("reason", ["", "  ", 3])
+def test_the_api_refuses_a_blank_reason_on_every_write(
+    manager: SessionManager, reason: object
+) -> None:
+    sid = manager.create_session("x", git_context=GIT).session_id
+    writes = [
+        lambda: manager.transition_state(sid, S.PLANNING, reason=reason),  # type: ignore[arg-type]
+        lambda: manager.pause_session(sid, reason=reason),  # type: ignore[arg-type]
+        lambda: manager.resume_session(sid, reason=reason),  # type: ignore[arg-type]
+        lambda: manager.update_session(sid, {"status": "failed"}, reason=reason),  # type: ignore[arg-type]
+    ]
+    for write in writes:
+        with pytest.raises(SessionValidationError, match="a reason must be text"):
+            write()
+    assert manager.get_session(sid).revision == 1

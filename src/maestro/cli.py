@@ -513,7 +513,39 @@ def _filters(
 # ---------------------------------------------------------------- the group
 
 
-@click.group(epilog=_MAIN_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineUsage(click.Group):
+    """A group whose usage errors are one line, like every other error.
+
+    Click prints a usage block, a hint and the error on four lines; a script
+    reading stderr, and a person, want the one line saying what was wrong.
+    """
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("standalone_mode", True):
+            return super().main(*args, **kwargs)
+        try:
+            result = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.UsageError as error:
+            below = error.ctx.command_path.split()[1:] if error.ctx is not None else []
+            path = " ".join(["maestro", *below])
+            message = " ".join(error.format_message().split())
+            click.echo(f"error: {visible(message)} (see `{path} --help`)", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(EXIT_ERROR)
+        # Without standalone mode Click returns the exit code a command asked for.
+        sys.exit(result if isinstance(result, int) else EXIT_OK)
+
+
+@click.group(
+    cls=_OneLineUsage,
+    epilog=_MAIN_EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
@@ -741,16 +773,32 @@ def search(
       maestro search 'auth*' --status failed
     """
     filters = _filters(statuses, phases, branch, since, until, active)
-    _query_and_print(ctx, limit, {**filters, "text": " ".join(words)})
+    text = " ".join(words)
+    if not text.strip():
+        raise click.UsageError(
+            "give at least one word to search for, such as: maestro search oauth"
+        )
+    _query_and_print(ctx, limit, {**filters, "text": text})
 
 
 # ---------------------------------------------------------------- the state machine
 
 
+def _non_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        # The same for every command: a blank reason says nothing.
+        raise click.BadParameter(
+            'must not be empty; leave it out or say why, such as --reason "review approved"',
+            ctx=ctx,
+            param=param,
+        )
+    return value
+
+
 @cli.command(epilog=_EPILOG)
 @session_id_argument
 @click.argument("state", type=click.Choice(STATUSES), metavar="STATE")
-@click.option("--reason", help="Why; kept in the history.")
+@click.option("--reason", callback=_non_empty, help="Why; kept in the history.")
 @expected_revision_option
 @request_id_option
 @pass_ctx
@@ -786,7 +834,7 @@ def transition(
 
 @cli.command(epilog=_EPILOG)
 @session_id_argument
-@click.option("--reason", help="Why; kept in the history.")
+@click.option("--reason", callback=_non_empty, help="Why; kept in the history.")
 @expected_revision_option
 @request_id_option
 @pass_ctx
@@ -815,7 +863,7 @@ def pause(
 
 @cli.command(epilog=_EPILOG)
 @session_id_argument
-@click.option("--reason", help="Why; kept in the history.")
+@click.option("--reason", callback=_non_empty, help="Why; kept in the history.")
 @expected_revision_option
 @request_id_option
 @pass_ctx
@@ -840,12 +888,6 @@ def resume(
         request_id=request_id,
     )
     _moved(ctx, session)
-
-
-def _non_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not value.strip():
-        raise click.BadParameter("must not be empty", ctx=ctx, param=param)
-    return value
 
 
 @cli.command("fail", epilog=_EPILOG)
@@ -880,7 +922,7 @@ def fail_session(
 
 @cli.command(epilog=_EPILOG)
 @session_id_argument
-@click.option("--reason", help="A note kept in the history.")
+@click.option("--reason", callback=_non_empty, help="A note kept in the history.")
 @expected_revision_option
 @request_id_option
 @pass_ctx
@@ -922,7 +964,11 @@ def complete(
     help="A field to change (repeatable); dots reach nested fields.",
 )
 @click.option("--prd", metavar="PATH", help="Set the PRD (file name = its base name).")
-@click.option("--reason", help="Kept in the history when --set status=... changes the state.")
+@click.option(
+    "--reason",
+    callback=_non_empty,
+    help="Kept in the history when --set status=... changes the state.",
+)
 @expected_revision_option
 @request_id_option
 @pass_ctx

@@ -163,6 +163,16 @@ def _prd(current: PRDReference | None, value: object) -> PRDReference:
     return merged
 
 
+def _check_reason(reason: str | None, session_id: str) -> None:
+    """A reason, when given, says something: the same rule for every write that takes one."""
+    if reason is not None and (not isinstance(reason, str) or not reason.strip()):
+        raise SessionValidationError(
+            'a reason must be text that says why, such as "review approved"; '
+            "leave it out (None) to give none",
+            session_id=session_id,
+        )
+
+
 def _check_terminal(session: Session, updated: Session, keys: Iterable[str]) -> None:
     """Refuse a write that would change what a finished session settled."""
     if not session.is_terminal:
@@ -407,6 +417,7 @@ class SessionManager:
         ``request_id`` makes a retry a no-op (see :meth:`create_session`).
         """
         check_session_id(session_id)
+        _check_reason(reason, session_id)
         if not isinstance(updates, Mapping):
             raise SessionValidationError("updates must be a mapping", session_id=session_id)
         for key in updates:
@@ -482,6 +493,7 @@ class SessionManager:
         Raises ``InvalidTransitionError`` (a ``ValueError``) otherwise.
         """
         check_session_id(session_id)
+        _check_reason(reason, session_id)
         try:
             target = SessionStatus(_status(new_state))
         except SessionValidationError as error:
@@ -795,6 +807,7 @@ class SessionManager:
     ) -> Session:
         """Return a paused session to the state it was paused from."""
         check_session_id(session_id)
+        _check_reason(reason, session_id)
 
         def change(session: Session) -> Session:
             if session.status is not SessionStatus.PAUSED:
