@@ -658,7 +658,7 @@ def test_update_errors(tmp_path: Path, lib: SessionManager) -> None:
     assert "unknown field 'colour'" in line and "maestro update --help" in line
     assert "read-only" in error_line(run(tmp_path, "update", sid, "--set", "revision=3"), 1)
     line = error_line(run(tmp_path, "update", sid, "--set", "statistics.total_tasks=many"), 1)
-    assert "statistics.total_tasks must be an integer" in line
+    assert "statistics.total_tasks must be a whole number" in line
     assert "unknown field" in error_line(
         run(tmp_path, "update", sid, "--set", "statistics.bogus=1"), 1
     )

@@ -3,14 +3,18 @@ messages without Python type names, inputs taken as users give them."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from maestro import SessionManager, SessionStatus
 from maestro.errors import InvalidTransitionError, SessionValidationError
 
-from .conftest import GIT
+from .conftest import GIT, Clock
 from .test_cli import error_line, ok, run
 
 S = SessionStatus
@@ -204,3 +208,111 @@ def test_the_api_refuses_a_blank_reason_on_every_write(
         with pytest.raises(SessionValidationError, match="a reason must be text"):
             write()
     assert manager.get_session(sid).revision == 1
+
+
+# ------------------------------------------------------------ no Python in messages
+
+#: Words of Python, not of the user: type names and the old phrasings.
+PYTHON_WORDS = re.compile(
+    r"\b(NoneType|int|str|float|bool|dict|tuple|bytes|Mapping|mapping|datetime|timedelta|"
+    r"SessionStatistics|SessionConfiguration|GitContext|PRDReference|Session|"
+    r"another string|integer range|TypeError|ValueError)\b"
+)
+
+WRONG = [None, 3, 2.5, True, "text", ["a"], {"a": 1}, object(), b"x"]
+
+
+def _calls(manager: SessionManager, sid: str, value: object) -> list[Callable[[], object]]:
+    v: Any = value
+    return [
+        lambda: manager.create_session(v),
+        lambda: manager.create_session("x", v),
+        lambda: manager.create_session("x", prd_reference=v),
+        lambda: manager.create_session("x", configuration={"max_iterations": v}),
+        lambda: manager.update_session(sid, v),
+        lambda: manager.update_session(sid, {"statistics": v}),
+        lambda: manager.update_session(sid, {"statistics": {"total_tasks": v}}),
+        lambda: manager.update_session(sid, {"statistics": {"duration_seconds": v}}),
+        lambda: manager.update_session(sid, {"configuration": v}),
+        lambda: manager.update_session(sid, {"configuration": {"auto_checkpoint": v}}),
+        lambda: manager.update_session(sid, {"git_context": v}),
+        lambda: manager.update_session(sid, {"git_context": {"branch": v}}),
+        lambda: manager.update_session(sid, {"prd_reference": v}),
+        lambda: manager.update_session(sid, {"current_phase": v}),
+        lambda: manager.update_session(sid, {"status": v}),
+        lambda: manager.update_session(sid, {"feature_request": v}),
+        lambda: manager.transition_state(sid, v),
+        lambda: manager.increment_statistics(sid, total_tasks=v),
+        lambda: manager.query_sessions(status=v),
+        lambda: manager.query_sessions(phase=v),
+        lambda: manager.query_sessions(created_after=v),
+        lambda: manager.query_sessions(branch=v),
+        lambda: manager.query_sessions(limit=v),
+        lambda: manager.query_sessions(offset=v),
+        lambda: manager.query_sessions(text=v),
+        lambda: manager.find_stale_sessions(older_than=v),
+        lambda: manager.gc(v),
+    ]
+
+
+@pytest.mark.parametrize("value", WRONG, ids=lambda v: type(v).__name__)
+def test_no_message_names_a_python_type(manager: SessionManager, value: object) -> None:
+    sid = manager.create_session("x", git_context=GIT).session_id
+    refused = 0
+    for call in _calls(manager, sid, value):
+        try:
+            call()
+        except SessionValidationError as error:
+            refused += 1
+            assert not PYTHON_WORDS.search(str(error)), str(error)
+    assert refused >= 10  # most of these values are wrong for most of these calls
+
+
+# ------------------------------------------------------------ ages as users pass them
+
+
+@pytest.mark.parametrize("age", [timedelta(minutes=30), 1800, 1800.0, "30m", " 30M "])
+def test_stale_and_gc_take_an_age_as_users_write_it(
+    manager: SessionManager, clock: Clock, age: object
+) -> None:
+    old = manager.create_session("old", git_context=GIT).session_id
+    manager.transition_state(old, S.PLANNING)
+    done = finished(manager, S.FAILED)
+    clock.advance(31 * 60)
+    young = manager.create_session("young", git_context=GIT).session_id
+    manager.transition_state(young, S.PLANNING)
+    assert [s.session_id for s in manager.find_stale_sessions(older_than=age)] == [old]  # type: ignore[arg-type]
+    assert [s.session_id for s in manager.gc(age, dry_run=True)] == [done]  # type: ignore[arg-type]
+    assert [s.session_id for s in manager.gc(age)] == [done]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("age", [0, -5, "0m", "soon", "", None, float("nan"), float("inf"), True])
+def test_a_bad_age_is_a_validation_error(manager: SessionManager, age: object) -> None:
+    with pytest.raises(SessionValidationError, match="30m, 2h, 2d or 1w"):
+        manager.gc(age)  # type: ignore[arg-type]
+    if age is not None:  # None: each session's own timeout
+        with pytest.raises(SessionValidationError, match="30m, 2h, 2d or 1w"):
+            manager.find_stale_sessions(older_than=age)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["create", "x", "--max-iterations", "two"], "'two' is not a whole number of at least 1"),
+        (["create", "x", "--timeout-minutes", "0"], "0 is too small: give a whole number"),
+        (["search", "x", "--limit", "0"], "give a whole number of at least 1, such as 3"),
+        (["watch", "--timeout", "soon"], "'soon' is not a number of at least 0, such as 3.5"),
+    ],
+)
+def test_cli_numbers_are_asked_for_in_words(tmp_path: Path, args: list[str], fragment: str) -> None:
+    result = run(tmp_path, *args)
+    assert result.exit_code == 2
+    assert fragment in result.stderr
+    assert not PYTHON_WORDS.search(result.stderr), result.stderr
+
+
+def test_cli_increment_amount_is_asked_for_in_words(tmp_path: Path) -> None:
+    sid = SessionManager(tmp_path).create_session("x", git_context=GIT).session_id
+    result = run(tmp_path, "increment", sid, "decisions_made", "lots")
+    assert result.exit_code == 2
+    assert "'lots' is not a whole number, such as 3" in result.stderr

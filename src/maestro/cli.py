@@ -13,7 +13,6 @@ import functools
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from maestro import Capability, ChangeEvent, ChangeKind, errors
+from maestro.ages import parse_age
 from maestro.lifecycle import ACTIVE_STATES
 from maestro.manager import SessionManager
 from maestro.models import (
@@ -294,21 +294,6 @@ def _install_log_handler() -> None:
 
 # ---------------------------------------------------------------- argument types
 
-_AGE = re.compile(r"(\d+)\s*(s|m|h|d|w)", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_age(text: str) -> timedelta | None:
-    """``30m``, ``2h``, ``2d``, ``1w`` (also ``90s``, ``1d12h``) as a duration; else ``None``."""
-    compact = text.strip().lower()
-    if not compact or _AGE.sub("", compact).strip():
-        return None
-    seconds = sum(int(n) * _UNIT_SECONDS[unit.lower()] for n, unit in _AGE.findall(compact))
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError:
-        return None
-
 
 def _age_callback(
     ctx: click.Context, param: click.Parameter, value: str | None
@@ -422,6 +407,39 @@ def _complete_session_ids(
 # ---------------------------------------------------------------- shared options
 
 
+class _Number(click.ParamType):  # type: ignore[type-arg]  # generic from Click 8.2 only
+    """A whole number or a number of seconds, refused in words a user reads.
+
+    Click's own types say "is not a valid integer range"; this says what is
+    wanted, with an example.
+    """
+
+    def __init__(self, *, minimum: int | None = None, whole: bool = True) -> None:
+        self.minimum = minimum
+        self.whole = whole
+        self.name = "whole number" if whole else "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number: float = value
+        else:
+            try:
+                number = int(str(value)) if self.whole else float(str(value))
+            except ValueError:
+                number = float("nan")
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"{visible(str(value))!r} is not {self._wanted()}", param, ctx)
+        if self.minimum is not None and number < self.minimum:
+            self.fail(f"{visible(str(value))} is too small: give {self._wanted()}", param, ctx)
+        return number
+
+    def _wanted(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        example = 3 if self.minimum is None or self.minimum < 3 else self.minimum
+        at_least = "" if self.minimum is None else f" of at least {self.minimum}"
+        return f"{kind}{at_least}, such as {example if self.whole else float(example) + 0.5}"
+
+
 def session_id_argument(func: F) -> F:
     return click.argument("session_id", metavar="ID", shell_complete=_complete_session_ids)(func)
 
@@ -429,7 +447,7 @@ def session_id_argument(func: F) -> F:
 def expected_revision_option(func: F) -> F:
     return click.option(
         "--expected-revision",
-        type=click.IntRange(min=0),
+        type=_Number(minimum=0),
         metavar="N",
         help="Only if the stored revision is N (compare-and-swap); else exit 5.",
     )(func)
@@ -614,8 +632,8 @@ def _prd(path: str) -> PRDReference:
 
 @cli.command(epilog=_EPILOG)
 @click.argument("feature_request", metavar="REQUEST")
-@click.option("--max-iterations", type=click.IntRange(min=1), metavar="N", help="Default 3.")
-@click.option("--timeout-minutes", type=click.IntRange(min=1), metavar="N", help="Default 120.")
+@click.option("--max-iterations", type=_Number(minimum=1), metavar="N", help="Default 3.")
+@click.option("--timeout-minutes", type=_Number(minimum=1), metavar="N", help="Default 120.")
 @click.option("--no-auto-checkpoint", is_flag=True, help="Turn automatic checkpoints off.")
 @click.option("--prd", metavar="PATH", help="The PRD of the session (stored as given).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the new id.")
@@ -748,7 +766,7 @@ def list_sessions(
 @cli.command(epilog=_EPILOG)
 @click.argument("words", nargs=-1, required=True, metavar="TEXT...")
 @filter_options
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N sessions.")
+@click.option("--limit", type=_Number(minimum=1), metavar="N", help="At most N sessions.")
 @pass_ctx
 @handled
 def search(
@@ -1030,7 +1048,7 @@ def _leaves(updates: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
 @cli.command(epilog=_EPILOG, context_settings={"ignore_unknown_options": True})
 @session_id_argument
 @click.argument("counter", type=click.Choice(SessionStatistics.COUNTERS), metavar="COUNTER")
-@click.argument("amount", type=int, default=1, required=False, metavar="[N]")
+@click.argument("amount", type=_Number(), default=1, required=False, metavar="[N]")
 @expected_revision_option
 @request_id_option
 @pass_ctx
@@ -1479,7 +1497,7 @@ def _event_line(event: ChangeEvent, arrow: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=_Number(minimum=0, whole=False),
     metavar="SECONDS",
     help="Stop after this long (default: never).",
 )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar, cast
 
 from maestro import idempotency, lifecycle
+from maestro.ages import as_age
 from maestro.errors import (
     AmbiguousSessionIdError,
     ConflictError,
@@ -419,7 +420,10 @@ class SessionManager:
         check_session_id(session_id)
         _check_reason(reason, session_id)
         if not isinstance(updates, Mapping):
-            raise SessionValidationError("updates must be a mapping", session_id=session_id)
+            raise SessionValidationError(
+                'updates must be an object of fields such as {"current_phase": "plan"}',
+                session_id=session_id,
+            )
         for key in updates:
             if key in READ_ONLY_FIELDS:
                 raise SessionValidationError(f"field {key!r} is read-only", session_id=session_id)
@@ -934,16 +938,19 @@ class SessionManager:
             request_id=request_id,
         )
 
-    def find_stale_sessions(self, older_than: timedelta | None = None) -> list[Session]:
+    def find_stale_sessions(
+        self, older_than: timedelta | float | str | None = None
+    ) -> list[Session]:
         """Running sessions nobody has touched for too long: zombies of a crashed worker.
 
         A session is stale when its last activity (update or heartbeat) is
         older than ``older_than`` or, when that is not given, than its own
         ``configuration.timeout_minutes``.  Paused sessions are idle on
-        purpose and never stale.  Oldest activity first.
+        purpose and never stale.  Oldest activity first.  ``older_than``
+        takes a ``timedelta``, a number of seconds or an age such as ``"30m"``.
         """
-        if older_than is not None and older_than <= timedelta(0):
-            raise SessionValidationError("older_than must be a positive duration")
+        if older_than is not None:
+            older_than = as_age(older_than, "older_than")
         now = self._now()
         bound = now - (older_than or timedelta(minutes=1))  # the shortest timeout allowed
         running = sorted(lifecycle.ACTIVE_STATES - {SessionStatus.PAUSED})
@@ -957,7 +964,7 @@ class SessionManager:
         return sorted(candidates, key=lambda s: (s.last_activity, s.session_id))
 
     def reap_stale_sessions(
-        self, older_than: timedelta | None = None, *, reason: str = "timed out"
+        self, older_than: timedelta | float | str | None = None, *, reason: str = "timed out"
     ) -> list[Session]:
         """Fail every stale session (see :meth:`find_stale_sessions`) with ``reason``.
 
@@ -981,7 +988,7 @@ class SessionManager:
 
     def gc(
         self,
-        older_than: timedelta,
+        older_than: timedelta | float | str,
         *,
         status: Iterable[SessionStatus | str] = lifecycle.TERMINAL_STATES,
         dry_run: bool = False,
@@ -990,13 +997,13 @@ class SessionManager:
         """Delete sessions in ``status`` whose last activity is older than ``older_than``.
 
         Returns the sessions removed (or, with ``dry_run``, that would be).
-        A session changed meanwhile is kept.
+        A session changed meanwhile is kept.  ``older_than`` takes a
+        ``timedelta``, a number of seconds or an age such as ``"30d"``.
         """
-        if older_than <= timedelta(0):
-            raise SessionValidationError("older_than must be a positive duration")
+        age = as_age(older_than, "older_than")
         chosen = self.query_sessions(
             status=list(status),
-            active_before=self._now() - older_than,
+            active_before=self._now() - age,
             order_by="created",
             descending=False,
         )
