@@ -3,6 +3,7 @@ messages without Python type names, inputs taken as users give them."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -316,3 +317,38 @@ def test_cli_increment_amount_is_asked_for_in_words(tmp_path: Path) -> None:
     result = run(tmp_path, "increment", sid, "decisions_made", "lots")
     assert result.exit_code == 2
     assert "'lots' is not a whole number, such as 3" in result.stderr
+
+
+# ------------------------------------------------------------ date ranges
+
+
+def test_a_date_alone_as_until_takes_in_the_whole_day(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    times = iter(
+        [
+            datetime(2026, 11, 30, 0, 0, tzinfo=UTC),
+            datetime(2026, 11, 30, 23, 59, 59, 999999, tzinfo=UTC),
+            datetime(2026, 12, 1, 0, 0, tzinfo=UTC),
+        ]
+    )
+    for request in ("first", "last", "next day"):
+        moment = next(times)
+        manager = SessionManager(tmp_path, clock=lambda m=moment: m)  # type: ignore[misc]
+        manager.create_session(request, git_context=GIT)
+    listed = ok(run(tmp_path, "--json", "list", "--until", "2026-11-30"))
+    assert sorted(s["feature_request"] for s in json.loads(listed)) == ["first", "last"]
+    listed = ok(run(tmp_path, "--json", "list", "--since", "2026-11-30", "--until", "2026-11-30"))
+    assert len(json.loads(listed)) == 2
+    # A time is taken as given.
+    listed = ok(run(tmp_path, "--json", "list", "--until", "2026-11-30T00:00:00Z"))
+    assert [s["feature_request"] for s in json.loads(listed)] == ["first"]
+
+
+@pytest.mark.parametrize("command", ["list", "search"])
+def test_an_inverted_range_is_a_usage_error(tmp_path: Path, command: str) -> None:
+    words = ["oauth"] if command == "search" else []
+    result = run(tmp_path, command, *words, "--since", "2026-12-01", "--until", "2026-11-30")
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert "--since is later than --until" in line

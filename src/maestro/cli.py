@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -336,6 +337,26 @@ def _moment_callback(
         ) from None
 
 
+_DATE_ONLY = re.compile(r"\s*\d{4}-\d{2}-\d{2}\s*")
+
+
+def _until_callback(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> datetime | None:
+    """Like ``--since``, except that a date alone means up to the end of that day.
+
+    ``--until 2026-11-30`` reads as "through November 30"; midnight would
+    leave out the whole day.
+    """
+    moment = _moment_callback(ctx, param, value)
+    if moment is not None and value is not None and _DATE_ONLY.fullmatch(value):
+        try:
+            return moment + timedelta(days=1, microseconds=-1)
+        except OverflowError:
+            return moment  # 9999-12-31: its day already reaches the end of time
+    return moment
+
+
 def _no_nan(name: str) -> Any:
     raise ValueError(name)
 
@@ -491,8 +512,8 @@ def filter_options(func: F) -> F:
         click.option(
             "--until",
             metavar="WHEN",
-            callback=_moment_callback,
-            help="Created at or before: an age (2d, 3h) or a date.",
+            callback=_until_callback,
+            help="Created at or before: an age (2d, 3h), a time, or a date (the whole day).",
         ),
         click.option("--active", is_flag=True, help="Only sessions not completed or failed."),
     ]
@@ -512,6 +533,11 @@ def _filters(
     """The ``query_sessions`` keyword arguments of the filter options."""
     if active and statuses:
         raise click.UsageError("--active and --status cannot be combined; use one")
+    if since is not None and until is not None and since > until:
+        raise click.UsageError(
+            "--since is later than --until, so nothing can match; "
+            "give the earlier moment to --since, such as --since 2026-11-01 --until 2026-11-30"
+        )
     filters: dict[str, Any] = {}
     if active:
         filters["status"] = sorted(s.value for s in ACTIVE_STATES)
