@@ -789,7 +789,7 @@ def test_stale_finds_and_reaps(tmp_path: Path, old: SessionManager, lib: Session
 
     out = ok(run(tmp_path, "stale"))
     assert idle[:8] in out and paused[:8] not in out and fresh[:8] not in out
-    assert "10 days ago" in out and "60 min" in out
+    assert "10d 00h ago" in out and "60 min" in out
     assert "1 session stale" in out
     data = as_json(run(tmp_path, "--json", "stale", "--older-than", "1d"))
     assert isinstance(data, list) and [r["session_id"] for r in data] == [idle]

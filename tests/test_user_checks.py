@@ -352,3 +352,42 @@ def test_an_inverted_range_is_a_usage_error(tmp_path: Path, command: str) -> Non
     assert result.exit_code == 2
     (line,) = result.stderr.splitlines()
     assert "--since is later than --until" in line
+
+
+# ------------------------------------------------------------ running durations, stale ages
+
+
+def _backdated(tmp_path: Path, hours: float) -> str:
+    from maestro.models import utcnow
+
+    start = utcnow() - timedelta(hours=hours)
+    manager = SessionManager(tmp_path, clock=lambda: start)
+    sid = manager.create_session("long job", git_context=GIT).session_id
+    manager.transition_state(sid, S.PLANNING)
+    return sid
+
+
+def test_show_of_a_running_session_gives_its_duration_so_far(tmp_path: Path) -> None:
+    sid = _backdated(tmp_path, 2)
+    out = ok(run(tmp_path, "show", sid))
+    duration = re.search(r"^duration\s+(.+?)\s*$", out, re.M)
+    working = re.search(r"working\s+(\S+(?: \S+)?)\s+paused", out)
+    assert duration is not None and working is not None, out
+    assert duration.group(1) == f"{working.group(1)} so far"
+    assert duration.group(1).startswith("2h 00m")
+
+
+def test_show_of_a_finished_session_gives_its_stored_duration(tmp_path: Path) -> None:
+    sid = _backdated(tmp_path, 2)
+    SessionManager(tmp_path).transition_state(sid, S.FAILED)
+    out = ok(run(tmp_path, "show", sid))
+    assert re.search(r"^duration\s+2h 00m\s*$", out, re.M), out
+
+
+@pytest.mark.parametrize("reap", [False, True])
+def test_stale_says_how_long_ago_the_last_activity_was(tmp_path: Path, reap: bool) -> None:
+    sid = _backdated(tmp_path, 2)
+    out = ok(run(tmp_path, "stale", "--older-than", "30m", *(["--reap"] if reap else [])))
+    row = next(line for line in out.splitlines() if line.startswith(sid[:8]))
+    assert "2h 00m ago" in row, out
+    assert "just now" not in out

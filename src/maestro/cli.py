@@ -1236,11 +1236,24 @@ def stats(
     ctx.out.print(stats_view(summary, width=ctx.out.width, glyphs=ctx.glyphs()))
 
 
-def _sessions_brief(ctx: Context, sessions: Sequence[Session], now: datetime) -> None:
+def _sessions_brief(
+    ctx: Context,
+    sessions: Sequence[Session],
+    now: datetime,
+    last_activity: Mapping[str, datetime] | None = None,
+) -> None:
     """A table of sessions with their last activity and timeout."""
     from maestro.render import activity_table
 
-    ctx.out.print(activity_table(sessions, now, width=ctx.out.width, glyphs=ctx.glyphs()))
+    ctx.out.print(
+        activity_table(
+            sessions,
+            now,
+            width=ctx.out.width,
+            glyphs=ctx.glyphs(),
+            last_activity=last_activity,
+        )
+    )
 
 
 @cli.command(epilog=_EPILOG)
@@ -1266,7 +1279,12 @@ def stale(ctx: Context, older_than: timedelta | None, reap: bool) -> None:
       maestro stale --older-than 30m --reap
     """
     manager = ctx.manager()
+    idle_since: dict[str, datetime] = {}
     if reap:
+        # Reaping is itself activity: the table shows how idle they were before.
+        idle_since = {
+            s.session_id: s.last_activity for s in manager.find_stale_sessions(older_than)
+        }
         sessions = manager.reap_stale_sessions(older_than, reason="timed out")
     else:
         sessions = manager.find_stale_sessions(older_than)
@@ -1276,7 +1294,7 @@ def stale(ctx: Context, older_than: timedelta | None, reap: bool) -> None:
     if not sessions:
         click.echo("no stale sessions")
         return
-    _sessions_brief(ctx, sessions, utcnow())
+    _sessions_brief(ctx, sessions, utcnow(), idle_since)
     count = len(sessions)
     noun = f"{count} session{'s' if count != 1 else ''}"
     if reap:

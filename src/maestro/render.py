@@ -11,7 +11,7 @@ it are shown as escapes instead of reaching the terminal.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -129,6 +129,10 @@ def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
     return f"{round(seconds / 86400)} days ago"
 
 
+def _ago(moment: datetime, now: datetime) -> str:
+    return format_duration(max(0.0, (now - moment).total_seconds())) + " ago"
+
+
 def _timestamp(moment: datetime | None) -> str:
     if moment is None:
         return "-"
@@ -140,6 +144,17 @@ def _when(moment: datetime | None, now: datetime | None) -> Text:
     if moment is not None and now is not None:
         text.append(f"  ({relative_time(moment, now)})", style="dim")
     return text
+
+
+def _duration(session: Session, now: datetime | None) -> str:
+    """The stored duration of a finished session; a running one's working time so far.
+
+    A running session's ``duration_seconds`` is only set when it ends, so
+    printing it would say ``0.0s`` beside the time the timeline shows.
+    """
+    if session.is_terminal or now is None:
+        return format_duration(session.statistics.duration_seconds)
+    return format_duration(SessionTimeline.of(session, now).active_seconds) + " so far"
 
 
 def session_details(session: Session, now: datetime | None = None) -> Table:
@@ -180,7 +195,7 @@ def session_details(session: Session, now: datetime | None = None) -> Table:
             "tasks",
             f"{stats.completed_tasks}/{stats.total_tasks} done, {stats.failed_tasks} failed",
         ),
-        ("duration", format_duration(stats.duration_seconds)),
+        ("duration", _duration(session, now)),
         ("revision", str(session.revision)),
     ]
     if now is not None:
@@ -509,13 +524,20 @@ def activity_table(
     *,
     width: int = 80,
     glyphs: Glyphs = UNICODE_GLYPHS,
+    last_activity: Mapping[str, datetime] | None = None,
 ) -> Table:
-    """One row per session: short id, status, last activity, timeout, request."""
+    """One row per session: short id, status, last activity, timeout, request.
+
+    The last activity is how long ago it was, to the second: these sessions
+    were picked for being idle, so "just now" would contradict the table.
+    ``last_activity`` replaces a session's own (the activity before reaping).
+    """
+    before = last_activity or {}
     rows = [
         (
             short_id(session.session_id),
             status_text(session.status),
-            relative_time(session.last_activity, now),
+            _ago(before.get(session.session_id, session.last_activity), now),
             f"{session.configuration.timeout_minutes} min",
             _one_line(session.feature_request),
         )
