@@ -391,3 +391,39 @@ def test_stale_says_how_long_ago_the_last_activity_was(tmp_path: Path, reap: boo
     row = next(line for line in out.splitlines() if line.startswith(sid[:8]))
     assert "2h 00m ago" in row, out
     assert "just now" not in out
+
+
+# ------------------------------------------------------------ export
+
+
+def test_export_to_standard_output(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    sid = SessionManager(tmp_path).create_session("x", git_context=GIT).session_id
+    result = run(tmp_path, "export", "-o", "-")
+    assert result.exit_code == 0, result.stderr
+    with tarfile.open(fileobj=io.BytesIO(result.stdout_bytes), mode="r:gz") as archive:
+        assert f"{sid}/metadata.json" in archive.getnames()
+    assert "exported 1 session" in result.stderr and "standard output" in result.stderr
+
+
+def test_export_does_not_replace_a_file_without_force(tmp_path: Path) -> None:
+    SessionManager(tmp_path).create_session("x", git_context=GIT)
+    target = tmp_path / "keep.tar.gz"
+    target.write_bytes(b"precious")
+    result = run(tmp_path, "export", "-o", str(target))
+    assert result.exit_code == 2
+    assert "already exists; pass --force" in result.stderr
+    assert target.read_bytes() == b"precious"
+    ok(run(tmp_path, "export", "-o", str(target), "--force"))
+    assert target.read_bytes()[:2] == b"\x1f\x8b"
+
+
+def test_export_warns_of_a_name_that_is_not_an_archive_name(tmp_path: Path) -> None:
+    SessionManager(tmp_path).create_session("x", git_context=GIT)
+    for name, warned in (("a.tar", True), ("b.tgz", False), ("c.tar.gz", False)):
+        result = run(tmp_path, "export", "-o", str(tmp_path / name))
+        assert result.exit_code == 0
+        assert ("does not end in .tar.gz or .tgz" in result.stderr) is warned
+        assert (tmp_path / name).exists()

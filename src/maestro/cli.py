@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from maestro.render import Glyphs
+    from maestro.reports import ExportResult
 
 __all__ = ["EXIT_CODES", "CommandError", "cli", "main", "parse_age", "parse_assignments"]
 
@@ -1354,9 +1355,10 @@ def gc(ctx: Context, older_than: timedelta, statuses: tuple[str, ...], dry_run: 
     "-o",
     "--output",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The archive to write (.tar.gz).",
+    metavar="PATH",
+    help="The archive to write (.tar.gz), or - for standard output.",
 )
+@click.option("--force", is_flag=True, help="Replace the archive if it exists.")
 @pass_ctx
 @handled
 def export_cmd(
@@ -1367,27 +1369,79 @@ def export_cmd(
     since: datetime | None,
     until: datetime | None,
     active: bool,
-    output: Path,
+    output: str,
+    force: bool,
 ) -> None:
     """Write whole session directories (every file in them) to a .tar.gz.
 
-    Without filters every session is exported.
+    Without filters every session is exported.  An existing file is
+    replaced only with --force.  With -o - the archive goes to standard
+    output (and the summary to standard error).
 
     \b
     Example:
       maestro export -o sessions.tar.gz
       maestro export --status completed --since 1w -o last-week.tar.gz
+      maestro export -o - | ssh backup 'cat > sessions.tar.gz'
     """
     filters = _filters(statuses, phases, branch, since, until, active)
+    to_stdout = output == "-"
+    if to_stdout:
+        stream = sys.stdout.buffer
+        if stream.isatty():
+            raise CommandError(
+                "will not write a compressed archive to a terminal; "
+                "redirect it (-o - > sessions.tar.gz) or give a file name",
+                EXIT_USAGE,
+            )
+    else:
+        path = Path(output)
+        if path.is_dir():
+            raise CommandError(f"{visible(output)} is a directory; give a file name", EXIT_USAGE)
+        if (path.exists() or path.is_symlink()) and not force:
+            raise CommandError(
+                f"{visible(output)} already exists; pass --force to replace it", EXIT_USAGE
+            )
+        if not output.endswith((".tar.gz", ".tgz")):
+            ctx.err.print(
+                f"warning: {visible(output)} does not end in .tar.gz or .tgz; "
+                "it is a gzip-compressed tar archive all the same",
+                soft_wrap=True,
+            )
     with ctx.progress("exporting") as progress:
-        result = ctx.manager().export_sessions(output, progress=progress, **filters)
-    if ctx.as_json:
+        if to_stdout:
+            result = _export_to_stream(ctx, filters, progress)
+        else:
+            result = ctx.manager().export_sessions(output, progress=progress, **filters)
+    if ctx.as_json and not to_stdout:
         ctx.emit_json(result.to_dict())
         return
+    where = "standard output" if to_stdout else visible(str(result.path))
     click.echo(
         f"exported {result.sessions} session{'s' if result.sessions != 1 else ''} "
-        f"({result.files} files, {result.bytes} bytes) to {visible(str(result.path))}"
+        f"({result.files} files, {result.bytes} bytes) to {where}",
+        err=to_stdout,
     )
+
+
+def _export_to_stream(ctx: Context, filters: dict[str, Any], progress: Progress) -> ExportResult:
+    """Export to a private temporary file, then copy it to standard output.
+
+    The store writes an archive whole or not at all, to a path; streaming
+    it afterwards keeps that, and a reader never sees a half archive
+    followed by an error.
+    """
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="maestro-export-") as scratch:
+        archive = Path(scratch) / "sessions.tar.gz"
+        result = ctx.manager().export_sessions(archive, progress=progress, **filters)
+        stream = sys.stdout.buffer
+        with open(archive, "rb") as handle:
+            shutil.copyfileobj(handle, stream)
+        stream.flush()
+    return result
 
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
