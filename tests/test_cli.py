@@ -140,7 +140,7 @@ def test_demo_walks_a_full_lifecycle(tmp_path: Path) -> None:
 def test_demo_json_prints_the_record(tmp_path: Path) -> None:
     result = run(tmp_path, "--json", "demo")
     assert result.exit_code == 0
-    record = json.loads(result.output)
+    record = json.loads(result.stdout)
     assert record["status"] == "completed" and len(record["history"]) == 10
 
 

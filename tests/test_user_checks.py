@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from maestro import SessionManager, SessionStatus
+from maestro.cli import cli
 from maestro.errors import InvalidTransitionError, SessionValidationError
 
 from .conftest import GIT, Clock
@@ -427,3 +428,38 @@ def test_export_warns_of_a_name_that_is_not_an_archive_name(tmp_path: Path) -> N
         assert result.exit_code == 0
         assert ("does not end in .tar.gz or .tgz" in result.stderr) is warned
         assert (tmp_path / name).exists()
+
+
+# ------------------------------------------------------------ demo
+
+
+def test_demo_runs_in_a_fresh_temporary_store_and_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from .test_cli import PLAIN_ENV, runner
+
+    work = tmp_path / "repo"
+    scratch = tmp_path / "scratch"
+    work.mkdir()
+    scratch.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    env = {**PLAIN_ENV, "MAESTRO_ROOT": None, "MAESTRO_STORE": None}
+    result = runner().invoke(cli, ["demo"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert not (work / ".flow").exists()  # the user's store is untouched
+    [store] = scratch.iterdir()
+    assert f"demo store: {store} (pass --root" in result.stdout.splitlines()[0]
+    [session] = SessionManager(store).query_sessions()
+    assert f"maestro --root {store} show {session.session_id[:8]}" in result.stdout
+    # A second demo gets a store of its own.
+    assert runner().invoke(cli, ["demo"], env=env).exit_code == 0
+    assert len(list(scratch.iterdir())) == 2
+
+
+def test_demo_with_a_root_keeps_it_there(tmp_path: Path) -> None:
+    out = ok(run(tmp_path, "demo"))
+    assert "demo store" not in out
+    assert len(SessionManager(tmp_path).query_sessions()) == 1

@@ -1694,7 +1694,8 @@ def _exit_if_ended(status: SessionStatus) -> None:
 def demo(ctx: Context) -> None:
     """Walk one session through its whole lifecycle and show it.
 
-    It creates a session under the current root, takes it through planning,
+    It creates a session in a new temporary store (with --root, --store or
+    MAESTRO_ROOT: in the store chosen), takes it through planning,
     task generation, implementation (with a pause and a resume), a failed
     validation and the fix, the report and completion, then shows it as
     `maestro show` does.  Its clock plays about two and a half hours of work
@@ -1711,13 +1712,30 @@ def demo(ctx: Context) -> None:
     from maestro.render import show_view
 
     clock = demo_clock()
-    manager = ctx.open_manager(clock=clock)
+    scratch: Path | None = None
+    if ctx.root is None and ctx.store is None:
+        # The demo's sessions are invented and backdated: they have no place
+        # among the user's real ones unless the user says so.
+        import tempfile
+
+        from maestro.gitctx import capture_git_context
+        from maestro.manager import resolve_root
+
+        scratch = Path(tempfile.mkdtemp(prefix="maestro-demo-"))
+        manager = _open_manager(scratch, None, clock=clock)
+        # Shown as if recorded where it was run: the repository the user is in.
+        git_context = capture_git_context(resolve_root())
+        where = f"demo store: {visible(str(scratch))} (pass --root to keep the demo elsewhere)"
+        click.echo(where, err=ctx.as_json)
+    else:
+        manager = ctx.open_manager(clock=clock)
+        git_context = None
 
     def say(line: str) -> None:
         if not ctx.as_json:  # Text, not markup: the line holds the branch name
             ctx.out.print(Text(visible(line)))
 
-    session: Session = run_demo(manager, say, pace=clock.advance)
+    session: Session = run_demo(manager, say, pace=clock.advance, git_context=git_context)
     if ctx.as_json:
         ctx.emit_json(session.to_dict())
         return
@@ -1727,7 +1745,14 @@ def demo(ctx: Context) -> None:
     if Capability.DIRECTORY_EXPORT in manager.store.capabilities:  # a session directory
         stored = manager.sessions_dir / session.session_id / "metadata.json"
         click.echo(f"stored in {visible(str(stored))}")
-    click.echo(f"see it again with: maestro show {session.session_id[:8]}")
+    again = f"--root {_shell_word(str(scratch))} " if scratch is not None else ""
+    click.echo(f"see it again with: maestro {again}show {session.session_id[:8]}")
+
+
+def _shell_word(text: str) -> str:
+    import shlex
+
+    return visible(shlex.quote(text))
 
 
 def _open_manager(root: Path | None, store: str | None, **options: Any) -> SessionManager:

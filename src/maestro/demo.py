@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from maestro.manager import SessionManager
-from maestro.models import Session, SessionStatus, utcnow
+from maestro.models import GitContext, Session, SessionStatus, utcnow
 
 __all__ = ["DEMO_REQUEST", "ReplayClock", "run_demo"]
 
@@ -48,19 +48,23 @@ def run_demo(
     manager: SessionManager,
     say: Callable[[str], None] = lambda _: None,
     pace: Callable[[float], None] = lambda _: None,
+    *,
+    git_context: GitContext | None = None,
 ) -> Session:
     """Create a session and drive it to ``completed`` the way an orchestrator would.
 
     On the way it pauses and resumes once and loops validate → implement once,
     so the history shows every kind of step.  ``say`` receives one line per
     step; ``pace(minutes)`` is called before each step (see :class:`ReplayClock`).
+    ``git_context`` replaces the one of the manager's root (a scratch store
+    has none worth showing).
     """
     minutes = iter(_PACE)
 
     def wait() -> None:
         pace(next(minutes, 1))
 
-    session = manager.create_session(DEMO_REQUEST, {"max_iterations": 3})
+    session = manager.create_session(DEMO_REQUEST, {"max_iterations": 3}, git_context=git_context)
     sid = session.session_id
     say(f"created session {sid} on branch {session.git_context.branch}")
 
