@@ -463,3 +463,23 @@ def test_demo_with_a_root_keeps_it_there(tmp_path: Path) -> None:
     out = ok(run(tmp_path, "demo"))
     assert "demo store" not in out
     assert len(SessionManager(tmp_path).query_sessions()) == 1
+
+
+# ------------------------------------------------------------ completion
+
+
+def test_completion_of_a_target_state_offers_only_the_allowed_ones(tmp_path: Path) -> None:
+    from .test_cli import complete
+
+    manager = SessionManager(tmp_path)
+    sid = manager.create_session("x", git_context=GIT).session_id
+    root = f"--root {tmp_path}"
+    assert complete(f"{root} transition {sid} ") == ["planning", "failed", "paused"]
+    assert complete(f"{root} transition {sid[:8]} p") == ["planning", "paused"]
+    manager.transition_state(sid, S.PLANNING)
+    manager.pause_session(sid)
+    assert complete(f"{root} transition {sid} ") == ["planning", "generating_tasks", "failed"]
+    manager.transition_state(sid, S.FAILED)
+    assert complete(f"{root} transition {sid} ") == []
+    # A session that cannot be read yet: every state, never an error.
+    assert len(complete(f"{root} transition ffffffff ")) == len(S)

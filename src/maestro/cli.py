@@ -426,6 +426,31 @@ def _complete_session_ids(
     return items
 
 
+def _complete_target_states(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """The states the session named before may move to, starting with what was typed.
+
+    Every state when the session cannot be read (a prefix not unique yet, no
+    store): completion must never fail.
+    """
+    from click.shell_completion import CompletionItem
+
+    from maestro.lifecycle import allowed_targets
+
+    choices: Sequence[str] = STATUSES
+    params = ctx.find_root().params
+    given = ctx.params.get("session_id")
+    if isinstance(given, str):
+        try:
+            manager = _open_manager(params.get("root"), params.get("store"))
+            session = manager.get_session(manager.resolve_session_id(given))
+            choices = [s.value for s in allowed_targets(session.status, session.paused_from)]
+        except (errors.SessionError, OSError, ValueError):
+            pass
+    return [CompletionItem(c) for c in choices if c.startswith(incomplete)]
+
+
 # ---------------------------------------------------------------- shared options
 
 
@@ -842,7 +867,12 @@ def _non_empty(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 @cli.command(epilog=_EPILOG)
 @session_id_argument
-@click.argument("state", type=click.Choice(STATUSES), metavar="STATE")
+@click.argument(
+    "state",
+    type=click.Choice(STATUSES),
+    metavar="STATE",
+    shell_complete=_complete_target_states,
+)
 @click.option("--reason", callback=_non_empty, help="Why; kept in the history.")
 @expected_revision_option
 @request_id_option
