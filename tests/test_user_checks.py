@@ -483,3 +483,30 @@ def test_completion_of_a_target_state_offers_only_the_allowed_ones(tmp_path: Pat
     assert complete(f"{root} transition {sid} ") == []
     # A session that cannot be read yet: every state, never an error.
     assert len(complete(f"{root} transition ffffffff ")) == len(S)
+
+
+# ------------------------------------------------------------ doctor
+
+
+def test_doctor_fits_80_columns_and_names_each_session_once(tmp_path: Path) -> None:
+    from .test_cli import widest_line
+
+    manager = SessionManager(tmp_path)
+    broken = [manager.create_session(r, git_context=GIT).session_id for r in ("a", "b")]
+    (manager.sessions_dir / broken[0] / "metadata.json").write_text("{bad")
+    record = json.loads((manager.sessions_dir / broken[1] / "metadata.json").read_text())
+    record["status"] = "weird"
+    (manager.sessions_dir / broken[1] / "metadata.json").write_text(json.dumps(record))
+    for args in (["doctor"], ["doctor", "--fix"]):
+        result = run(tmp_path, *args)
+        assert widest_line(result.stdout) <= 80, result.stdout
+        corrupt = result.stdout.split("corrupt (2):", 1)[1].split("index:", 1)[0]
+        for sid in broken:
+            assert corrupt.count(sid[:8]) == 1, corrupt
+            assert re.search(rf"^  {sid} *$", corrupt, re.M), corrupt
+        assert "must be one of" in corrupt and "invalid JSON" in corrupt
+        assert "session " not in corrupt
+    fixed = result.stdout.split("fixed:", 1)[1]
+    assert fixed.count("quarantined to") == 2
+    for sid in broken:
+        assert fixed.count(sid[:8]) == 1 and f"quarantine/{sid}-" in fixed

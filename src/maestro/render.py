@@ -11,6 +11,7 @@ it are shown as escapes instead of reaching the terminal.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -636,22 +637,67 @@ def stats_view(stats: SessionStats, *, width: int = 80, glyphs: Glyphs = UNICODE
 # ---------------------------------------------------------------- doctor
 
 
+_SESSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _id_once(text: str) -> str:
+    """``quarantined <id> to quarantine/<id>-<time>`` as ``quarantined to quarantine/<id>-<time>``.
+
+    The path names the session already; the id twice would not fit a line.
+    """
+    found = _SESSION_ID.search(text)
+    if found is None or text.count(found.group()) < 2:
+        return text
+    return text.replace(f"{found.group()} ", "", 1)
+
+
+def _doctor_items(items: Sequence[str] | Mapping[str, str]) -> Table:
+    """Findings indented, each wrapping under itself rather than at the margin.
+
+    A finding about a session names it once, whole (the directory to look
+    at), with the reason beneath: the reason no longer repeats "session <id>:".
+    """
+    table = Table.grid(padding=(0, 1))
+    table.add_column(width=1, no_wrap=True)  # the indent
+    table.add_column(overflow="fold")
+    if isinstance(items, Mapping):
+        for key, why in items.items():
+            reason = Table.grid(padding=(0, 1))
+            reason.add_column(width=1, no_wrap=True)
+            reason.add_column(overflow="fold")
+            reason.add_row("", Text(visible(why.removeprefix(f"session {key}: "))))
+            table.add_row("", Text(visible(key)))
+            table.add_row("", reason)
+    else:
+        for item in items:
+            head, to, path = item.partition(" to ")
+            if not to:
+                table.add_row("", Text(visible(item)))
+                continue
+            # "quarantined to" above the path: the path is the long part.
+            moved = Table.grid(padding=(0, 1))
+            moved.add_column(width=1, no_wrap=True)
+            moved.add_column(overflow="fold")
+            moved.add_row("", Text(visible(path)))
+            table.add_row("", Text(visible(head + to.rstrip())))
+            table.add_row("", moved)
+    return table
+
+
 def doctor_view(report: DoctorReport, after: DoctorReport | None = None) -> Group:
     """What ``doctor`` found, what it fixed and, after a fix, what is left."""
     lines: list[RenderableType] = [
         Text(f"{report.sessions} readable session{'s' if report.sessions != 1 else ''}")
     ]
 
-    def problem(kind: str, items: Sequence[str]) -> None:
+    def problem(kind: str, items: Sequence[str] | Mapping[str, str]) -> None:
         if items:
             lines.append(Text(f"{kind} ({len(items)}):", style="bold red"))
-            lines.extend(Text(f"  {visible(item)}") for item in items)
+            lines.append(_doctor_items(items))
 
-    problem("corrupt", [f"{sid}: {why}" for sid, why in report.corrupt.items()])
-    problem(
-        "unreadable (left in place)", [f"{sid}: {why}" for sid, why in report.unreadable.items()]
-    )
-    problem("unsafe", [f"{sid}: {why}" for sid, why in report.unsafe.items()])
+    problem("corrupt", report.corrupt)
+    problem("unreadable (left in place)", report.unreadable)
+    problem("unsafe", report.unsafe)
     problem("temp files of interrupted writes", report.temp_files)
     problem("store-internal names of the wrong kind", report.misplaced)
     problem("leftovers of interrupted deletes or imports", report.leftovers)
@@ -668,7 +714,7 @@ def doctor_view(report: DoctorReport, after: DoctorReport | None = None) -> Grou
     lines.append(Text(f"index: {report.index}", style="" if index_ok else "bold red"))
     if report.fixed:
         lines.append(Text("fixed:", style="bold green"))
-        lines.extend(Text(f"  {visible(item)}") for item in report.fixed)
+        lines.append(_doctor_items([_id_once(item) for item in report.fixed]))
     final = after if after is not None else report
     if final.healthy:
         lines.append(Text("healthy", style="bold green"))
