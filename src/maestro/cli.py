@@ -607,6 +607,10 @@ class _OneLineUsage(click.Group):
         except click.Abort:
             click.echo("Aborted!", err=True)
             sys.exit(EXIT_ERROR)
+        except BrokenPipeError:
+            # The reader went away (| head): quiet, as Click itself would be.
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces stdout for good
+            sys.exit(EXIT_ERROR)
         # Without standalone mode Click returns the exit code a command asked for.
         sys.exit(result if isinstance(result, int) else EXIT_OK)
 
