@@ -79,10 +79,12 @@ def error_line(result: Result, code: int) -> str:
 
 
 def usage_error(result: Result) -> str:
-    """Click's own usage errors: exit 2, an ``Error:`` line naming the problem."""
+    """Usage errors: exit 2, one ``error:`` line naming the problem and the help to read."""
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
-    assert "Error:" in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
     return result.stderr
 
 
@@ -146,7 +148,7 @@ def test_demo_walks_a_full_lifecycle(tmp_path: Path) -> None:
 def test_demo_json_prints_the_record(tmp_path: Path) -> None:
     result = run(tmp_path, "--json", "demo")
     assert result.exit_code == 0
-    record = json.loads(result.output)
+    record = json.loads(result.stdout)
     assert record["status"] == "completed" and len(record["history"]) == 10
 
 
@@ -666,7 +668,7 @@ def test_update_errors(tmp_path: Path, lib: SessionManager) -> None:
     assert "unknown field 'colour'" in line and "maestro update --help" in line
     assert "read-only" in error_line(run(tmp_path, "update", sid, "--set", "revision=3"), 1)
     line = error_line(run(tmp_path, "update", sid, "--set", "statistics.total_tasks=many"), 1)
-    assert "statistics.total_tasks must be an integer" in line
+    assert "statistics.total_tasks must be a whole number" in line
     assert "unknown field" in error_line(
         run(tmp_path, "update", sid, "--set", "statistics.bogus=1"), 1
     )
@@ -683,7 +685,7 @@ def test_increment_counters(tmp_path: Path, lib: SessionManager) -> None:
     record = as_json(run(tmp_path, "--json", "increment", sid, "decisions_made"))
     assert isinstance(record, dict) and record["statistics"]["decisions_made"] == 1
     line = error_line(run(tmp_path, "increment", sid, "failed_tasks", "-1"), 1)
-    assert "failed_tasks must be >= 0" in line
+    assert "failed_tasks is 0; subtracting 1 would make it negative" in line
     assert "'bogus'" in usage_error(run(tmp_path, "increment", sid, "bogus"))
     assert "'two'" in usage_error(run(tmp_path, "increment", sid, "failed_tasks", "two"))
     assert lib.get_session(sid).statistics.completed_tasks == 2
@@ -797,7 +799,7 @@ def test_stale_finds_and_reaps(tmp_path: Path, old: SessionManager, lib: Session
 
     out = ok(run(tmp_path, "stale", **TTY))
     assert idle[:8] in out and paused[:8] not in out and fresh[:8] not in out
-    assert "10 days ago" in out and "60 min" in out
+    assert "10d 00h ago" in out and "60 min" in out
     assert "1 session stale" in out
     data = as_json(run(tmp_path, "--json", "stale", "--older-than", "1d"))
     assert isinstance(data, list) and [r["session_id"] for r in data] == [idle]

@@ -105,7 +105,11 @@ class IndexAgainstScan(RuleBasedStateMachine):
     @precondition(lambda self: self.ids)
     @rule(data=st.data(), words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=3))
     def rewrite_request(self, data: st.DataObject, words: list[str]) -> None:
-        sid = data.draw(st.sampled_from(self.ids))
+        # A finished session's request is final: only running ones are rewritten.
+        running = [i for i in self.ids if not self.manager.get_session(i).is_terminal]
+        if not running:
+            return
+        sid = data.draw(st.sampled_from(running))
         self.manager.update_session(sid, {"feature_request": " ".join(words)})
 
     @precondition(lambda self: self.ids)
@@ -122,7 +126,12 @@ class IndexAgainstScan(RuleBasedStateMachine):
         sid = data.draw(st.sampled_from(self.ids))
         current = self.scan.get_session(sid)
         targets = allowed_targets(current.status, current.paused_from)
-        updates: dict[str, Any] = {"feature_request": " ".join(words)}
+        # A finished session's request is final; its PRD stays open.
+        updates: dict[str, Any] = (
+            {"prd_reference": f"docs/{words[0]}.md"}
+            if current.is_terminal
+            else {"feature_request": " ".join(words)}
+        )
         if targets:
             updates["status"] = data.draw(st.sampled_from(targets))
         store = self.manager.store
@@ -192,7 +201,7 @@ class IndexAgainstScan(RuleBasedStateMachine):
             shutil.copytree(self.root / ".flow", twin_root / ".flow")
             twin = SessionManager(twin_root, durable=False, clock=self._clock)
             sid = data.draw(st.sampled_from(self.ids))
-            twin.update_session(sid, {"feature_request": "twin"})
+            twin.update_session(sid, {"prd_reference": "docs/twin.md"})  # open in every state
             if query_in_twin:
                 twin.query_sessions()
             twin_index = twin.store.index

@@ -98,11 +98,13 @@ def test_transition_upgrades_the_record(manager: SessionManager, prototype_root:
 
 
 def test_update_and_increment_work_on_prototype_records(manager: SessionManager) -> None:
-    manager.update_session(CHAT, {"configuration": {"max_iterations": 9}})
+    # A finished record takes late bookkeeping (statistics, PRD), not a new configuration.
+    manager.update_session(CHAT, {"prd_reference": {"version": "1.0.1"}})
     session = manager.increment_statistics(CHAT, decisions_made=1)
     assert session.statistics.decisions_made == 6
-    assert session.configuration.max_iterations == 9
-    assert session.prd_reference is not None and session.prd_reference.version == "1.0.0"
+    assert session.prd_reference is not None and session.prd_reference.version == "1.0.1"
+    with pytest.raises(SessionValidationError, match="configuration is final"):
+        manager.update_session(CHAT, {"configuration": {"max_iterations": 9}})
 
 
 def test_terminal_prototype_records_stay_terminal(manager: SessionManager) -> None:

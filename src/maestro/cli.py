@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from maestro import Capability, ChangeEvent, ChangeKind, errors
+from maestro.ages import parse_age
 from maestro.gitctx import DETACHED, describe_branch
 from maestro.lifecycle import ACTIVE_STATES
 from maestro.manager import SessionManager
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from maestro.render import Glyphs
+    from maestro.reports import ExportResult
 
 __all__ = ["EXIT_CODES", "CommandError", "cli", "main", "parse_age", "parse_assignments"]
 
@@ -339,21 +341,6 @@ def _install_log_handler() -> None:
 
 # ---------------------------------------------------------------- argument types
 
-_AGE = re.compile(r"(\d+)\s*(s|m|h|d|w)", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_age(text: str) -> timedelta | None:
-    """``30m``, ``2h``, ``2d``, ``1w`` (also ``90s``, ``1d12h``) as a duration; else ``None``."""
-    compact = text.strip().lower()
-    if not compact or _AGE.sub("", compact).strip():
-        return None
-    seconds = sum(int(n) * _UNIT_SECONDS[unit.lower()] for n, unit in _AGE.findall(compact))
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError:
-        return None
-
 
 def _age_callback(
     ctx: click.Context, param: click.Parameter, value: str | None
@@ -394,6 +381,26 @@ def _moment_callback(
             ctx=ctx,
             param=param,
         ) from None
+
+
+_DATE_ONLY = re.compile(r"\s*\d{4}-\d{2}-\d{2}\s*")
+
+
+def _until_callback(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> datetime | None:
+    """Like ``--since``, except that a date alone means up to the end of that day.
+
+    ``--until 2026-11-30`` reads as "through November 30"; midnight would
+    leave out the whole day.
+    """
+    moment = _moment_callback(ctx, param, value)
+    if moment is not None and value is not None and _DATE_ONLY.fullmatch(value):
+        try:
+            return moment + timedelta(days=1, microseconds=-1)
+        except OverflowError:
+            return moment  # 9999-12-31: its day already reaches the end of time
+    return moment
 
 
 def _no_nan(name: str) -> Any:
@@ -464,7 +471,65 @@ def _complete_session_ids(
     return items
 
 
+def _complete_target_states(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """The states the session named before may move to, starting with what was typed.
+
+    Every state when the session cannot be read (a prefix not unique yet, no
+    store): completion must never fail.
+    """
+    from click.shell_completion import CompletionItem
+
+    from maestro.lifecycle import allowed_targets
+
+    choices: Sequence[str] = STATUSES
+    params = ctx.find_root().params
+    given = ctx.params.get("session_id")
+    if isinstance(given, str):
+        try:
+            manager = _open_manager(params.get("root"), params.get("store"))
+            session = manager.get_session(manager.resolve_session_id(given))
+            choices = [s.value for s in allowed_targets(session.status, session.paused_from)]
+        except (errors.SessionError, OSError, ValueError):
+            pass
+    return [CompletionItem(c) for c in choices if c.startswith(incomplete)]
+
+
 # ---------------------------------------------------------------- shared options
+
+
+class _Number(click.ParamType):  # type: ignore[type-arg]  # generic from Click 8.2 only
+    """A whole number or a number of seconds, refused in words a user reads.
+
+    Click's own types say "is not a valid integer range"; this says what is
+    wanted, with an example.
+    """
+
+    def __init__(self, *, minimum: int | None = None, whole: bool = True) -> None:
+        self.minimum = minimum
+        self.whole = whole
+        self.name = "whole number" if whole else "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number: float = value
+        else:
+            try:
+                number = int(str(value)) if self.whole else float(str(value))
+            except ValueError:
+                number = float("nan")
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"{visible(str(value))!r} is not {self._wanted()}", param, ctx)
+        if self.minimum is not None and number < self.minimum:
+            self.fail(f"{visible(str(value))} is too small: give {self._wanted()}", param, ctx)
+        return number
+
+    def _wanted(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        example = 3 if self.minimum is None or self.minimum < 3 else self.minimum
+        at_least = "" if self.minimum is None else f" of at least {self.minimum}"
+        return f"{kind}{at_least}, such as {example if self.whole else float(example) + 0.5}"
 
 
 def session_id_argument(func: F) -> F:
@@ -474,7 +539,7 @@ def session_id_argument(func: F) -> F:
 def expected_revision_option(func: F) -> F:
     return click.option(
         "--expected-revision",
-        type=click.IntRange(min=0),
+        type=_Number(minimum=0),
         metavar="N",
         help="Only if the stored revision is N (compare-and-swap); else exit 5.",
     )(func)
@@ -518,8 +583,8 @@ def filter_options(func: F) -> F:
         click.option(
             "--until",
             metavar="WHEN",
-            callback=_moment_callback,
-            help="Created at or before: an age (2d, 3h) or a date.",
+            callback=_until_callback,
+            help="Created at or before: an age (2d, 3h), a time, or a date (the whole day).",
         ),
         click.option("--active", is_flag=True, help="Only sessions not completed or failed."),
     ]
@@ -539,6 +604,11 @@ def _filters(
     """The ``query_sessions`` keyword arguments of the filter options."""
     if active and statuses:
         raise click.UsageError("--active and --status cannot be combined; use one")
+    if since is not None and until is not None and since > until:
+        raise click.UsageError(
+            "--since is later than --until, so nothing can match; "
+            "give the earlier moment to --since, such as --since 2026-11-01 --until 2026-11-30"
+        )
     filters: dict[str, Any] = {}
     if active:
         filters["status"] = sorted(s.value for s in ACTIVE_STATES)
@@ -801,8 +871,42 @@ class MaestroGroup(click.Group):
 # ---------------------------------------------------------------- the group
 
 
+class _OneLineUsage(MaestroGroup):
+    """A group whose usage errors are one line, like every other error.
+
+    Click prints a usage block, a hint and the error on four lines; a script
+    reading stderr, and a person, want the one line saying what was wrong.
+    """
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("standalone_mode", True):
+            return super().main(*args, **kwargs)
+        try:
+            result = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.UsageError as error:
+            below = error.ctx.command_path.split()[1:] if error.ctx is not None else []
+            path = " ".join(["maestro", *below])
+            message = " ".join(error.format_message().split())
+            click.echo(f"error: {visible(message)} (see `{path} --help`)", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(EXIT_ERROR)
+        except BrokenPipeError:
+            # The reader went away (| head): quiet, as Click itself would be.
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces stdout for good
+            sys.exit(EXIT_ERROR)
+        # Without standalone mode Click returns the exit code a command asked for.
+        sys.exit(result if isinstance(result, int) else EXIT_OK)
+
+
 @click.group(
-    cls=MaestroGroup, epilog=_MAIN_EPILOG, context_settings={"help_option_names": ["-h", "--help"]}
+    cls=_OneLineUsage,
+    epilog=_MAIN_EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.option(
     "--root",
@@ -891,8 +995,8 @@ def _prd(path: str) -> PRDReference:
     metavar="PATH",
     help="Read REQUEST from this file (REQUEST '-' reads stdin).",
 )
-@click.option("--max-iterations", type=click.IntRange(min=1), metavar="N", help="Default 3.")
-@click.option("--timeout-minutes", type=click.IntRange(min=1), metavar="N", help="Default 120.")
+@click.option("--max-iterations", type=_Number(minimum=1), metavar="N", help="Default 3.")
+@click.option("--timeout-minutes", type=_Number(minimum=1), metavar="N", help="Default 120.")
 @click.option("--no-auto-checkpoint", is_flag=True, help="Turn automatic checkpoints off.")
 @click.option("--prd", metavar="PATH", help="The PRD of the session (stored as given).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the new id.")
@@ -1252,7 +1356,7 @@ def _list_footer(
 @cli.command(epilog=_EPILOG)
 @click.argument("words", nargs=-1, required=True, metavar="TEXT...")
 @filter_options
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N sessions.")
+@click.option("--limit", type=_Number(minimum=1), metavar="N", help="At most N sessions.")
 @wide_option
 @pass_ctx
 @handled
@@ -1279,16 +1383,37 @@ def search(
       maestro search 'auth*' --status failed
     """
     filters = _filters(statuses, phases, branch, since, until, active)
-    _query_and_print(ctx, limit, {**filters, "text": " ".join(words)}, wide=wide)
+    text = " ".join(words)
+    if not text.strip():
+        raise click.UsageError(
+            "give at least one word to search for, such as: maestro search oauth"
+        )
+    _query_and_print(ctx, limit, {**filters, "text": text}, wide=wide)
 
 
 # ---------------------------------------------------------------- the state machine
 
 
+def _non_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        # The same for every command: a blank reason says nothing.
+        raise click.BadParameter(
+            'must not be empty; leave it out or say why, such as --reason "review approved"',
+            ctx=ctx,
+            param=param,
+        )
+    return value
+
+
 @cli.command(epilog=_EPILOG)
 @session_id_argument
-@click.argument("state", type=click.Choice(STATUSES), metavar="STATE")
-@click.option("--reason", help="Why; kept in the history.")
+@click.argument(
+    "state",
+    type=click.Choice(STATUSES),
+    metavar="STATE",
+    shell_complete=_complete_target_states,
+)
+@click.option("--reason", callback=_non_empty, help="Why; kept in the history.")
 @expected_revision_option
 @request_id_option
 @pass_ctx
@@ -1324,7 +1449,7 @@ def transition(
 
 @cli.command(epilog=_EPILOG)
 @session_id_argument
-@click.option("--reason", help="Why; kept in the history.")
+@click.option("--reason", callback=_non_empty, help="Why; kept in the history.")
 @expected_revision_option
 @request_id_option
 @pass_ctx
@@ -1353,7 +1478,7 @@ def pause(
 
 @cli.command(epilog=_EPILOG)
 @session_id_argument
-@click.option("--reason", help="Why; kept in the history.")
+@click.option("--reason", callback=_non_empty, help="Why; kept in the history.")
 @expected_revision_option
 @request_id_option
 @pass_ctx
@@ -1378,12 +1503,6 @@ def resume(
         request_id=request_id,
     )
     _moved(ctx, session)
-
-
-def _non_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not value.strip():
-        raise click.BadParameter("must not be empty", ctx=ctx, param=param)
-    return value
 
 
 @cli.command("fail", epilog=_EPILOG)
@@ -1418,7 +1537,7 @@ def fail_session(
 
 @cli.command(epilog=_EPILOG)
 @session_id_argument
-@click.option("--reason", help="A note kept in the history.")
+@click.option("--reason", callback=_non_empty, help="A note kept in the history.")
 @expected_revision_option
 @request_id_option
 @pass_ctx
@@ -1460,7 +1579,11 @@ def complete(
     help="A field to change (repeatable); dots reach nested fields.",
 )
 @click.option("--prd", metavar="PATH", help="Set the PRD (file name = its base name).")
-@click.option("--reason", help="Kept in the history when --set status=... changes the state.")
+@click.option(
+    "--reason",
+    callback=_non_empty,
+    help="Kept in the history when --set status=... changes the state.",
+)
 @expected_revision_option
 @request_id_option
 @pass_ctx
@@ -1522,7 +1645,7 @@ def _leaves(updates: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
 @cli.command(epilog=_EPILOG, context_settings={"ignore_unknown_options": True})
 @session_id_argument
 @click.argument("counter", type=click.Choice(SessionStatistics.COUNTERS), metavar="COUNTER")
-@click.argument("amount", type=int, default=1, required=False, metavar="[N]")
+@click.argument("amount", type=_Number(), default=1, required=False, metavar="[N]")
 @expected_revision_option
 @request_id_option
 @pass_ctx
@@ -1684,14 +1807,27 @@ def stats(
     ctx.out.print(stats_view(summary, width=ctx.out.width, glyphs=ctx.glyphs()))
 
 
-def _sessions_brief(ctx: Context, sessions: Sequence[Session], now: datetime) -> None:
+def _sessions_brief(
+    ctx: Context,
+    sessions: Sequence[Session],
+    now: datetime,
+    last_activity: Mapping[str, datetime] | None = None,
+) -> None:
     """A table of sessions with their last activity and timeout (plain rows in a pipe)."""
     from maestro.render import activity_plain_rows, activity_table
 
     if not ctx.out.is_terminal:
-        click.echo(activity_plain_rows(sessions), nl=False)
+        click.echo(activity_plain_rows(sessions, last_activity=last_activity), nl=False)
         return
-    ctx.out.print(activity_table(sessions, now, width=ctx.out.width, glyphs=ctx.glyphs()))
+    ctx.out.print(
+        activity_table(
+            sessions,
+            now,
+            width=ctx.out.width,
+            glyphs=ctx.glyphs(),
+            last_activity=last_activity,
+        )
+    )
 
 
 @cli.command(epilog=_EPILOG)
@@ -1717,7 +1853,12 @@ def stale(ctx: Context, older_than: timedelta | None, reap: bool) -> None:
       maestro stale --older-than 30m --reap
     """
     manager = ctx.manager()
+    idle_since: dict[str, datetime] = {}
     if reap:
+        # Reaping is itself activity: the table shows how idle they were before.
+        idle_since = {
+            s.session_id: s.last_activity for s in manager.find_stale_sessions(older_than)
+        }
         sessions = manager.reap_stale_sessions(older_than, reason="timed out")
     else:
         sessions = manager.find_stale_sessions(older_than)
@@ -1727,7 +1868,7 @@ def stale(ctx: Context, older_than: timedelta | None, reap: bool) -> None:
     if not sessions:
         click.echo("no stale sessions")
         return
-    _sessions_brief(ctx, sessions, utcnow())
+    _sessions_brief(ctx, sessions, utcnow(), idle_since)
     count = len(sessions)
     noun = f"{count} session{'s' if count != 1 else ''}"
     if reap:
@@ -1787,9 +1928,10 @@ def gc(ctx: Context, older_than: timedelta, statuses: tuple[str, ...], dry_run: 
     "-o",
     "--output",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The archive to write (.tar.gz).",
+    metavar="PATH",
+    help="The archive to write (.tar.gz), or - for standard output.",
 )
+@click.option("--force", is_flag=True, help="Replace the archive if it exists.")
 @pass_ctx
 @handled
 def export_cmd(
@@ -1800,27 +1942,79 @@ def export_cmd(
     since: datetime | None,
     until: datetime | None,
     active: bool,
-    output: Path,
+    output: str,
+    force: bool,
 ) -> None:
     """Write whole session directories (every file in them) to a .tar.gz.
 
-    Without filters every session is exported.
+    Without filters every session is exported.  An existing file is
+    replaced only with --force.  With -o - the archive goes to standard
+    output (and the summary to standard error).
 
     \b
     Example:
       maestro export -o sessions.tar.gz
       maestro export --status completed --since 1w -o last-week.tar.gz
+      maestro export -o - | ssh backup 'cat > sessions.tar.gz'
     """
     filters = _filters(statuses, phases, branch, since, until, active)
+    to_stdout = output == "-"
+    if to_stdout:
+        stream = sys.stdout.buffer
+        if stream.isatty():
+            raise CommandError(
+                "will not write a compressed archive to a terminal; "
+                "redirect it (-o - > sessions.tar.gz) or give a file name",
+                EXIT_USAGE,
+            )
+    else:
+        path = Path(output)
+        if path.is_dir():
+            raise CommandError(f"{visible(output)} is a directory; give a file name", EXIT_USAGE)
+        if (path.exists() or path.is_symlink()) and not force:
+            raise CommandError(
+                f"{visible(output)} already exists; pass --force to replace it", EXIT_USAGE
+            )
+        if not output.endswith((".tar.gz", ".tgz")):
+            ctx.err.print(
+                f"warning: {visible(output)} does not end in .tar.gz or .tgz; "
+                "it is a gzip-compressed tar archive all the same",
+                soft_wrap=True,
+            )
     with ctx.progress("exporting") as progress:
-        result = ctx.manager().export_sessions(output, progress=progress, **filters)
-    if ctx.as_json:
+        if to_stdout:
+            result = _export_to_stream(ctx, filters, progress)
+        else:
+            result = ctx.manager().export_sessions(output, progress=progress, **filters)
+    if ctx.as_json and not to_stdout:
         ctx.emit_json(result.to_dict())
         return
+    where = "standard output" if to_stdout else visible(str(result.path))
     click.echo(
         f"exported {result.sessions} session{'s' if result.sessions != 1 else ''} "
-        f"({result.files} files, {result.bytes} bytes) to {visible(str(result.path))}"
+        f"({result.files} files, {result.bytes} bytes) to {where}",
+        err=to_stdout,
     )
+
+
+def _export_to_stream(ctx: Context, filters: dict[str, Any], progress: Progress) -> ExportResult:
+    """Export to a private temporary file, then copy it to standard output.
+
+    The store writes an archive whole or not at all, to a path; streaming
+    it afterwards keeps that, and a reader never sees a half archive
+    followed by an error.
+    """
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="maestro-export-") as scratch:
+        archive = Path(scratch) / "sessions.tar.gz"
+        result = ctx.manager().export_sessions(archive, progress=progress, **filters)
+        stream = sys.stdout.buffer
+        with open(archive, "rb") as handle:
+            shutil.copyfileobj(handle, stream)
+        stream.flush()
+    return result
 
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -1975,7 +2169,7 @@ def _event_line(event: ChangeEvent, arrow: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=_Number(minimum=0, whole=False),
     metavar="SECONDS",
     help="Stop after this long (default: never).",
 )
@@ -2074,7 +2268,8 @@ def _exit_if_ended(status: SessionStatus) -> None:
 def demo(ctx: Context) -> None:
     """Walk one session through its whole lifecycle and show it.
 
-    It creates a session under the current root, takes it through planning,
+    It creates a session in a new temporary store (with --root, --store or
+    MAESTRO_ROOT: in the store chosen), takes it through planning,
     task generation, implementation (with a pause and a resume), a failed
     validation and the fix, the report and completion, then shows it as
     `maestro show` does.  Its clock plays about two and a half hours of work
@@ -2091,13 +2286,30 @@ def demo(ctx: Context) -> None:
     from maestro.render import show_view
 
     clock = demo_clock()
-    manager = ctx.open_manager(clock=clock)
+    scratch: Path | None = None
+    if ctx.root is None and ctx.store is None:
+        # The demo's sessions are invented and backdated: they have no place
+        # among the user's real ones unless the user says so.
+        import tempfile
+
+        from maestro.gitctx import capture_git_context
+        from maestro.manager import resolve_root
+
+        scratch = Path(tempfile.mkdtemp(prefix="maestro-demo-"))
+        manager = _open_manager(scratch, None, clock=clock)
+        # Shown as if recorded where it was run: the repository the user is in.
+        git_context = capture_git_context(resolve_root())
+        where = f"demo store: {visible(str(scratch))} (pass --root to keep the demo elsewhere)"
+        click.echo(where, err=ctx.as_json)
+    else:
+        manager = ctx.open_manager(clock=clock)
+        git_context = None
 
     def say(line: str) -> None:
         if not ctx.as_json:  # Text, not markup: the line holds the branch name
             ctx.out.print(Text(visible(line)))
 
-    session: Session = run_demo(manager, say, pace=clock.advance)
+    session: Session = run_demo(manager, say, pace=clock.advance, git_context=git_context)
     if ctx.as_json:
         ctx.emit_json(session.to_dict())
         return
@@ -2107,7 +2319,14 @@ def demo(ctx: Context) -> None:
     if Capability.DIRECTORY_EXPORT in manager.store.capabilities:  # a session directory
         stored = manager.sessions_dir / session.session_id / "metadata.json"
         click.echo(f"stored in {visible(str(stored))}")
-    click.echo(f"see it again with: maestro show {session.session_id[:8]}")
+    again = f"--root {_shell_word(str(scratch))} " if scratch is not None else ""
+    click.echo(f"see it again with: maestro {again}show {session.session_id[:8]}")
+
+
+def _shell_word(text: str) -> str:
+    import shlex
+
+    return visible(shlex.quote(text))
 
 
 def _open_manager(root: Path | None, store: str | None, **options: Any) -> SessionManager:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from maestro.manager import SessionManager
-from maestro.models import Session, SessionStatus, utcnow
+from maestro.models import GitContext, Session, SessionStatus, utcnow
 
 __all__ = ["DEMO_REQUEST", "ReplayClock", "run_demo"]
 
@@ -48,19 +48,23 @@ def run_demo(
     manager: SessionManager,
     say: Callable[[str], None] = lambda _: None,
     pace: Callable[[float], None] = lambda _: None,
+    *,
+    git_context: GitContext | None = None,
 ) -> Session:
     """Create a session and drive it to ``completed`` the way an orchestrator would.
 
     On the way it pauses and resumes once and loops validate → implement once,
     so the history shows every kind of step.  ``say`` receives one line per
     step; ``pace(minutes)`` is called before each step (see :class:`ReplayClock`).
+    ``git_context`` replaces the one of the manager's root (a scratch store
+    has none worth showing).
     """
     minutes = iter(_PACE)
 
     def wait() -> None:
         pace(next(minutes, 1))
 
-    session = manager.create_session(DEMO_REQUEST, {"max_iterations": 3})
+    session = manager.create_session(DEMO_REQUEST, {"max_iterations": 3}, git_context=git_context)
     sid = session.session_id
     say(f"created session {sid} on branch {session.git_context.branch}")
 
@@ -90,11 +94,12 @@ def run_demo(
     wait()
     manager.resume_session(sid, reason="review approved")
     say("  ▶ resumed            (review approved)")
-    manager.increment_statistics(sid, completed_tasks=2, checkpoints_created=1)
+    manager.increment_statistics(sid, completed_tasks=1, checkpoints_created=1)
     step(S.VALIDATING)
     manager.increment_statistics(sid, failed_tasks=1)
     step(S.IMPLEMENTING, reason="2 tests failed; fixing")
-    manager.increment_statistics(sid, failed_tasks=-1, error_recovery_count=1)
+    # The failed task is fixed: it moves from failed to completed.
+    manager.increment_statistics(sid, failed_tasks=-1, completed_tasks=1, error_recovery_count=1)
     step(S.VALIDATING)
     step(S.GENERATING_REPORT)
     step(S.COMPLETED)

@@ -131,13 +131,15 @@ class InvalidTransitionError(SessionValidationError):
         allowed: tuple[str, ...],
         *,
         note: str = "",
+        message: str | None = None,
     ) -> None:
-        choices = ", ".join(allowed) if allowed else "none (terminal state)"
-        message = (
-            f"invalid state transition {current} -> {target}; allowed from {current}: {choices}"
-        )
-        if note:
-            message = f"{message} ({note})"
+        if message is None:
+            choices = ", ".join(allowed) if allowed else "none (terminal state)"
+            message = (
+                f"invalid state transition {current} -> {target}; allowed from {current}: {choices}"
+            )
+            if note:
+                message = f"{message} ({note})"
         super().__init__(message, session_id=session_id)
         self.current = current
         self.target = target

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar, cast
 
 from maestro import idempotency, lifecycle
+from maestro.ages import as_age
 from maestro.errors import (
     AmbiguousSessionIdError,
     ConflictError,
@@ -61,7 +62,13 @@ from maestro.stores.base import (
 )
 from maestro.timeline import SessionTimeline
 
-__all__ = ["READ_ONLY_FIELDS", "UPDATABLE_FIELDS", "SessionManager", "resolve_root"]
+__all__ = [
+    "READ_ONLY_FIELDS",
+    "TERMINAL_EDITABLE_FIELDS",
+    "UPDATABLE_FIELDS",
+    "SessionManager",
+    "resolve_root",
+]
 
 log = logging.getLogger("maestro")
 
@@ -97,6 +104,12 @@ READ_ONLY_FIELDS = frozenset(
     }
 )
 
+#: What a finished (``completed``/``failed``) session still lets
+#: ``update_session`` change: late bookkeeping about the work, never the work's
+#: outcome.  Its status and phase are final, and so are its request, git
+#: context, configuration and measured duration.
+TERMINAL_EDITABLE_FIELDS = frozenset({"statistics", "prd_reference"})
+
 _Nested = GitContext | PRDReference | SessionStatistics | SessionConfiguration
 
 
@@ -130,7 +143,85 @@ def _merge(current: _Nested | None, value: object, cls: type[_Nested], name: str
     if isinstance(value, Mapping):
         base = current.to_dict() if current is not None else {}
         return cls.from_dict({**base, **value})
-    raise SessionValidationError(f"{name} must be a {cls.__name__} or a mapping")
+    raise SessionValidationError(f"{name} must be an object of fields, such as {_EXAMPLES[name]}")
+
+
+_EXAMPLES = {
+    "statistics": '{"completed_tasks": 3}',
+    "configuration": '{"max_iterations": 5}',
+    "git_context": '{"branch": "main"}',
+    "prd_reference": '{"path": "docs/prd.md"}',
+}
+
+
+def _prd(current: PRDReference | None, value: object) -> PRDReference:
+    """A PRD reference from a path (as the CLI's ``--prd`` takes), a mapping or an object.
+
+    The file name defaults to the path's last part, whichever way it is given.
+    """
+    if isinstance(value, str | os.PathLike):
+        path = os.fspath(value)
+        if not isinstance(path, str) or not path.strip():
+            raise SessionValidationError("prd_reference must be a path such as docs/prd.md")
+        return PRDReference(filename=os.path.basename(path.rstrip("/")) or path, path=path)
+    path = value.get("path") if isinstance(value, Mapping) else None
+    if isinstance(value, Mapping) and "filename" not in value and isinstance(path, str):
+        value = {**value, "filename": os.path.basename(path.rstrip("/")) or path}
+    merged: PRDReference = _merge(current, value, PRDReference, "prd_reference")
+    return merged
+
+
+def _check_reason(reason: str | None, session_id: str) -> None:
+    """A reason, when given, says something: the same rule for every write that takes one."""
+    if reason is not None and (not isinstance(reason, str) or not reason.strip()):
+        raise SessionValidationError(
+            'a reason must be text that says why, such as "review approved"; '
+            "leave it out (None) to give none",
+            session_id=session_id,
+        )
+
+
+def _check_terminal(session: Session, updated: Session, keys: Iterable[str]) -> None:
+    """Refuse a write that would change what a finished session settled."""
+    if not session.is_terminal:
+        return
+    for key in keys:
+        if key in TERMINAL_EDITABLE_FIELDS:
+            continue
+        if key == "status" and updated.status is session.status:
+            continue
+        if getattr(updated, key) == getattr(session, key):
+            continue  # restating a value is not a change
+        raise SessionValidationError(
+            f"the session is {session.status.value}, so its {key} is final; "
+            "only " + " and ".join(sorted(TERMINAL_EDITABLE_FIELDS)) + " may still change",
+            session_id=session.session_id,
+        )
+    if updated.statistics.duration_seconds != session.statistics.duration_seconds:
+        raise SessionValidationError(
+            f"the session is {session.status.value}, so its measured duration is final",
+            session_id=session.session_id,
+        )
+
+
+def _check_task_counts(
+    before: SessionStatistics, after: SessionStatistics, session_id: str
+) -> None:
+    """Completed and failed tasks are among the total: a write may not break that.
+
+    A total of 0 means the tasks have not been counted yet (an orchestrator
+    may report progress before its plan is known), so it bounds nothing.
+    """
+    counts = ("total_tasks", "completed_tasks", "failed_tasks")
+    if all(getattr(before, name) == getattr(after, name) for name in counts):
+        return  # untouched: a record stored inconsistent earlier stays readable
+    if after.total_tasks and after.completed_tasks + after.failed_tasks > after.total_tasks:
+        raise SessionValidationError(
+            f"completed_tasks ({after.completed_tasks}) + failed_tasks "
+            f"({after.failed_tasks}) would exceed total_tasks ({after.total_tasks}); "
+            "raise total_tasks first",
+            session_id=session_id,
+        )
 
 
 class SessionManager:
@@ -244,7 +335,7 @@ class SessionManager:
         feature_request: str,
         configuration: SessionConfiguration | Mapping[str, Any] | None = None,
         *,
-        prd_reference: PRDReference | Mapping[str, Any] | None = None,
+        prd_reference: PRDReference | Mapping[str, Any] | str | os.PathLike[str] | None = None,
         git_context: GitContext | None = None,
         request_id: str | None = None,
         rerun_of: str | None = None,
@@ -252,6 +343,7 @@ class SessionManager:
         """Start a new session in ``initializing`` and store it.
 
         The git context of the repository root is captured unless given.
+        ``prd_reference`` may be a path (``"docs/prd.md"``), as ``--prd`` takes.
         With ``request_id``, a retry returns the session the first call
         created (it keeps that key for its life), even from another process.
         ``rerun_of`` names the finished (completed or failed) session this
@@ -266,11 +358,7 @@ class SessionManager:
             if configuration is None
             else _merge(None, configuration, SessionConfiguration, "configuration")
         )
-        prd: PRDReference | None = (
-            None
-            if prd_reference is None
-            else _merge(None, prd_reference, PRDReference, "prd_reference")
-        )
+        prd: PRDReference | None = None if prd_reference is None else _prd(None, prd_reference)
         now = self._now()
         session = Session(
             session_id=new_session_id(),
@@ -405,8 +493,12 @@ class SessionManager:
         ``request_id`` makes a retry a no-op (see :meth:`create_session`).
         """
         check_session_id(session_id)
+        _check_reason(reason, session_id)
         if not isinstance(updates, Mapping):
-            raise SessionValidationError("updates must be a mapping", session_id=session_id)
+            raise SessionValidationError(
+                'updates must be an object of fields such as {"current_phase": "plan"}',
+                session_id=session_id,
+            )
         for key in updates:
             if key in READ_ONLY_FIELDS:
                 raise SessionValidationError(f"field {key!r} is read-only", session_id=session_id)
@@ -431,9 +523,11 @@ class SessionManager:
                     elif key == "git_context":
                         value = _merge(session.git_context, value, GitContext, key)
                     elif key == "prd_reference" and value is not None:
-                        value = _merge(session.prd_reference, value, PRDReference, key)
+                        value = _prd(session.prd_reference, value)
                     fields[key] = value
                 updated = dataclasses.replace(session, **fields, updated_at=now)
+                _check_terminal(session, updated, updates.keys())
+                _check_task_counts(session.statistics, updated.statistics, session.session_id)
                 if "status" in updates:
                     target = SessionStatus(_status(updates["status"]))
                     if target is not session.status:
@@ -478,6 +572,7 @@ class SessionManager:
         Raises ``InvalidTransitionError`` (a ``ValueError``) otherwise.
         """
         check_session_id(session_id)
+        _check_reason(reason, session_id)
         try:
             target = SessionStatus(_status(new_state))
         except SessionValidationError as error:
@@ -791,6 +886,7 @@ class SessionManager:
     ) -> Session:
         """Return a paused session to the state it was paused from."""
         check_session_id(session_id)
+        _check_reason(reason, session_id)
 
         def change(session: Session) -> Session:
             if session.status is not SessionStatus.PAUSED:
@@ -799,7 +895,8 @@ class SessionManager:
                     session.status.value,
                     "resume",
                     (),
-                    note="only a paused session can be resumed",
+                    message=f"the session is {session.status.value}, not paused; "
+                    "only a paused session can be resumed",
                 )
             if session.paused_from is None:
                 raise SessionValidationError(
@@ -846,17 +943,30 @@ class SessionManager:
                 )
             if isinstance(delta, bool) or not isinstance(delta, int):
                 raise SessionValidationError(
-                    f"the increment of {name} must be an integer", session_id=session_id
+                    f"the increment of {name} must be a whole number such as 1 or -1",
+                    session_id=session_id,
+                )
+            if delta == 0:
+                # Refused rather than written: a write that changes nothing
+                # would still bump the revision and wake every watcher.
+                raise SessionValidationError(
+                    f"an increment of 0 leaves {name} as it is; give a non-zero amount "
+                    "such as 1 or -1",
+                    session_id=session_id,
                 )
 
         def change(session: Session) -> Session:
-            counters = {
-                name: getattr(session.statistics, name) + delta for name, delta in deltas.items()
-            }
-            try:
-                statistics = dataclasses.replace(session.statistics, **counters)
-            except SessionValidationError as error:
-                raise _with_session_id(error, session.session_id) from None
+            counters = {}
+            for name, delta in deltas.items():
+                current = getattr(session.statistics, name)
+                if current + delta < 0:
+                    raise SessionValidationError(
+                        f"{name} is {current}; subtracting {-delta} would make it negative",
+                        session_id=session.session_id,
+                    )
+                counters[name] = current + delta
+            statistics = dataclasses.replace(session.statistics, **counters)
+            _check_task_counts(session.statistics, statistics, session.session_id)
             return dataclasses.replace(session, statistics=statistics, updated_at=self._now())
 
         write, expected = self._once(
@@ -903,16 +1013,19 @@ class SessionManager:
             request_id=request_id,
         )
 
-    def find_stale_sessions(self, older_than: timedelta | None = None) -> list[Session]:
+    def find_stale_sessions(
+        self, older_than: timedelta | float | str | None = None
+    ) -> list[Session]:
         """Running sessions nobody has touched for too long: zombies of a crashed worker.
 
         A session is stale when its last activity (update or heartbeat) is
         older than ``older_than`` or, when that is not given, than its own
         ``configuration.timeout_minutes``.  Paused sessions are idle on
-        purpose and never stale.  Oldest activity first.
+        purpose and never stale.  Oldest activity first.  ``older_than``
+        takes a ``timedelta``, a number of seconds or an age such as ``"30m"``.
         """
-        if older_than is not None and older_than <= timedelta(0):
-            raise SessionValidationError("older_than must be a positive duration")
+        if older_than is not None:
+            older_than = as_age(older_than, "older_than")
         now = self._now()
         bound = now - (older_than or timedelta(minutes=1))  # the shortest timeout allowed
         running = sorted(lifecycle.ACTIVE_STATES - {SessionStatus.PAUSED})
@@ -926,7 +1039,7 @@ class SessionManager:
         return sorted(candidates, key=lambda s: (s.last_activity, s.session_id))
 
     def reap_stale_sessions(
-        self, older_than: timedelta | None = None, *, reason: str = "timed out"
+        self, older_than: timedelta | float | str | None = None, *, reason: str = "timed out"
     ) -> list[Session]:
         """Fail every stale session (see :meth:`find_stale_sessions`) with ``reason``.
 
@@ -950,7 +1063,7 @@ class SessionManager:
 
     def gc(
         self,
-        older_than: timedelta,
+        older_than: timedelta | float | str,
         *,
         status: Iterable[SessionStatus | str] = lifecycle.TERMINAL_STATES,
         dry_run: bool = False,
@@ -959,13 +1072,13 @@ class SessionManager:
         """Delete sessions in ``status`` whose last activity is older than ``older_than``.
 
         Returns the sessions removed (or, with ``dry_run``, that would be).
-        A session changed meanwhile is kept.
+        A session changed meanwhile is kept.  ``older_than`` takes a
+        ``timedelta``, a number of seconds or an age such as ``"30d"``.
         """
-        if older_than <= timedelta(0):
-            raise SessionValidationError("older_than must be a positive duration")
+        age = as_age(older_than, "older_than")
         chosen = self.query_sessions(
             status=list(status),
-            active_before=self._now() - older_than,
+            active_before=self._now() - age,
             order_by="created",
             descending=False,
         )

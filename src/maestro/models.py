@@ -103,7 +103,8 @@ def parse_timestamp(value: str | datetime, *, name: str = "timestamp") -> dateti
             ) from None
     else:
         raise SessionValidationError(
-            f"{name} must be a datetime or an ISO 8601 string, not {type(value).__name__}"
+            f"{name} must be an ISO 8601 timestamp such as 2026-01-07T13:02:57Z, "
+            f"got {describe(value)}"
         )
     if moment.tzinfo is UTC:
         return moment
@@ -127,12 +128,34 @@ def _optional_timestamp(value: object, name: str) -> datetime | None:
         return None
     if not isinstance(value, str | datetime):
         raise SessionValidationError(
-            f"{name} must be a timestamp, not {type(value).__name__}",
+            f"{name} must be an ISO 8601 timestamp such as 2026-01-07T13:02:57Z, "
+            f"got {describe(value)}",
         )
     return parse_timestamp(value, name=name)
 
 
 # ---------------------------------------------------------------- value checks
+
+
+def describe(value: object) -> str:
+    """What a value is, in the words of someone writing JSON or a command line.
+
+    Never the value itself (it may come from a damaged file and hold any
+    text) and never a Python type name.
+    """
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple | set | frozenset):
+        return "a list"
+    return "a value of another kind"
 
 
 #: Largest integer a record holds: JSON readers commonly stop at 64 bits.
@@ -141,7 +164,7 @@ MAX_INT = 2**63 - 1
 
 def _require_str(value: object, name: str, *, empty: bool = False) -> str:
     if not isinstance(value, str):
-        raise SessionValidationError(f"{name} must be a string, not {type(value).__name__}")
+        raise SessionValidationError(f"{name} must be text, got {describe(value)}")
     if not empty and not value.strip():
         raise SessionValidationError(f"{name} must not be empty")
     if "\x00" in value:
@@ -158,9 +181,11 @@ def _require_str(value: object, name: str, *, empty: bool = False) -> str:
 
 def _require_int(value: object, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SessionValidationError(f"{name} must be an integer, not {type(value).__name__}")
+        raise SessionValidationError(
+            f"{name} must be a whole number such as {minimum + 3}, got {describe(value)}"
+        )
     if value < minimum:
-        raise SessionValidationError(f"{name} must be >= {minimum}, got {value}")
+        raise SessionValidationError(f"{name} must be at least {minimum}, got {value}")
     if value > MAX_INT:
         raise SessionValidationError(f"{name} must be <= {MAX_INT}")
     return value
@@ -168,13 +193,15 @@ def _require_int(value: object, name: str, minimum: int) -> int:
 
 def _require_bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
-        raise SessionValidationError(f"{name} must be true or false, not {type(value).__name__}")
+        raise SessionValidationError(f"{name} must be true or false, got {describe(value)}")
     return value
 
 
 def _require_seconds(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SessionValidationError(f"{name} must be a number, not {type(value).__name__}")
+        raise SessionValidationError(
+            f"{name} must be a number of seconds such as 42.5, got {describe(value)}"
+        )
     number = float(value)
     if not math.isfinite(number) or number < 0:
         raise SessionValidationError(f"{name} must be a finite number >= 0, got {value}")
@@ -201,13 +228,15 @@ def _require_enum(enum: type[_E], value: object, name: str) -> _E:
     choices = ", ".join(member.value for member in enum)
     # The value itself is not quoted: it may come from a damaged file and hold
     # any text, the feature request included.
-    shown = "another string" if isinstance(value, str) else f"a {type(value).__name__}"
+    shown = "a value not among them" if isinstance(value, str) else describe(value)
     raise SessionValidationError(f"{name} must be one of {choices}; got {shown}")
 
 
 def _require_mapping(value: object, name: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise SessionValidationError(f"{name} must be an object, not {type(value).__name__}")
+        raise SessionValidationError(
+            f"{name} must be an object of fields, such as {{...}} in JSON, got {describe(value)}"
+        )
     return value
 
 
@@ -544,7 +573,9 @@ class Session:
         if isinstance(self.git_context, Mapping):
             self.git_context = GitContext.from_dict(self.git_context)
         elif not isinstance(self.git_context, GitContext):
-            raise SessionValidationError("git_context must be a GitContext")
+            raise SessionValidationError(
+                'git_context must be an object of fields such as {"branch": "main"}'
+            )
         if self.current_phase is not None:
             self.current_phase = _require_enum(SessionPhase, self.current_phase, "current_phase")
         self.updated_at = _optional_timestamp(self.updated_at, "updated_at")
@@ -552,15 +583,21 @@ class Session:
         if isinstance(self.prd_reference, Mapping):
             self.prd_reference = PRDReference.from_dict(self.prd_reference)
         elif self.prd_reference is not None and not isinstance(self.prd_reference, PRDReference):
-            raise SessionValidationError("prd_reference must be a PRDReference or null")
+            raise SessionValidationError(
+                'prd_reference must be an object of fields such as {"path": "docs/prd.md"}, or none'
+            )
         if isinstance(self.statistics, Mapping):
             self.statistics = SessionStatistics.from_dict(self.statistics)
         elif not isinstance(self.statistics, SessionStatistics):
-            raise SessionValidationError("statistics must be a SessionStatistics")
+            raise SessionValidationError(
+                'statistics must be an object of fields such as {"total_tasks": 8}'
+            )
         if isinstance(self.configuration, Mapping):
             self.configuration = SessionConfiguration.from_dict(self.configuration)
         elif not isinstance(self.configuration, SessionConfiguration):
-            raise SessionValidationError("configuration must be a SessionConfiguration")
+            raise SessionValidationError(
+                'configuration must be an object of fields such as {"max_iterations": 5}'
+            )
         if self.paused_from is not None:
             self.paused_from = _require_enum(SessionStatus, self.paused_from, "paused_from")
         self.heartbeat_at = _optional_timestamp(self.heartbeat_at, "heartbeat_at")
@@ -581,7 +618,7 @@ class Session:
         if self.rerun_of is not None:
             self.rerun_of = _require_str(self.rerun_of, "rerun_of")
         if not isinstance(self.extra, dict):
-            raise SessionValidationError("extra must be a dict")
+            raise SessionValidationError("extra must be an object of fields")
         clashes = sorted(set(self.extra) & set(KNOWN_FIELDS))
         if clashes:
             raise SessionValidationError(

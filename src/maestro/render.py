@@ -11,7 +11,8 @@ it are shown as escapes instead of reaching the terminal.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -130,6 +131,10 @@ def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
     return f"{round(seconds / 86400)} days ago"
 
 
+def _ago(moment: datetime, now: datetime) -> str:
+    return format_duration(max(0.0, (now - moment).total_seconds())) + " ago"
+
+
 def _timestamp(moment: datetime | None) -> str:
     if moment is None:
         return "-"
@@ -165,6 +170,17 @@ def folded_request(text: str, *, full: bool = False) -> Text:
         folded.append(f"… {len(text) - len(kept)} more characters", style="dim")
     folded.append(" (--full shows all)", style="dim")
     return folded
+
+
+def _duration(session: Session, now: datetime | None) -> str:
+    """The stored duration of a finished session; a running one's working time so far.
+
+    A running session's ``duration_seconds`` is only set when it ends, so
+    printing it would say ``0.0s`` beside the time the timeline shows.
+    """
+    if session.is_terminal or now is None:
+        return format_duration(session.statistics.duration_seconds)
+    return format_duration(SessionTimeline.of(session, now).active_seconds) + " so far"
 
 
 def session_details(
@@ -218,7 +234,7 @@ def session_details(
             "tasks",
             f"{stats.completed_tasks}/{stats.total_tasks} done, {stats.failed_tasks} failed",
         ),
-        ("duration", format_duration(stats.duration_seconds)),
+        ("duration", _duration(session, now)),
         ("revision", str(session.revision)),
     ]
     if now is not None:
@@ -582,14 +598,17 @@ def session_plain_rows(sessions: Sequence[Session]) -> str:
     )
 
 
-def activity_plain_rows(sessions: Sequence[Session]) -> str:
+def activity_plain_rows(
+    sessions: Sequence[Session], *, last_activity: Mapping[str, datetime] | None = None
+) -> str:
     """``activity_table`` for a pipe: whole id, status, last activity, timeout, request."""
+    seen = last_activity or {}
     return plain_rows(
         [
             (
                 session.session_id,
                 session.status.value,
-                format_timestamp(session.last_activity),
+                format_timestamp(seen.get(session.session_id, session.last_activity)),
                 str(session.configuration.timeout_minutes),
                 _one_line(session.feature_request).plain,
             )
@@ -604,13 +623,20 @@ def activity_table(
     *,
     width: int = 80,
     glyphs: Glyphs = UNICODE_GLYPHS,
+    last_activity: Mapping[str, datetime] | None = None,
 ) -> Table:
-    """One row per session: short id, status, last activity, timeout, request."""
+    """One row per session: short id, status, last activity, timeout, request.
+
+    The last activity is how long ago it was, to the second: these sessions
+    were picked for being idle, so "just now" would contradict the table.
+    ``last_activity`` replaces a session's own (the activity before reaping).
+    """
+    before = last_activity or {}
     rows = [
         (
             short_id(session.session_id),
             status_text(session.status),
-            relative_time(session.last_activity, now),
+            _ago(before.get(session.session_id, session.last_activity), now),
             f"{session.configuration.timeout_minutes} min",
             _one_line(session.feature_request),
         )
@@ -709,22 +735,67 @@ def stats_view(stats: SessionStats, *, width: int = 80, glyphs: Glyphs = UNICODE
 # ---------------------------------------------------------------- doctor
 
 
+_SESSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _id_once(text: str) -> str:
+    """``quarantined <id> to quarantine/<id>-<time>`` as ``quarantined to quarantine/<id>-<time>``.
+
+    The path names the session already; the id twice would not fit a line.
+    """
+    found = _SESSION_ID.search(text)
+    if found is None or text.count(found.group()) < 2:
+        return text
+    return text.replace(f"{found.group()} ", "", 1)
+
+
+def _doctor_items(items: Sequence[str] | Mapping[str, str]) -> Table:
+    """Findings indented, each wrapping under itself rather than at the margin.
+
+    A finding about a session names it once, whole (the directory to look
+    at), with the reason beneath: the reason no longer repeats "session <id>:".
+    """
+    table = Table.grid(padding=(0, 1))
+    table.add_column(width=1, no_wrap=True)  # the indent
+    table.add_column(overflow="fold")
+    if isinstance(items, Mapping):
+        for key, why in items.items():
+            reason = Table.grid(padding=(0, 1))
+            reason.add_column(width=1, no_wrap=True)
+            reason.add_column(overflow="fold")
+            reason.add_row("", Text(visible(why.removeprefix(f"session {key}: "))))
+            table.add_row("", Text(visible(key)))
+            table.add_row("", reason)
+    else:
+        for item in items:
+            head, to, path = item.partition(" to ")
+            if not to:
+                table.add_row("", Text(visible(item)))
+                continue
+            # "quarantined to" above the path: the path is the long part.
+            moved = Table.grid(padding=(0, 1))
+            moved.add_column(width=1, no_wrap=True)
+            moved.add_column(overflow="fold")
+            moved.add_row("", Text(visible(path)))
+            table.add_row("", Text(visible(head + to.rstrip())))
+            table.add_row("", moved)
+    return table
+
+
 def doctor_view(report: DoctorReport, after: DoctorReport | None = None) -> Group:
     """What ``doctor`` found, what it fixed and, after a fix, what is left."""
     lines: list[RenderableType] = [
         Text(f"{report.sessions} readable session{'s' if report.sessions != 1 else ''}")
     ]
 
-    def problem(kind: str, items: Sequence[str]) -> None:
+    def problem(kind: str, items: Sequence[str] | Mapping[str, str]) -> None:
         if items:
             lines.append(Text(f"{kind} ({len(items)}):", style="bold red"))
-            lines.extend(Text(f"  {visible(item)}") for item in items)
+            lines.append(_doctor_items(items))
 
-    problem("corrupt", [f"{sid}: {why}" for sid, why in report.corrupt.items()])
-    problem(
-        "unreadable (left in place)", [f"{sid}: {why}" for sid, why in report.unreadable.items()]
-    )
-    problem("unsafe", [f"{sid}: {why}" for sid, why in report.unsafe.items()])
+    problem("corrupt", report.corrupt)
+    problem("unreadable (left in place)", report.unreadable)
+    problem("unsafe", report.unsafe)
     problem("temp files of interrupted writes", report.temp_files)
     problem("store-internal names of the wrong kind", report.misplaced)
     problem("leftovers of interrupted deletes or imports", report.leftovers)
@@ -749,7 +820,7 @@ def doctor_view(report: DoctorReport, after: DoctorReport | None = None) -> Grou
     lines.append(Text(f"index: {report.index}", style="" if index_ok else "bold red"))
     if report.fixed:
         lines.append(Text("fixed:", style="bold green"))
-        lines.extend(Text(f"  {visible(item)}") for item in report.fixed)
+        lines.append(_doctor_items([_id_once(item) for item in report.fixed]))
     final = after if after is not None else report
     if final.healthy:
         lines.append(Text("healthy", style="bold green"))

@@ -93,11 +93,11 @@ def test_update_refuses_read_only_fields(manager: SessionManager, field: str) ->
     ("updates", "fragment"),
     [
         ({"colour": "blue"}, "unknown field"),
-        ({"statistics": {"total_tasks": -1}}, "statistics.total_tasks must be >= 0"),
+        ({"statistics": {"total_tasks": -1}}, "statistics.total_tasks must be at least 0"),
         ({"statistics": {"bogus": 1}}, "unknown field"),
         ({"statistics": 3}, "statistics must be"),
-        ({"configuration": {"max_iterations": 0}}, "max_iterations must be >= 1"),
-        ({"configuration": {"max_iterations": "3"}}, "max_iterations must be an integer"),
+        ({"configuration": {"max_iterations": 0}}, "max_iterations must be at least 1"),
+        ({"configuration": {"max_iterations": "3"}}, "max_iterations must be a whole number"),
         ({"current_phase": "nap"}, "current_phase must be one of"),
         ({"status": "sleeping"}, "status must be one of"),
         ({"feature_request": ""}, "must not be empty"),
@@ -117,7 +117,7 @@ def test_update_refuses_invalid_values_and_keeps_the_record(
 
 def test_update_refuses_a_non_mapping(manager: SessionManager) -> None:
     sid = manager.create_session("x").session_id
-    with pytest.raises(ValueError, match="mapping"):
+    with pytest.raises(ValueError, match="updates must be an object of fields"):
         manager.update_session(sid, [("status", "planning")])  # type: ignore[arg-type]
 
 
@@ -178,9 +178,10 @@ def test_increment_statistics_adds(manager: SessionManager) -> None:
         ({}, "no counter"),
         ({"duration_seconds": 1}, "unknown counter"),
         ({"bogus": 1}, "unknown counter"),
-        ({"total_tasks": 1.5}, "must be an integer"),
-        ({"total_tasks": True}, "must be an integer"),
-        ({"total_tasks": -1}, "must be >= 0"),
+        ({"total_tasks": 1.5}, "must be a whole number"),
+        ({"total_tasks": True}, "must be a whole number"),
+        ({"total_tasks": -1}, "total_tasks is 0; subtracting 1 would make it negative"),
+        ({"decisions_made": 0}, "increment of 0"),
     ],
 )
 def test_increment_refuses_bad_deltas(

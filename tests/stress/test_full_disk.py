@@ -387,7 +387,7 @@ CLI: dict[str, Callable[[dict[str, str], Path, Path], list[str]]] = {
     "stale": lambda ids, w, a: ["stale"],
     "stale --reap": lambda ids, w, a: ["stale", "--reap"],
     "gc": lambda ids, w, a: ["gc", "--older-than", "1d"],
-    "export": lambda ids, w, a: ["export", "-o", str(w / "out.tar.gz")],
+    "export": lambda ids, w, a: ["export", "--force", "-o", str(w / "out.tar.gz")],
     "import": lambda ids, w, a: ["import", str(a)],
     "doctor": lambda ids, w, a: ["doctor"],
     "doctor --reindex": lambda ids, w, a: ["doctor", "--reindex"],

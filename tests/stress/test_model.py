@@ -134,6 +134,20 @@ def text_ok(value: object, *, empty: bool = False) -> bool:
     return empty or value.strip() != ""
 
 
+def reason_blank(reason: object) -> bool:
+    """Refused by every write before anything else: a reason that says nothing."""
+    return reason is not None and (not isinstance(reason, str) or not reason.strip())
+
+
+def tasks_broken(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """A write moving the task counts past a total that is set."""
+    names = ("total_tasks", "completed_tasks", "failed_tasks")
+    if all(before[n] == after[n] for n in names):
+        return False
+    total = after["total_tasks"]
+    return bool(total) and after["completed_tasks"] + after["failed_tasks"] > total
+
+
 def count_ok(value: object, minimum: int = 0) -> bool:
     return type(value) is int and minimum <= value <= MAX_INT
 
@@ -728,9 +742,10 @@ class SessionManagerMachine(RuleBasedStateMachine):
                 sid, updates, reason=reason, expected_revision=self.revision_arg(sid, mode)
             )
 
-        if set(updates) - UPDATABLE:
+        if reason_blank(reason) or set(updates) - UPDATABLE:
             self.refused(sid, SessionValidationError, call, exact=True)
             return
+        before = copy.deepcopy(record)
         valid = True
         for key, value in updates.items():
             if key == "feature_request":
@@ -760,6 +775,21 @@ class SessionManagerMachine(RuleBasedStateMachine):
             target != record["status"]
             and target not in targets(record["status"], record["paused_from"])
         )
+        if valid and before["status"] in TERMINAL:
+            # A finished session keeps all but its statistics counters and PRD.
+            for key, field_name in (
+                ("feature_request", "feature_request"),
+                ("current_phase", "phase"),
+                ("configuration", "configuration"),
+                ("git_context", "git"),
+            ):
+                if key in updates and record[field_name] != before[field_name]:
+                    valid = False
+            duration = "duration_seconds"
+            if record["statistics"][duration] != before["statistics"][duration]:
+                valid = False
+        if valid and tasks_broken(before["statistics"], record["statistics"]):
+            valid = False
         if not valid or target is None:
             # With a forbidden transition as well, either refusal may come first.
             self.refused(sid, SessionValidationError, call, exact=not forbidden)
@@ -785,7 +815,7 @@ class SessionManagerMachine(RuleBasedStateMachine):
             )
 
         wanted = status_value(target)
-        if wanted is None:
+        if wanted is None or reason_blank(reason):
             self.refused(sid, SessionValidationError, call, exact=True)
         elif wanted not in targets(record["status"], record["paused_from"]):
             self.refused(sid, InvalidTransitionError, call, exact=True)
@@ -835,7 +865,9 @@ class SessionManagerMachine(RuleBasedStateMachine):
                 sid, reason=reason, expected_revision=self.revision_arg(sid, mode)
             )
 
-        if "paused" not in targets(record["status"], record["paused_from"]):
+        if reason_blank(reason):
+            self.refused(sid, SessionValidationError, call, exact=True)
+        elif "paused" not in targets(record["status"], record["paused_from"]):
             self.refused(sid, InvalidTransitionError, call, exact=True)
         elif reason is not None and not text_ok(reason, empty=True):
             self.refused(sid, SessionValidationError, call, exact=True)
@@ -856,7 +888,9 @@ class SessionManagerMachine(RuleBasedStateMachine):
                 sid, reason=reason, expected_revision=self.revision_arg(sid, mode)
             )
 
-        if record["status"] != "paused":
+        if reason_blank(reason):
+            self.refused(sid, SessionValidationError, call, exact=True)
+        elif record["status"] != "paused":
             self.refused(sid, InvalidTransitionError, call, exact=True)
         elif reason is not None and not text_ok(reason, empty=True):
             self.refused(sid, SessionValidationError, call, exact=True)
@@ -884,12 +918,15 @@ class SessionManagerMachine(RuleBasedStateMachine):
             )
 
         well_formed = all(name in COUNTERS and type(d) is int for name, d in deltas.items())
-        if not deltas or not well_formed:
+        if not deltas or not well_formed or 0 in deltas.values():
             self.refused(sid, SessionValidationError, call, exact=True)
             return
+        before = copy.deepcopy(record["statistics"])
         for name, delta in deltas.items():
             record["statistics"][name] += delta
-        if not all(count_ok(record["statistics"][name]) for name in deltas):
+        if not all(count_ok(record["statistics"][name]) for name in deltas) or tasks_broken(
+            before, record["statistics"]
+        ):
             self.refused(sid, SessionValidationError, call, exact=True)
             return
         self.accepted(sid, record, call())

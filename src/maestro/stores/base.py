@@ -172,7 +172,9 @@ def _as_set(
     try:
         members = list(items)
     except TypeError:
-        raise SessionValidationError(f"{name} must be a value or a list of values") from None
+        raise SessionValidationError(
+            f'{name} must be one value or a list of them, such as ["planning", "failed"]'
+        ) from None
     result: set[str] = set()
     for item in members:
         try:
@@ -187,7 +189,9 @@ def _as_time(value: object, name: str) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, str | datetime):
-        raise SessionValidationError(f"{name} must be a datetime or an ISO 8601 string")
+        raise SessionValidationError(
+            f"{name} must be an ISO 8601 timestamp such as 2026-01-07T13:02:57Z"
+        )
     return parse_timestamp(value, name=name)
 
 
@@ -278,10 +282,12 @@ class SessionQuery:
             if number is not None and (
                 isinstance(number, bool) or not isinstance(number, int) or number < 0
             ):
-                raise SessionValidationError(f"{name} must be a non-negative integer")
+                raise SessionValidationError(
+                    f"{name} must be a whole number of at least 0, such as 20"
+                )
         for name, text in (("branch", branch), ("worktree", worktree)):
             if text is not None and not isinstance(text, str):
-                raise SessionValidationError(f"{name} must be a string")
+                raise SessionValidationError(f'{name} must be text, such as "main"')
         return cls(
             statuses=_as_set(status, SessionStatus, "status"),
             phases=_as_set(phase, SessionPhase, "phase"),
