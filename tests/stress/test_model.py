@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import random
 import shutil
 import tempfile
@@ -203,6 +204,10 @@ def merge_git(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any
 def merge_prd(current: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, Any] | None:
     if set(changes) - {"filename", "path", "version"}:
         return None
+    path = changes.get("path")
+    if "filename" not in changes and isinstance(path, str):
+        # A new path without a file name names the file by its last part.
+        changes = {**changes, "filename": os.path.basename(path.rstrip("/")) or path}
     merged = {**(current or {}), **changes}
     if not (text_ok(merged.get("filename")) and text_ok(merged.get("path"))):
         return None
