@@ -388,7 +388,9 @@ def test_show_of_a_finished_session_gives_its_stored_duration(tmp_path: Path) ->
 @pytest.mark.parametrize("reap", [False, True])
 def test_stale_says_how_long_ago_the_last_activity_was(tmp_path: Path, reap: bool) -> None:
     sid = _backdated(tmp_path, 2)
-    out = ok(run(tmp_path, "stale", "--older-than", "30m", *(["--reap"] if reap else [])))
+    extra = ["--reap"] if reap else []
+    # The table a terminal gets.
+    out = ok(run(tmp_path, "stale", "--older-than", "30m", *extra, MAESTRO_FORCE_TTY="160"))
     row = next(line for line in out.splitlines() if line.startswith(sid[:8]))
     assert "2h 00m ago" in row, out
     assert "just now" not in out
