@@ -30,6 +30,7 @@ from maestro.gitctx import DETACHED, describe_branch
 from maestro.lifecycle import ACTIVE_STATES
 from maestro.manager import SessionManager
 from maestro.models import (
+    KNOWN_FIELDS,
     TERMINAL_STATES,
     PRDReference,
     Session,
@@ -628,26 +629,7 @@ def _filters(
 # ---------------------------------------------------------------- --json fields
 
 #: The top-level fields of a session record, and short names scripts ask for.
-SESSION_FIELDS = (
-    "schema_version",
-    "session_id",
-    "feature_request",
-    "status",
-    "created_at",
-    "updated_at",
-    "completed_at",
-    "git_context",
-    "current_phase",
-    "prd_reference",
-    "statistics",
-    "configuration",
-    "revision",
-    "paused_from",
-    "heartbeat_at",
-    "history",
-    "requests",
-    "rerun_of",
-)
+SESSION_FIELDS = KNOWN_FIELDS
 _SESSION_ALIASES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "id": lambda record: record.get("session_id"),
     "branch": lambda record: record.get("git_context", {}).get("branch"),
