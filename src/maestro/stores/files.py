@@ -610,7 +610,7 @@ class FileSessionStore:
         names no session and is dead too.
         """
         session_id = stored.session_id
-        name = hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).hexdigest()
+        name = _reservation_name(request_id)
         deadline = time.monotonic() + self.lock_timeout
         root_fd = self._open_root(create=True)
         assert root_fd is not None
@@ -714,7 +714,7 @@ class FileSessionStore:
         keys = [entry.request_id for entry in session.requests if entry.operation == "create"]
         if not keys:
             return
-        name = hashlib.sha256(keys[0].encode("utf-8", "surrogatepass")).hexdigest()
+        name = _reservation_name(keys[0])
         try:
             root_fd = self._open_root(create=False)
             if root_fd is None:
@@ -1640,6 +1640,11 @@ def _quiet(done: int, total: int) -> None:
 def _read_small(fd: int) -> str:
     """The text of a reservation file: a session id and a newline, or anything when torn."""
     return os.pread(fd, 128, 0).decode("ascii", "replace").strip()
+
+
+def _reservation_name(request_id: str) -> str:
+    """The file in ``requests/`` that reserves a create key: its key's hash."""
+    return hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _retention(given: int | None) -> int:
