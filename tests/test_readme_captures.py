@@ -816,3 +816,59 @@ def test_the_command_table_lists_every_command_and_option() -> None:
         if left_out:
             problems.append(f"`{name}`: the table leaves out {left_out}")
     assert not problems, "\n".join(problems)
+
+
+# ----------------------------------------------------------- method table
+
+#: Parameters every write method takes, described below the table.
+WRITE_OPTIONS = {"expected_revision", "request_id"}
+
+
+def method_table() -> list[tuple[str, str]]:
+    text = README.read_text(encoding="utf-8")
+    start = text.index("| method | what it does |")
+    spans: list[tuple[str, str]] = []
+    for line in text[start:].split("\n")[2:]:
+        if not line.startswith("|"):
+            break
+        cell = line.split(" | ")[0].lstrip("| ")
+        for span in re.findall(r"`([^`]+)`", cell):
+            match = re.fullmatch(r"([\w.]+)\((.*)\)", span)
+            assert match, f"the method table's {span!r} is not a call"
+            spans.append((match.group(1), match.group(2)))
+    return spans
+
+
+def test_the_method_table_matches_the_signatures() -> None:
+    """Every method the table names exists with the parameters it lists, all of
+    them unless the row elides some with "..."; every public method is there."""
+    import inspect
+
+    problems = []
+    named = set()
+    for name, arguments in method_table():
+        named.add(name)
+        if name.startswith("store."):
+            continue  # a store's method, described with the stores
+        function = SessionManager.__init__ if name == "SessionManager" else None
+        function = function or getattr(SessionManager, name, None)
+        if function is None:
+            problems.append(f"{name}: no such method")
+            continue
+        real = {p.name for p in inspect.signature(function).parameters.values() if p.name != "self"}
+        flat = re.sub(r"\([^()]*\)", "", arguments)  # status=(completed, failed)
+        listed = set()
+        for argument in flat.split(","):
+            argument = argument.strip().lstrip("*")
+            if argument in ("", "..."):
+                continue
+            word = argument.split("=")[0].strip()
+            listed.add("session_id" if word == "id" else word)
+        if listed - real:
+            problems.append(f"{name}: lists {sorted(listed - real)}, not parameters")
+        if "..." not in arguments and real - listed - WRITE_OPTIONS:
+            problems.append(f"{name}: leaves out {sorted(real - listed - WRITE_OPTIONS)}")
+    public = {n for n, v in vars(SessionManager).items() if not n.startswith("_") and callable(v)}
+    if public - named:
+        problems.append(f"methods missing from the table: {sorted(public - named)}")
+    assert not problems, "\n".join(problems)
