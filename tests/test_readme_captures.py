@@ -17,22 +17,27 @@ compared with the README's after normalising what differs on every run:
 Everything else must be equal, line for line, and the exit status must say
 what the capture says (an ``error:`` line, or none).  A block that needs
 state the README does not build names a setup function here with
-``<!-- replay: setup=NAME -->`` just before it; the few that cannot be
-replayed say why with ``<!-- replay: skip (why) -->``.  Python examples run
-too, and their "prints" blocks are compared the same way.
+``<!-- replay: setup=NAME -->`` just before it (for ``maestro watch``, the
+setup also makes the writes another process would, once the watcher reads
+the feed, and a ``^C`` line is Ctrl-C); a block that cannot be replayed says
+why with ``<!-- replay: skip (why) -->`` and is named in ``SKIPPED``.
+Python examples run too, and their "prints" blocks are compared the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -50,7 +55,7 @@ BIN = Path(sys.executable).parent
 S = SessionStatus
 
 #: Blocks that are not replayed, by name (their first command); keep this short.
-SKIPPED = {"maestro watch", "maestro watch 42b01e && echo done"}
+SKIPPED: set[str] = set()
 
 # ------------------------------------------------------------------ parsing
 
@@ -573,6 +578,114 @@ def _heartbeats(box: Sandbox) -> list[str]:
     return [sid, _feed_history(manager)]
 
 
+# A live setup also names what another process does while the block's
+# `maestro watch` runs: it starts once the watcher reads the feed.
+
+Live = Callable[[Sandbox, list[str]], None]
+LIVE: dict[str, Live] = {}
+
+
+def _drive(box: Sandbox, sid: str, steps: list[str]) -> None:
+    manager = SessionManager(box.app, durable=False)
+    for step in steps:
+        if step == "update":
+            manager.update_session(sid, {"statistics": {"total_tasks": 4}})
+        elif step in ("pause", "resume"):
+            getattr(manager, f"{step}_session")(sid)
+        elif step == "heartbeat":
+            manager.heartbeat(sid)
+        elif step == "increment":
+            manager.increment_statistics(sid, completed_tasks=1)
+        else:
+            manager.transition_state(sid, step)
+
+
+@setup("live-feed")
+def _live_feed(box: Sandbox) -> list[str]:
+    """A new session; while `maestro watch` runs, the writes it shows."""
+    return [SessionManager(box.app, durable=False).create_session("Add OAuth login").session_id]
+
+
+def _live_feed_writes(box: Sandbox, made: list[str]) -> None:
+    _drive(box, made[0], ["planning", "update", "pause", "resume", "heartbeat", "increment"])
+    manager = SessionManager(box.app, durable=False)
+    other = manager.create_session("Try a shortcut").session_id
+    manager.transition_state(other, S.FAILED, reason="not worth it")
+    manager.delete_session(other)
+
+
+LIVE["live-feed"] = _live_feed_writes
+
+
+@setup("live-session")
+def _live_session(box: Sandbox) -> list[str]:
+    """A session generating its tasks; while `maestro watch ID` runs, it finishes."""
+    sid = SessionManager(box.app, durable=False).create_session("Add OAuth login").session_id
+    steps = ["planning", "update", "pause", "resume", "heartbeat", "increment"]
+    _drive(box, sid, [*steps, "generating_tasks"])
+    return [sid]
+
+
+LIVE["live-session"] = lambda box, made: _drive(
+    box, made[0], ["implementing", "validating", "generating_report", "completed"]
+)
+
+
+def _watching(leader: int, feed: str) -> bool:
+    """Whether a process of the session ``leader`` has the feed's index open."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) != leader:
+                continue
+            if any(os.readlink(fd).startswith(feed) for fd in (entry / "fd").iterdir()):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def run_live(
+    box: Sandbox, command: str, cwd: Path, expected: list[str], writes: Callable[[], None]
+) -> tuple[str, int]:
+    """Run a `maestro watch` command while ``writes`` runs in this process; a
+    "^C" line of the README is Ctrl-C, sent once the lines before it came."""
+    out_path = box.home / ".watch-output"
+    feed = str((box.app / ".flow" / "maestro" / "index.sqlite3").resolve())
+    with out_path.open("w") as out:
+        process = subprocess.Popen(
+            ["bash", "-c", f"exec {command}" if "&&" not in command else command],
+            cwd=cwd,
+            env=box.env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not _watching(process.pid, feed):
+                assert process.poll() is None, out_path.read_text()
+                assert time.monotonic() < deadline, "the watcher never read the feed"
+                time.sleep(0.05)
+            time.sleep(0.5)  # it has the index open; let it take its cursor
+            writes()
+            if "^C" in expected:
+                wanted = expected.index("^C")
+                while len(out_path.read_text().splitlines()) < wanted:
+                    assert time.monotonic() < deadline, out_path.read_text()
+                    time.sleep(0.05)
+                os.killpg(process.pid, signal.SIGINT)
+            status = process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    return out_path.read_text(), status
+
+
 # ------------------------------------------------------------- transcripts
 
 
@@ -589,9 +702,11 @@ def draws_table(step: Step, command: str) -> bool:
 
 def replay(block: Block, box: Sandbox) -> None:
     ids = Ids()
+    made: list[str] = []
     if block.setup:
         assert block.setup in SETUPS, f"README.md:{block.line}: no setup named {block.setup}"
-        ids.bind_in_order("\n".join(block.body), SETUPS[block.setup](box))
+        made = SETUPS[block.setup](box)
+        ids.bind_in_order("\n".join(block.body), made)
     status = 0
     for n, step in enumerate(steps_of(block), 1):
         where = f"README.md:{block.line} command {n} `{step.command}`"
@@ -599,15 +714,22 @@ def replay(block: Block, box: Sandbox) -> None:
         if not cwd.exists():
             box.repository(cwd)
         command = ids.substitute(step.command)
-        done = box.shell(command, cwd, status=status, tty=draws_table(step, command))
-        # stdout, then stderr: in a pipe the footer's order is the terminal's.
-        out = (done.stdout + done.stderr).replace(str(box.home), "~")
-        compare(step.expected, out.split("\n"), ids, where)
-        if expects_error(step.expected):
-            assert done.returncode != 0, f"{where}: exit 0, yet the README shows an error"
+        expected = step.expected
+        if block.setup in LIVE and command.startswith("maestro watch"):
+            writes = functools.partial(LIVE[block.setup], box, made)
+            out, code = run_live(box, command, cwd, expected, writes)
+            expected = [line for line in expected if line != "^C"]
+        else:
+            done = box.shell(command, cwd, status=status, tty=draws_table(step, command))
+            # stdout, then stderr: in a pipe the footer's order is the terminal's.
+            out, code = done.stdout + done.stderr, done.returncode
+        out = out.replace(str(box.home), "~")
+        compare(expected, out.split("\n"), ids, where)
+        if expects_error(expected):
+            assert code != 0, f"{where}: exit 0, yet the README shows an error"
         elif not step.command.startswith("echo $?"):
-            assert done.returncode == 0, f"{where}: exit {done.returncode}\n{out}"
-        status = done.returncode
+            assert code == 0, f"{where}: exit {code}\n{out}"
+        status = code
 
 
 TRANSCRIPTS = [b for b in BLOCKS if b.is_transcript]
@@ -744,7 +866,7 @@ def test_every_capture_is_replayed_but_the_few_named() -> None:
         f"{len(PYTHON) - len([e for e in PYTHON if e.block.skip])} Python examples run, "
         f"{len(skipped)} skipped: {sorted(skipped)}"
     )
-    assert len(replayed) >= 18
+    assert len(replayed) >= 20
     for block in BLOCKS:
         if block.marker is not None:
             assert block.setup in SETUPS or block.skip or block.info == "python", (
