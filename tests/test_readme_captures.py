@@ -632,8 +632,13 @@ LIVE["live-session"] = lambda box, made: _drive(
 
 
 def _watching(leader: int, feed: str) -> bool:
-    """Whether a process of the session ``leader`` has the feed's index open."""
-    for entry in Path("/proc").iterdir():
+    """Whether a process of the session ``leader`` has the feed's index open
+    (without /proc to look in: after two seconds)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").is_dir():
+        time.sleep(2)
+        return True
+    for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
