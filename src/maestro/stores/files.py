@@ -873,8 +873,8 @@ class FileSessionStore:
             self._index_begin(
                 session_id, kind=kind, request_id=request_id, previous=previous, sess_fd=sess_fd
             )
-            signature, record = self._write_record(sess_fd, updated)
-            self._index_commit(updated, signature, kind=kind, request_id=request_id, record=record)
+            written, record = self._write_record(sess_fd, updated)
+            self._index_commit(updated, written, kind=kind, request_id=request_id, record=record)
             return updated
 
     def delete(
