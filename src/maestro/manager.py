@@ -1125,7 +1125,7 @@ class SessionManager:
         """Pick up the unfinished run created with ``request_id=run_key``, or ``None``.
 
         A stale session (idle longer than ``older_than``, default its
-        ``timeout_minutes``) is paused with the reason "worker lost" and then
+        ``timeout_minutes``; 0 takes over at once) is paused with the reason "worker lost" and then
         resumed, a paused one resumed; the answer's ``status`` and ``phase``
         say where to continue.  A live one raises ``WorkerAliveError``.
         Call it before any reaping: a reaped session has failed for good.

@@ -45,7 +45,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from maestro import idempotency, lifecycle
-from maestro.ages import as_age
+from maestro.ages import as_age, parse_age
 from maestro.errors import (
     ConflictError,
     InvalidTransitionError,
@@ -439,6 +439,18 @@ def find_run(manager: SessionManager, key: str) -> Session | None:
     return None
 
 
+def _staleness(value: timedelta | float | str) -> timedelta:
+    """``older_than`` of :func:`resume_run`: an age, or 0 to take over at once."""
+    zero = timedelta(0)
+    if isinstance(value, timedelta) and value == zero:
+        return zero
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
+        return zero
+    if isinstance(value, str) and (value.strip() == "0" or parse_age(value) == zero):
+        return zero
+    return as_age(value, "older_than")
+
+
 def resume_run(
     manager: SessionManager,
     key: str,
@@ -449,7 +461,8 @@ def resume_run(
     """Pick up the unfinished run created with request id ``key``; ``None`` if there is none.
 
     A running session whose last activity is older than ``older_than``
-    (default: its own ``timeout_minutes``) was left by a crashed worker: it
+    (default: its own ``timeout_minutes``; 0 when the caller knows the old
+    worker is gone) was left by a crashed worker: it
     is paused with the reason "worker lost", then resumed.  A paused session
     is resumed.  A running session that is not stale raises
     :class:`WorkerAliveError`.  The answer says which state and phase to
@@ -461,7 +474,7 @@ def resume_run(
     lost = False
     if session.status is not SessionStatus.PAUSED:
         limit = (
-            as_age(older_than, "older_than")
+            _staleness(older_than)
             if older_than is not None
             else timedelta(minutes=session.configuration.timeout_minutes)
         )
