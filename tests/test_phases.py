@@ -14,6 +14,7 @@ import pytest
 
 from maestro import (
     ChangeKind,
+    InvalidTransitionError,
     Session,
     SessionManager,
     SessionStatus,
@@ -58,6 +59,20 @@ def test_a_phase_enters_its_state_and_moves_to_next(manager: SessionManager) -> 
     session = manager.get_session(sid)
     assert session.status is S.VALIDATING
     assert [h.to_status for h in session.history][-2:] == [S.IMPLEMENTING, S.VALIDATING]
+
+
+def test_a_block_that_moved_the_session_itself_is_not_moved_again(
+    manager: SessionManager,
+) -> None:
+    sid = start(manager)
+    with manager.phase(sid, S.IMPLEMENTING, next=S.VALIDATING):
+        manager.transition_state(sid, S.VALIDATING, reason="done early")
+    session = manager.get_session(sid)
+    assert session.status is S.VALIDATING and session.history[-1].reason == "done early"
+    # Moved somewhere the next state cannot follow: that is the caller's to know.
+    phase = manager.phase(sid, S.VALIDATING, next=S.GENERATING_REPORT)
+    with pytest.raises(InvalidTransitionError), phase:
+        manager.transition_state(sid, S.FAILED, reason="given up")
 
 
 def test_entering_the_state_the_session_is_in_writes_nothing(manager: SessionManager) -> None:

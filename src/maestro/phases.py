@@ -349,15 +349,20 @@ class Phase:
     def _succeed(self) -> None:
         if self.next is None:
             return
-        session = self.manager.get_session(self.session_id)
-        if session.status is self.next:
+        # The session as last written here saves a read; if the block moved
+        # it meanwhile, the state machine says so and it is read afresh.
+        session = self.session
+        try:
+            self._session = self.manager.transition_state(
+                self.session_id,
+                self.next,
+                request_id=self._rid(f"{session.status.value}->{self.next.value}", session),
+            )
+        except InvalidTransitionError:
+            session = self.manager.get_session(self.session_id)
+            if session.status is not self.next:
+                raise
             self._session = session
-            return
-        self._session = self.manager.transition_state(
-            self.session_id,
-            self.next,
-            request_id=self._rid(f"{session.status.value}->{self.next.value}", session),
-        )
 
     def _record_failure(self, error: Exception) -> None:
         manager = self.manager
