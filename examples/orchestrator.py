@@ -164,11 +164,11 @@ def orchestrate(args: argparse.Namespace) -> int:
     manager.on_change(lambda kind, session: writes.update([kind]))
     manager.on_transition(lambda session, change: show(change))
 
-    print(f"run {key} in {repo.path}")
+    print(f"run {key} in {args.repo}")
     try:
         run = manager.resume_run(key, older_than=args.stale_after)
     except WorkerAliveError as error:
-        print(f"not resuming: {error}", file=sys.stderr)
+        print(f"not resuming: {error} (--stale-after)", file=sys.stderr)
         return 1
     if run is not None:
         print(f"session {run.session_id[:8]} resumed in {run.status}, phase {run.phase}")
