@@ -296,6 +296,24 @@ def test_async_phase_moves_on_and_pauses_when_cancelled(manager: SessionManager)
     assert session.history[-1].reason == "interrupted (CancelledError)"
 
 
+def test_sigterm_during_an_async_phase_pauses_and_ends_with_143(manager: SessionManager) -> None:
+    sid = start(manager)
+    before = signal.getsignal(signal.SIGTERM)
+
+    async def main() -> None:
+        async with manager.phase(sid, S.IMPLEMENTING, next=S.VALIDATING):
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.sleep(3600)
+
+    with pytest.raises(Terminated) as raised:
+        asyncio.run(main())
+    assert raised.value.code == 143
+    session = manager.get_session(sid)
+    assert session.status is S.PAUSED
+    assert session.history[-1].reason == "interrupted (SIGTERM)"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 # ---------------------------------------------------------------- resuming a run
 
 

@@ -277,11 +277,14 @@ class Phase:
         self._start_heartbeat()
         self._task = asyncio.current_task()
         if threading.current_thread() is threading.main_thread() and self._task is not None:
+            previous = signal.getsignal(signal.SIGTERM)
             try:
                 asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._on_sigterm)
-                self._signal_installed = True
             except (NotImplementedError, RuntimeError):
                 pass
+            else:
+                self._previous_handler = previous
+                self._signal_installed = True
         return self
 
     def _on_sigterm(self) -> None:
@@ -297,6 +300,9 @@ class Phase:
     ) -> None:
         if self._signal_installed:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+            # The loop leaves the default behind: put back what was there.
+            if self._previous_handler is not None:
+                signal.signal(signal.SIGTERM, self._previous_handler)
             self._signal_installed = False
         self._stop_heartbeat()
         terminated = self._terminated and isinstance(error, asyncio.CancelledError)
