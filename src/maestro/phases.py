@@ -34,7 +34,6 @@ crowd the steps out of the requests a session remembers.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import signal
@@ -55,6 +54,8 @@ from maestro.errors import (
 from maestro.models import Session, SessionPhase, SessionStatistics, SessionStatus
 
 if TYPE_CHECKING:
+    import asyncio
+
     from maestro.manager import SessionManager
 
 __all__ = [
@@ -273,6 +274,8 @@ class Phase:
     # ---------------------------------------------------------------- async
 
     async def __aenter__(self) -> Phase:
+        import asyncio  # only async callers pay for it
+
         await asyncio.to_thread(self._enter)
         self._start_heartbeat()
         self._task = asyncio.current_task()
@@ -298,6 +301,8 @@ class Phase:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        import asyncio
+
         if self._signal_installed:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
             # The loop leaves the default behind: put back what was there.
