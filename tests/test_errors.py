@@ -85,6 +85,8 @@ def test_public_names_are_pinned() -> None:
         "InvalidTransitionError",
         "LockTimeoutError",
         "PRDReference",
+        "Phase",
+        "RunState",
         "Session",
         "SessionConfiguration",
         "SessionError",
@@ -101,8 +103,10 @@ def test_public_names_are_pinned() -> None:
         "SessionValidationError",
         "StateChange",
         "StorageError",
+        "Terminated",
         "UnsafePathError",
         "UnsupportedOperationError",
+        "WorkerAliveError",
         "__version__",
     }
     for name in maestro.__all__:

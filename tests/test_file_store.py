@@ -146,12 +146,19 @@ def test_failed_create_leaves_nothing(
 def test_stale_temp_files_are_invisible_and_swept(manager: SessionManager) -> None:
     sid = manager.create_session("x").session_id
     folder = manager.sessions_dir / sid
-    stale = folder / ".metadata.json.deadbeef0000.tmp"
+    # A writer killed before its rename leaves the write's temp file; an
+    # older release named it at random.
+    stale = folder / ".metadata.json.write.tmp"
     stale.write_text('{"half": ')
+    older = folder / ".metadata.json.deadbeef0000.tmp"
+    older.write_text('{"half": ')
     (manager.sessions_dir / ".metadata.json.0000.tmp").write_text("junk")
     assert [s.session_id for s in manager.query_sessions()] == [sid]
+    assert manager.get_session(sid).statistics.total_tasks == 0
     manager.update_session(sid, {"statistics": {"total_tasks": 1}})
-    assert not stale.exists()
+    assert not stale.exists() and not older.exists()  # the next writer sweeps both
+    assert manager.get_session(sid).statistics.total_tasks == 1
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "metadata.json"]
 
 
 # ---------------------------------------------------------------- corruption

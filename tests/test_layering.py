@@ -163,6 +163,7 @@ NOT_ON_IMPORT = (
     "maestro.stores.files_maintenance",
     "psycopg",
     "tarfile",
+    "asyncio",  # only an ``async with manager.phase(...)`` needs it
 )
 
 

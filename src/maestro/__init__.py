@@ -40,6 +40,7 @@ from maestro.models import (
     StateChange,
 )
 from maestro.pages import SessionPage
+from maestro.phases import Phase, RunState, Terminated, WorkerAliveError
 from maestro.stores.base import (
     Capability,
     ChangeEvent,
@@ -65,6 +66,8 @@ __all__ = [
     "InvalidTransitionError",
     "LockTimeoutError",
     "PRDReference",
+    "Phase",
+    "RunState",
     "Session",
     "SessionConfiguration",
     "SessionError",
@@ -81,7 +84,9 @@ __all__ = [
     "SessionValidationError",
     "StateChange",
     "StorageError",
+    "Terminated",
     "UnsafePathError",
     "UnsupportedOperationError",
+    "WorkerAliveError",
     "__version__",
 ]

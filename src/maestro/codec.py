@@ -9,13 +9,15 @@ database, so any store can use it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from maestro.errors import CorruptSessionError, SessionValidationError
 from maestro.models import Session
 from maestro.schema import migrate, validate_record
 
-__all__ = ["decode_record", "encode_record"]
+__all__ = ["decode_record", "encode_record", "encode_record_and_dict"]
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -28,14 +30,20 @@ def encode_record(session: Session) -> bytes:
     times faster than the standard library's pure-Python indenting encoder,
     which dominated the CPU cost of a write with a long history.
     """
+    return encode_record_and_dict(session)[0]
+
+
+def encode_record_and_dict(session: Session) -> tuple[bytes, dict[str, Any]]:
+    """:func:`encode_record`, and the validated record it encoded (for an index row)."""
     record = session.to_dict()
     validate_record(record, session_id=session.session_id)
     try:
-        return orjson.dumps(record, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        data = orjson.dumps(record, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     except TypeError as error:  # only reachable through ``extra``
         raise SessionValidationError(
             f"the record holds a value JSON cannot store ({error})", session_id=session.session_id
         ) from None
+    return data, record
 
 
 def decode_record(session_id: str, raw: bytes, *, where: str = "the stored record") -> Session:

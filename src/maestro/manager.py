@@ -31,6 +31,7 @@ from maestro.errors import (
     SessionValidationError,
 )
 from maestro.gitctx import capture_git_context, find_repository_root, linked_worktrees
+from maestro.hooks import ChangeHook, Hooks, TransitionHook
 from maestro.ids import check_session_id, is_session_id, new_session_id
 from maestro.models import (
     GitContext,
@@ -43,6 +44,7 @@ from maestro.models import (
     utcnow,
 )
 from maestro.pages import SessionPage, decode_cursor, encode_cursor
+from maestro.phases import Phase, RunState, resume_run
 from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
 from maestro.stats import SessionStats, summarize
 from maestro.stores import select_store
@@ -279,6 +281,7 @@ class SessionManager:
         )
         self.sessions_dir = self.repo_root / ".flow" / "maestro" / "sessions"
         self._clock = clock or utcnow
+        self._hooks = Hooks()
 
     def _git_context_here(self) -> GitContext:
         """The checkout being worked in: the cwd's when it shares the root's repository.
@@ -327,6 +330,25 @@ class SessionManager:
             expected_revision=expected_revision,
         )
         return guarded, None
+
+    def _modify(
+        self,
+        session_id: str,
+        change: Transform,
+        *,
+        expected_revision: int | None,
+        kind: ChangeKind,
+        request_id: str | None,
+    ) -> Session:
+        """One write through the store, then this manager's hooks (:mod:`maestro.hooks`)."""
+        return self._hooks.modify(
+            self.store,
+            session_id,
+            change,
+            expected_revision=expected_revision,
+            kind=kind,
+            request_id=request_id,
+        )
 
     # ------------------------------------------------------------ the seed's API
 
@@ -548,7 +570,7 @@ class SessionManager:
             {"updates": dict(updates), "reason": reason},
             expected_revision,
         )
-        return self.store.modify(
+        return self._modify(
             session_id,
             write,
             expected_revision=expected,
@@ -592,7 +614,7 @@ class SessionManager:
             {"new_state": target, "reason": reason},
             expected_revision,
         )
-        return self.store.modify(
+        return self._modify(
             session_id, write, expected_revision=expected, kind=kind, request_id=request_id
         )
 
@@ -912,7 +934,7 @@ class SessionManager:
         write, expected = self._once(
             change, request_id, "resume", {"reason": reason}, expected_revision
         )
-        return self.store.modify(
+        return self._modify(
             session_id,
             write,
             expected_revision=expected,
@@ -972,7 +994,7 @@ class SessionManager:
         write, expected = self._once(
             change, request_id, "increment", {"deltas": deltas}, expected_revision
         )
-        return self.store.modify(
+        return self._modify(
             session_id,
             write,
             expected_revision=expected,
@@ -1005,7 +1027,7 @@ class SessionManager:
             return session
 
         write, expected = self._once(change, request_id, "heartbeat", {}, expected_revision)
-        return self.store.modify(
+        return self._modify(
             session_id,
             write,
             expected_revision=expected,
@@ -1060,6 +1082,74 @@ class SessionManager:
             except (ConflictError, SessionNotFoundError):
                 continue
         return reaped
+
+    # ------------------------------------------------------------ orchestrators (maestro.phases)
+
+    def phase(
+        self,
+        session_id: str,
+        state: SessionStatus | str,
+        *,
+        reason: str | None = None,
+        next: SessionStatus | str | None = None,
+        fallback: SessionStatus | str | None = None,
+        heartbeat_every: timedelta | float | None = None,
+    ) -> Phase:
+        """``with manager.phase(id, SessionStatus.IMPLEMENTING, next=...) as p:``.
+
+        Enters ``state`` (nothing to do if the session is in it), heartbeats
+        while the block runs (every quarter of ``timeout_minutes`` unless
+        ``heartbeat_every``), then moves to ``next`` on success, to
+        ``fallback`` or ``failed`` on an exception (counted in
+        ``error_recovery_count``), and pauses on ``KeyboardInterrupt`` or
+        ``SIGTERM``.  ``p.progress(completed_tasks=3)`` sets statistics.
+        Also ``async with``.  See :mod:`maestro.phases`.
+        """
+        return Phase(
+            self,
+            session_id,
+            state,
+            reason=reason,
+            next=next,
+            fallback=fallback,
+            heartbeat_every=heartbeat_every,
+        )
+
+    def resume_run(
+        self,
+        run_key: str,
+        *,
+        older_than: timedelta | float | str | None = None,
+        reason: str = "run resumed",
+    ) -> RunState | None:
+        """Pick up the unfinished run created with ``request_id=run_key``, or ``None``.
+
+        A stale session (idle longer than ``older_than``, default its
+        ``timeout_minutes``; 0 takes over at once) is paused with the reason "worker lost" and then
+        resumed, a paused one resumed; the answer's ``status`` and ``phase``
+        say where to continue.  A live one raises ``WorkerAliveError``.
+        Call it before any reaping: a reaped session has failed for good.
+        """
+        return resume_run(self, run_key, older_than=older_than, reason=reason)
+
+    def on_transition(
+        self,
+        callback: TransitionHook,
+        *,
+        to: SessionStatus | str | Iterable[SessionStatus | str] | None = None,
+    ) -> Callable[[], None]:
+        """Call ``callback(session, change)`` after each status change this manager
+        writes (only into ``to`` when given); returns a function that removes it.
+
+        Hooks run after the write is committed; one that raises is logged and
+        changes nothing.  See :mod:`maestro.hooks`.
+        """
+        return self._hooks.on_transition(callback, to)
+
+    def on_change(self, callback: ChangeHook) -> Callable[[], None]:
+        """Call ``callback(kind, session)`` after every write this manager commits;
+        returns a function that removes it.  See :mod:`maestro.hooks`."""
+        return self._hooks.on_change(callback)
 
     def gc(
         self,

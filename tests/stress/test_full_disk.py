@@ -300,6 +300,23 @@ def _store_adopt(m: SessionManager, ids: dict[str, str], work: Path, archive: Pa
     return _store(m).adopt_sessions(other, move=True)
 
 
+def _phase(m: SessionManager, ids: dict[str, str], work: Path, archive: Path) -> object:
+    """A phase entered and left for the next state, with a progress report."""
+    with m.phase(ids["planning"], S.PLANNING, next=S.GENERATING_TASKS) as p:
+        p.progress(total_tasks=2)
+    return p.session
+
+
+def _hooked(m: SessionManager, ids: dict[str, str], work: Path, archive: Path) -> object:
+    """A transition with a hook that raises: logged, never an error of the write."""
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a hook's bug")
+
+    m.on_transition(broken)
+    return m.transition_state(ids["planning"], S.GENERATING_TASKS)
+
+
 #: Every public method of SessionManager and FileSessionStore, with arguments
 #: that make it do its real work on the template store.
 API: dict[str, Api] = {
@@ -327,6 +344,13 @@ API: dict[str, Api] = {
         ids["planning"], completed_tasks=1
     ),
     "heartbeat": lambda m, ids, w, a: m.heartbeat(ids["planning"]),
+    "phase": _phase,
+    "resume_run": lambda m, ids, w, a: m.resume_run(ids["paused"]),
+    "on_transition": _hooked,
+    "on_change": lambda m, ids, w, a: (
+        m.on_change(lambda kind, session: None),
+        m.increment_statistics(ids["planning"], completed_tasks=1),
+    ),
     "rerun_session": lambda m, ids, w, a: m.rerun_session(ids["done"]),
     "reruns_of": lambda m, ids, w, a: m.reruns_of(ids["done"]),
     "session_directory": lambda m, ids, w, a: m.session_directory(ids["planning"]),
@@ -751,7 +775,9 @@ def test_a_read_the_disk_refused_while_repairing_hides_no_session(
             raise IndexUnavailable("database is locked", code=errno.EBUSY)
 
         patch.setattr(SessionIndex, "store", locked)
+        patch.setattr(SessionIndex, "store_written", locked)
         manager.heartbeat(target)
+    assert SessionIndex(manager.sessions_dir.parent / "index.sqlite3").pending() == [target]
     _settled(manager)
     with monkeypatch.context() as patch:
         refused = _refuse_one_read(patch)

@@ -2155,6 +2155,13 @@ def _event_line(event: ChangeEvent, arrow: str) -> str:
     metavar="SECONDS",
     help="Stop after this long (default: never).",
 )
+@click.option(
+    "--exec",
+    "command",
+    metavar="CMD",
+    help="Run CMD once per change, the change as JSON on stdin; a failing CMD is "
+    "reported and watching goes on.",
+)
 @pass_ctx
 @handled
 def watch(
@@ -2164,6 +2171,7 @@ def watch(
     statuses: tuple[str, ...],
     as_json: bool,
     timeout: float | None,
+    command: str | None = None,
 ) -> None:
     """Follow the changes to the sessions as they are committed, one line each.
 
@@ -2176,12 +2184,24 @@ def watch(
     With ID, only that session is followed, until it ends: exit 0 when it
     completes, 1 when it fails or is deleted (at once if it already has).
 
+    --exec CMD runs CMD (split like a shell does, run without one) for each
+    change shown, after its line, one at a time: the change's JSON object on
+    its stdin, MAESTRO_EVENT_KIND, MAESTRO_SESSION_ID and
+    MAESTRO_EVENT_CURSOR in its environment.  A CMD that fails is reported
+    on stderr and the watch goes on.
+
     \b
     Example:
       maestro watch
       maestro watch 3f01b5 && echo done
       maestro watch --json --status failed | jq -r .session_id
+      maestro watch --status failed --exec ./notify-failure.sh
     """
+    react = None
+    if command is not None:
+        from maestro.cli.watch_exec import EventCommand
+
+        react = EventCommand(command)
     manager = ctx.manager()
     as_json = as_json or ctx.as_json
     sid = ctx.resolve(session_id) if session_id is not None else None
@@ -2194,6 +2214,8 @@ def watch(
             click.echo(json_text(json.dumps(event.to_dict(), ensure_ascii=False)))
         else:
             click.echo(_event_line(event, arrow))
+        if react is not None:
+            react(event)
 
     def follow(cursor: str | None, *, wait: bool) -> str | None:
         """Show the events after ``cursor``; exit when the watched session ends."""

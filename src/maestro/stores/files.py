@@ -52,8 +52,9 @@ import stat
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
-from maestro.codec import decode_record, encode_record
+from maestro.codec import decode_record, encode_record, encode_record_and_dict
 from maestro.errors import (
     ConflictError,
     CorruptSessionError,
@@ -106,6 +107,10 @@ METADATA = "metadata.json"
 LOCK = ".lock"
 TEMP_PREFIX = f".{METADATA}."
 TEMP_SUFFIX = ".tmp"
+#: The temp file of a record write.  One name is enough, as writes to a
+#: session hold its lock; a file of that name found by a writer was left by
+#: a writer that was killed, and is removed then (and by ``doctor``).
+WRITE_TEMP = f"{TEMP_PREFIX}write{TEMP_SUFFIX}"
 TRASH_PREFIX = ".trash-"
 INDEX_FILE = "index.sqlite3"
 #: Beside ``sessions/``: one reservation file per create key (see ``create``).
@@ -236,8 +241,10 @@ def replace_file(
 
 
 def _close(fd: int) -> None:
-    with contextlib.suppress(OSError):
+    try:  # noqa: SIM105 - not contextlib.suppress: this runs several times in every write
         os.close(fd)
+    except OSError:
+        pass
 
 
 def _same_file(first: os.stat_result, second: os.stat_result) -> bool:
@@ -283,6 +290,12 @@ class FileSessionStore:
             self._below_base = self.sessions_dir.relative_to(self.base).parts
         except ValueError:
             raise SessionValidationError(f"{self.sessions_dir} is not below {self.base}") from None
+        # As strings, made once: every open of ``sessions/`` checks them.
+        self._sessions_path = str(self.sessions_dir)
+        self._guarded_paths = [
+            str(self.base.joinpath(*self._below_base[: depth + 1]))
+            for depth in range(len(self._below_base))
+        ]
         if allow_symlinked_root is None:
             allow_symlinked_root = os.environ.get(ALLOW_SYMLINKED_ROOT) == "1"
         self.allow_symlinked_root = allow_symlinked_root
@@ -330,14 +343,15 @@ class FileSessionStore:
         must have reached the very directory now found without links.
         """
         guarded = not self.allow_symlinked_root and bool(self._below_base)
-        if guarded:
-            self._refuse_symlinks()
         flags = _NOFOLLOW_DIR if guarded else _DIR_FLAGS
-        fd = self._open_sessions_dir(flags, create=create)
+        # Only a create needs the check before the open, as it may make
+        # directories (through a link, they would be made elsewhere); any
+        # other descriptor is checked below before it is used.
+        fd = self._open_sessions_dir(flags, create=create, guarded=guarded)
         if fd is not None and guarded:
             try:
                 self._refuse_symlinks()
-                on_disk = os.stat(self.sessions_dir, follow_symlinks=False)
+                on_disk = os.stat(self._sessions_path, follow_symlinks=False)
                 if not _same_file(on_disk, os.fstat(fd)):
                     raise UnsafePathError(None, f"{self.sessions_dir} changed while it was opened")
             except FileNotFoundError as error:
@@ -350,9 +364,7 @@ class FileSessionStore:
 
     def _refuse_symlinks(self) -> None:
         """Raise ``UnsafePathError`` naming the first symlink between ``base`` and ``sessions/``."""
-        path = self.base
-        for name in self._below_base:
-            path = path / name
+        for path in self._guarded_paths:
             try:
                 info = os.stat(path, follow_symlinks=False)
             except FileNotFoundError:
@@ -366,15 +378,17 @@ class FileSessionStore:
                     f"(set {ALLOW_SYMLINKED_ROOT}=1 to follow them)",
                 )
 
-    def _open_sessions_dir(self, flags: int, *, create: bool) -> int | None:
+    def _open_sessions_dir(self, flags: int, *, create: bool, guarded: bool) -> int | None:
         try:
-            return os.open(self.sessions_dir, flags)
+            return os.open(self._sessions_path, flags)
         except FileNotFoundError:
+            if guarded:  # a dangling link is refused, not taken for an empty store
+                self._refuse_symlinks()
             if not create:
                 return None
         except OSError as error:
-            if error.errno == errno.ELOOP:
-                self._refuse_symlinks()  # a link swapped in since the check above
+            if guarded or error.errno == errno.ELOOP:
+                self._refuse_symlinks()  # ELOOP, or ENOTDIR for a link to a file
             raise StorageError(None, f"opening {self.sessions_dir}", error) from error
         try:
             missing = [p for p in (self.sessions_dir, *self.sessions_dir.parents) if not p.exists()]
@@ -463,11 +477,22 @@ class FileSessionStore:
 
         Returns the signature of the new file, for the index.
         """
-        data = encode_record(session)
+        return self._write_record(sess_fd, session)[0]
+
+    def _write_record(self, sess_fd: int, session: Session) -> tuple[Signature, dict[str, Any]]:
+        """:meth:`_write`, also returning the record written (``session.to_dict()``)."""
+        data, record = encode_record_and_dict(session)
         session_id = session.session_id
-        temp = f"{TEMP_PREFIX}{secrets.token_hex(6)}{TEMP_SUFFIX}"
         try:
-            info = replace_file(sess_fd, METADATA, data, temp=temp, durable=self.durable)
+            try:
+                info = replace_file(sess_fd, METADATA, data, temp=WRITE_TEMP, durable=self.durable)
+            except FileExistsError:
+                # A writer killed between its temp file and the rename (the
+                # lock is ours, so no live writer): its file is gone now
+                # (``replace_file`` removes its temp on any error); sweep any
+                # other leftovers and write again.
+                self._sweep_temp_files(sess_fd)
+                info = replace_file(sess_fd, METADATA, data, temp=WRITE_TEMP, durable=self.durable)
         except NotDurableError as error:
             raise StorageError(
                 session_id,
@@ -477,7 +502,7 @@ class FileSessionStore:
             ) from error
         except OSError as error:
             raise StorageError(session_id, "writing the record", error) from error
-        return Signature.of(info)
+        return Signature.of(info), record
 
     def _sweep_temp_files(self, sess_fd: int) -> None:
         """Remove temp files a killed writer left; only called under the lock."""
@@ -773,11 +798,13 @@ class FileSessionStore:
                         self._index_begin(
                             session_id, kind=ChangeKind.CREATED, request_id=request_id
                         )
+                        signature, record = self._write_record(sess_fd, stored)
                         self._index_commit(
                             stored,
-                            self._write(sess_fd, stored),
+                            signature,
                             kind=ChangeKind.CREATED,
                             request_id=request_id,
+                            record=record,
                         )
                     except BaseException:
                         # leave the directory empty, for _remove_empty
@@ -843,13 +870,11 @@ class FileSessionStore:
             updated.schema_version = SCHEMA_VERSION
             if updated.session_id != session_id:
                 raise SessionValidationError("session_id is read-only", session_id=session_id)
-            self._sweep_temp_files(sess_fd)
             self._index_begin(
                 session_id, kind=kind, request_id=request_id, previous=previous, sess_fd=sess_fd
             )
-            self._index_commit(
-                updated, self._write(sess_fd, updated), kind=kind, request_id=request_id
-            )
+            written, record = self._write_record(sess_fd, updated)
+            self._index_commit(updated, written, kind=kind, request_id=request_id, record=record)
             return updated
 
     def delete(
@@ -1053,12 +1078,21 @@ class FileSessionStore:
         *,
         kind: ChangeKind = ChangeKind.REPLACED,
         request_id: str | None = None,
+        record: dict[str, Any] | None = None,
     ) -> None:
-        """After a write: store the session's row and its event, and clear its pending mark."""
+        """After a write: store the session's row and its event, and clear its pending mark.
+
+        ``record`` is the ``to_dict()`` of ``session`` the write encoded, if at hand.
+        """
         if self.index is None:
             return
         try:
-            self.index.store([(session, signature)], kind=kind, request_id=request_id)
+            if record is None:
+                self.index.store([(session, signature)], kind=kind, request_id=request_id)
+            else:
+                self.index.store_written(
+                    session, signature, record, kind=kind, request_id=request_id
+                )
         except IndexUnavailable as error:
             log.warning(
                 "session %s: index not updated (%s); repaired on the next query",

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import secrets
 import sqlite3
@@ -49,7 +50,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -252,10 +253,16 @@ def boot_id() -> str:
     return _boot
 
 
-def row_content(session: Session) -> tuple[object, ...]:
-    """The columns of a session's row that derive from its record."""
-    record = session.to_dict()
-    del record["feature_request"]  # kept once, in its own column, for FTS5
+def row_content(session: Session, record: dict[str, Any] | None = None) -> tuple[object, ...]:
+    """The columns of a session's row that derive from its record.
+
+    ``record`` is ``session.to_dict()`` when the caller has it already (a
+    write has just encoded it); it is not changed.
+    """
+    if record is None:
+        record = session.to_dict()
+    # The feature request is kept once, in its own column, for FTS5.
+    record = {key: value for key, value in record.items() if key != "feature_request"}
     return (
         session.session_id,
         session.status.value,
@@ -271,9 +278,11 @@ def row_content(session: Session) -> tuple[object, ...]:
     )
 
 
-def _row_values(session: Session, signature: Signature, now_ns: int) -> tuple[object, ...]:
+def _row_values(
+    session: Session, signature: Signature, now_ns: int, record: dict[str, Any] | None = None
+) -> tuple[object, ...]:
     return (
-        *row_content(session),
+        *row_content(session, record),
         signature.ino,
         signature.size,
         signature.mtime_ns,
@@ -305,6 +314,7 @@ class SessionIndex:
         retention: int = DEFAULT_RETENTION,
     ) -> None:
         self.path = Path(path)
+        self._path_text = str(self.path)  # for the stat of every connection() call
         self.timeout = timeout
         self.sessions_dir = None if sessions_dir is None else Path(sessions_dir)
         #: How many of the newest events the feed keeps; 0 writes none.
@@ -326,7 +336,7 @@ class SessionIndex:
             self._local, "held", None
         )
         if held is not None and held[0] == os.getpid():
-            if _identity(self.path) == held[2]:
+            if _identity(self._path_text) == held[2]:
                 return held[1]
             self.close()
         try:
@@ -341,7 +351,7 @@ class SessionIndex:
                 conn = self._open()
             except sqlite3.Error as again:
                 raise IndexUnavailable.of(again) from again
-        self._local.held = (os.getpid(), conn, _identity(self.path))
+        self._local.held = (os.getpid(), conn, _identity(self._path_text))
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -551,32 +561,25 @@ class SessionIndex:
         that record in first (:meth:`store`), so its change is reported
         before the one about to be made, then marks again.
         """
-        with self._transaction() as conn:
-            if previous is not None and self.retention > 0:
-                row = conn.execute(
-                    "SELECT revision, ino, size, mtime_ns FROM sessions WHERE session_id = ?",
-                    (session_id,),
-                ).fetchone()
-                if row is None:
-                    # No row: behind only if a writer died creating it.
-                    behind = (
-                        conn.execute(
-                            "SELECT 1 FROM pending WHERE session_id = ?", (session_id,)
-                        ).fetchone()
-                        is not None
-                    )
-                else:
-                    behind = (row[0], Signature(*row[1:])) != previous
-                if behind:
-                    return False
-            if kind is None:
-                conn.execute("INSERT OR IGNORE INTO pending (session_id) VALUES (?)", (session_id,))
-            else:
-                conn.execute(
-                    "INSERT OR REPLACE INTO pending (session_id, kind, request_id)"
-                    " VALUES (?, ?, ?)",
-                    (session_id, kind.value, request_id),
-                )
+        if kind is None:
+            self._write([("INSERT OR IGNORE INTO pending (session_id) VALUES (?)", (session_id,))])
+            return True
+        mark = (session_id, kind.value, request_id)
+        if previous is None or self.retention <= 0:
+            self._write([(_MARK, mark)])
+            return True
+        # One statement, so one implicit transaction: marked only if the row
+        # is the record read under the lock (or, with no row, if no writer
+        # died creating it).  Every write pays for this, so no BEGIN/COMMIT.
+        revision, signature = previous
+        try:
+            cursor = self.connection().execute(
+                _MARK_IF_CURRENT,
+                (*mark, revision, *signature, session_id, session_id),
+            )
+        except sqlite3.Error as error:
+            raise IndexUnavailable.of(error) from error
+        return cursor.rowcount > 0
         return True
 
     def store(
@@ -626,6 +629,31 @@ class SessionIndex:
         if batch:
             written += self._store_batch(batch, current, clear_pending, event)
         return written
+
+    def store_written(
+        self,
+        session: Session,
+        signature: Signature,
+        record: dict[str, Any],
+        *,
+        kind: ChangeKind,
+        request_id: str | None,
+    ) -> None:
+        """After a library write: the row, its event and the cleared mark, in one transaction.
+
+        ``record`` is the ``to_dict()`` of ``session`` the write just encoded.
+        """
+        fixed = (kind, request_id)
+
+        def event(conn: sqlite3.Connection, sid: str) -> tuple[ChangeKind, str | None] | None:
+            return fixed
+
+        sid = session.session_id
+        now_ns = time.time_ns()
+        with self._transaction() as conn:
+            self._store_one(conn, session, signature, now_ns, event, record)
+            conn.execute("DELETE FROM pending WHERE session_id = ?", (sid,))
+            conn.execute("DELETE FROM unreadable WHERE session_id = ?", (sid,))
 
     def load_fresh(self, items: Iterable[Item]) -> int:
         """Fill an empty index fast: plain inserts in batches, full-text index at the end.
@@ -732,11 +760,12 @@ class SessionIndex:
         signature: Signature,
         now_ns: int,
         event: _EventOf,
+        record: dict[str, Any] | None = None,
     ) -> bool:
-        values = _row_values(session, signature, now_ns)
+        values = _row_values(session, signature, now_ns, record)
         old = conn.execute(
-            "SELECT id, revision, feature_request, ino, size, mtime_ns, status FROM sessions"
-            " WHERE session_id = ?",
+            "SELECT id, revision, feature_request, ino, size, mtime_ns, status, phase, branch,"
+            " worktree, created_us, updated_us, active_us FROM sessions WHERE session_id = ?",
             (session.session_id,),
         ).fetchone()
         status = session.status.value
@@ -765,7 +794,7 @@ class SessionIndex:
                     now_ns,
                 )
             return True
-        rowid, revision, old_text, ino, size, mtime_ns, old_status = old
+        rowid, revision, old_text, ino, size, mtime_ns, old_status = old[:7]
         old_signature = Signature(ino, size, mtime_ns)
         if old_signature == signature and revision > session.revision:
             # One file cannot hold two revisions: what was read is an older
@@ -776,12 +805,20 @@ class SessionIndex:
             and conn.execute("SELECT record FROM sessions WHERE id = ?", (rowid,)).fetchone()[0]
             != values[10]
         )
+        # Only the columns that changed among those that are indexed or
+        # searched: SQLite rewrites the entries of every index whose columns
+        # an UPDATE names, whether or not their values change.
+        columns = [
+            (name, value)
+            for name, before, value in zip(_TRACKED, old[6:], values[1:8], strict=True)
+            if before != value
+        ]
+        if old_text != session.feature_request:
+            columns.append(("feature_request", session.feature_request))
+        columns += zip(_ALWAYS, (values[8], *values[10:]), strict=True)
         conn.execute(
-            "UPDATE sessions SET status = ?, phase = ?, branch = ?, worktree = ?,"
-            " created_us = ?, updated_us = ?, active_us = ?, revision = ?, feature_request = ?,"
-            " record = ?,"
-            " ino = ?, size = ?, mtime_ns = ?, racy = ?, indexed_ns = ? WHERE id = ?",
-            (*values[1:], rowid),
+            _update_sql(tuple(name for name, _ in columns)),
+            (*(value for _, value in columns), rowid),
         )
         if old_text != session.feature_request:
             conn.execute(
@@ -1126,6 +1163,35 @@ def _last_seq(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
+_MARK = "INSERT OR REPLACE INTO pending (session_id, kind, request_id) VALUES (?, ?, ?)"
+
+#: The pending mark of a write, only if the index row is the record the
+#: writer read under its lock; with no row, only if no earlier writer left a
+#: mark (it died creating the session).  A row behind the record (an earlier
+#: writer died after its record write, or the file was changed outside the
+#: library) is brought in first, so that its change is reported first.
+_MARK_IF_CURRENT = (
+    "INSERT OR REPLACE INTO pending (session_id, kind, request_id) SELECT ?, ?, ?"
+    " WHERE coalesce("
+    "(SELECT revision = ? AND ino = ? AND size = ? AND mtime_ns = ? FROM sessions"
+    " WHERE session_id = ?),"
+    " NOT EXISTS (SELECT 1 FROM pending WHERE session_id = ?))"
+)
+
+
+#: The row's columns an update may leave alone, in :func:`row_content` order
+#: (after ``session_id``), and those it always writes (revision onwards,
+#: less ``feature_request``, compared on its own).
+_TRACKED = ("status", "phase", "branch", "worktree", "created_us", "updated_us", "active_us")
+_ALWAYS = ("revision", "record", "ino", "size", "mtime_ns", "racy", "indexed_ns")
+
+
+@functools.lru_cache(maxsize=64)
+def _update_sql(columns: tuple[str, ...]) -> str:
+    assignments = ", ".join(f"{name} = ?" for name in columns)
+    return f"UPDATE sessions SET {assignments} WHERE id = ?"  # noqa: S608 - fixed names
+
+
 def _parse_cursor(cursor: str | None) -> tuple[str, int] | None:
     if cursor is None:
         return None
@@ -1135,7 +1201,7 @@ def _parse_cursor(cursor: str | None) -> tuple[str, int] | None:
     return epoch, int(number)
 
 
-def _identity(path: Path) -> tuple[int, int]:
+def _identity(path: str | Path) -> tuple[int, int]:
     """(device, inode) of ``path``; (0, 0) when it does not exist."""
     try:
         info = os.stat(path)
