@@ -91,7 +91,7 @@ def mcp_command(
       maestro mcp
       maestro --root ~/src/app mcp --allow-delete
       maestro mcp --http --port 8766
-      MAESTRO_TOKEN=s3cret maestro mcp --http --host 0.0.0.0
+      maestro mcp --http --host 0.0.0.0 --token s3cret
     """
     try:
         from maestro.mcp.server import build_server
@@ -126,6 +126,9 @@ def _on_command_line(name: str) -> bool:
 def _logs_to_stderr() -> None:
     """Every log line on stderr, and the SDK's routine ones left out."""
     logging.captureWarnings(True)
+    # The library's warnings already reach stderr through the command line's
+    # handler; the SDK's root handler would print them a second time.
+    logging.getLogger("maestro").propagate = False
     for name in ("mcp", "uvicorn", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

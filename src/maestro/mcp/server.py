@@ -281,8 +281,14 @@ def build_server(
         if not publish_changes or Capability.CHANGES not in manager.store.capabilities:
             yield None
             return
-        async with anyio.create_task_group() as tasks:
+        try:
             cursor = await anyio.to_thread.run_sync(manager.changes_cursor)
+        except errors.SessionError as error:
+            # The tools still work; only listeners go without updates.
+            log.warning("resource updates are off: %s", error)
+            yield None
+            return
+        async with anyio.create_task_group() as tasks:
             tasks.start_soon(_follow_changes, manager, bus, cursor)
             try:
                 yield None
