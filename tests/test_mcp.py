@@ -230,6 +230,7 @@ def test_list_sessions_filters_and_pages(manager: SessionManager, clock: Clock) 
         ids.append(seed(manager))
     clock.advance(1)
     done = seed(manager, SessionStatus.COMPLETED)
+    at_second = manager.get_session(ids[1]).last_activity.isoformat()
 
     async def body(client: Client) -> None:
         seen: list[str] = []
@@ -245,6 +246,8 @@ def test_list_sessions_filters_and_pages(manager: SessionManager, clock: Clock) 
         assert seen == ids[::-1] and pages == 3
         page = await ok(client, "list_sessions", status=["completed", "failed"])
         assert [s["session_id"] for s in page["sessions"]] == [done]
+        first_two = await ok(client, "list_sessions", active_before=at_second, descending=False)
+        assert [s["session_id"] for s in first_two["sessions"]] == ids[:2]
         oldest = await ok(client, "list_sessions", descending=False, limit=1)
         assert oldest["sessions"][0]["session_id"] == ids[0]
         text = await error(client, "list_sessions", cursor="garbage")

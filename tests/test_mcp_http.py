@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,15 @@ def test_another_address_needs_a_token(tmp_path: Path) -> None:
 def test_stdio_ends_when_its_input_does(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--root", str(tmp_path), "mcp"], input="")
     assert result.exit_code == 0 and result.stdout == ""
+
+
+def test_without_the_sdk_the_command_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "maestro.mcp.server", None)
+    result = CliRunner().invoke(cli, ["--root", str(tmp_path), "mcp"], input="")
+    assert result.exit_code == 1
+    assert "pip install 'maestro-sessions[mcp]'" in result.stderr
 
 
 def call(guard: Guard, headers: dict[str, str]) -> tuple[int, bool]:

@@ -95,10 +95,9 @@ def mcp_command(
     """
     try:
         from maestro.mcp.server import build_server
-    except ImportError as error:
+    except ImportError:
         raise CommandError(
-            f"maestro mcp needs the mcp extra ({error.name} is missing): "
-            "pip install 'maestro-sessions[mcp]'"
+            "maestro mcp needs the MCP SDK: pip install 'maestro-sessions[mcp]'"
         ) from None
     _logs_to_stderr()
     token = resolve_token(token)

@@ -341,6 +341,13 @@ def build_server(
         created_before: Moment = None,
         updated_after: Moment = None,
         updated_before: Moment = None,
+        active_before: Annotated[
+            str | None,
+            Field(
+                description="Keep sessions whose last activity (update or heartbeat) is at "
+                "or before this ISO 8601 timestamp"
+            ),
+        ] = None,
         text: Annotated[
             str | None,
             Field(description="Words the feature request must all contain (word* for a prefix)"),
@@ -370,6 +377,7 @@ def build_server(
                 created_before=created_before,
                 updated_after=updated_after,
                 updated_before=updated_before,
+                active_before=active_before,
                 text=text,
                 order_by=order_by,
                 descending=descending,
