@@ -150,6 +150,14 @@ def test_the_guard_on_loopback(headers: dict[str, str], expected: tuple[int, boo
     assert call(guard, headers) == expected
 
 
+def test_the_guard_answers_the_names_it_is_given() -> None:
+    anywhere = allowed_host_names("0.0.0.0", ["build-box"])  # noqa: S104 - not a bind
+    guard = Guard(None, anywhere, "t")  # type: ignore[arg-type]
+    bearer = {"Authorization": "Bearer t"}
+    assert call(guard, {**bearer, "Host": "build-box:8766"}) == (200, True)
+    assert call(guard, {**bearer, "Host": "other-box:8766"}) == (421, False)
+
+
 def test_the_guard_with_a_token() -> None:
     guard = Guard(None, allowed_host_names("10.1.2.3"), "s3cret")  # type: ignore[arg-type]
     host = {"Host": "10.1.2.3:8766"}

@@ -60,6 +60,14 @@ DEFAULT_PORT = 8766
     "required when --host is not a loopback address.",
 )
 @click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="With --http, also answer requests whose Host is NAME (the name clients use to "
+    "reach a server bound to 0.0.0.0, say); repeatable.",
+)
+@click.option(
     "--allow-delete", is_flag=True, help="Offer the delete_session tool (off by default)."
 )
 @pass_ctx
@@ -70,6 +78,7 @@ def mcp_command(
     host: str,
     port: int,
     token: str | None,
+    allow_hosts: tuple[str, ...],
     allow_delete: bool,
 ) -> None:
     """Serve the sessions to agents over the Model Context Protocol.
@@ -91,7 +100,7 @@ def mcp_command(
       maestro mcp
       maestro --root ~/src/app mcp --allow-delete
       maestro mcp --http --port 8766
-      maestro mcp --http --host 0.0.0.0 --token s3cret
+      maestro mcp --http --host 0.0.0.0 --allow-host build-box --token s3cret
     """
     try:
         from maestro.mcp.server import build_server
@@ -109,7 +118,7 @@ def mcp_command(
     server = build_server(manager, allow_delete=allow_delete)
     try:
         if over_http:
-            _serve_http(server, host, port, token)
+            _serve_http(server, host, port, token, allow_hosts)
         else:
             server.run("stdio")
     except KeyboardInterrupt:
@@ -132,7 +141,9 @@ def _logs_to_stderr() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _serve_http(server: Any, host: str, port: int, token: str | None) -> None:
+def _serve_http(
+    server: Any, host: str, port: int, token: str | None, allow_hosts: tuple[str, ...]
+) -> None:
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
 
@@ -142,7 +153,7 @@ def _serve_http(server: Any, host: str, port: int, token: str | None) -> None:
         host=host,
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
-    guarded = Guard(app, allowed_host_names(host), token)
+    guarded = Guard(app, allowed_host_names(host, allow_hosts), token)
     where = f"[{host}]" if ":" in host else host
     click.echo(f"maestro mcp: serving http://{where}:{port}/mcp", err=True)
     if not is_loopback(host):
