@@ -609,6 +609,9 @@ def test_resources_read_the_record_and_the_timeline(manager: SessionManager) -> 
         with pytest.raises(MCPError) as raised:
             await client.read_resource(session_uri(missing))
         assert missing in str(raised.value) and "not_found" in str(raised.value)
+        with pytest.raises(MCPError) as raised:
+            await client.read_resource(timeline_uri("3F01B541-nope"))
+        assert "invalid_argument" in str(raised.value)
 
     run(manager, body)
 

@@ -8,6 +8,7 @@ once given, is required of every request.
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -100,6 +101,8 @@ def test_another_address_needs_a_token(tmp_path: Path) -> None:
 def test_stdio_ends_when_its_input_does(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--root", str(tmp_path), "mcp"], input="")
     assert result.exit_code == 0 and result.stdout == ""
+    # What serving changed in logging is put back for the rest of the process.
+    assert logging.getLogger("maestro").propagate is True
 
 
 def test_without_the_sdk_the_command_says_what_to_install(

@@ -7,6 +7,8 @@ starts without it, and works without the ``mcp`` extra installed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -108,7 +110,6 @@ def mcp_command(
         raise CommandError(
             "maestro mcp needs the MCP SDK: pip install 'maestro-sessions[mcp]'"
         ) from None
-    _logs_to_stderr()
     token = resolve_token(token)
     if over_http:
         check_bind(host, token)
@@ -116,13 +117,14 @@ def mcp_command(
         raise CommandError("--token applies to --http only", EXIT_USAGE)
     manager = ctx.manager()
     server = build_server(manager, allow_delete=allow_delete)
-    try:
-        if over_http:
-            _serve_http(server, host, port, token, allow_hosts)
-        else:
-            server.run("stdio")
-    except KeyboardInterrupt:
-        return  # Ctrl-C is how a server is stopped
+    with _logs_to_stderr():
+        try:
+            if over_http:
+                _serve_http(server, host, port, token, allow_hosts)
+            else:
+                server.run("stdio")
+        except KeyboardInterrupt:
+            return  # Ctrl-C is how a server is stopped
 
 
 def _on_command_line(name: str) -> bool:
@@ -131,14 +133,29 @@ def _on_command_line(name: str) -> bool:
     return click.get_current_context().get_parameter_source(name) is ParameterSource.COMMANDLINE
 
 
-def _logs_to_stderr() -> None:
-    """Every log line on stderr, and the SDK's routine ones left out."""
+@contextmanager
+def _logs_to_stderr() -> Iterator[None]:
+    """While serving: every log line on stderr, once, and the SDK's routine ones left out.
+
+    The library's warnings reach stderr through the command line's handler;
+    the SDK puts a handler of its own on the root logger, which would print
+    them a second time.  Put back as it was afterwards (the command may run
+    inside a longer-lived process, a test runner's).
+    """
+    library = logging.getLogger("maestro")
+    quiet = [logging.getLogger(name) for name in ("mcp", "uvicorn", "httpx")]
+    before = library.propagate, [logger.level for logger in quiet]
     logging.captureWarnings(True)
-    # The library's warnings already reach stderr through the command line's
-    # handler; the SDK's root handler would print them a second time.
-    logging.getLogger("maestro").propagate = False
-    for name in ("mcp", "uvicorn", "httpx"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    library.propagate = False
+    for logger in quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        library.propagate = before[0]
+        for logger, level in zip(quiet, before[1], strict=True):
+            logger.setLevel(level)
 
 
 def _serve_http(
