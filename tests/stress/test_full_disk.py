@@ -419,6 +419,8 @@ CLI: dict[str, Callable[[dict[str, str], Path, Path], list[str]]] = {
     "demo": lambda ids, w, a: ["demo"],
     "watch": lambda ids, w, a: ["watch", "--timeout", "0.05"],
     "watch ID": lambda ids, w, a: ["watch", ids["planning"], "--timeout", "0.05"],
+    # Served over stdio until its input ends: at once, as the runner gives none.
+    "mcp": lambda ids, w, a: ["mcp"],
 }
 
 #: Operations still known to let an untyped error escape (none).
