@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import uvicorn
-
 with warnings.catch_warnings():
     # Starlette's test client asks for a newer httpx; the one installed works.
     warnings.simplefilter("ignore")
@@ -18,6 +16,7 @@ with warnings.catch_warnings():
 
 from maestro import SessionManager
 from maestro.server import create_app
+from maestro.server import server as make_server
 
 __all__ = ["BASE", "TestClient", "client", "live_server"]
 
@@ -33,15 +32,7 @@ def client(manager: SessionManager, **options: Any) -> TestClient:
 @contextmanager
 def live_server(manager: SessionManager, **options: Any) -> Iterator[str]:
     """A real server on a free loopback port, for streams and browsers; yields its URL."""
-    config = uvicorn.Config(
-        create_app(manager, **options),
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
+    server = make_server(create_app(manager, **options), host="127.0.0.1", port=0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

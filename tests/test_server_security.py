@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -12,6 +18,7 @@ from maestro.cli import cli
 from tests.serverkit import client
 
 API = "/api/v1"
+MAESTRO = [sys.executable, "-c", "from maestro.cli import main; main()"]
 
 
 @pytest.fixture
@@ -115,3 +122,28 @@ def test_serve_refuses_to_start_beyond_loopback_without_a_token(
     monkeypatch.setenv("MAESTRO_TOKEN", "   ")  # blank counts as none
     result = CliRunner().invoke(cli, ["--root", str(tmp_path), "serve", "--host", "0.0.0.0"])  # noqa: S104
     assert result.exit_code == 1
+
+
+def test_serve_prints_its_url_answers_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [*MAESTRO, "--root", str(tmp_path), "serve", "--port", "0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "MAESTRO_TOKEN": ""},
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        match = re.search(r"at (http://localhost:(\d+)/)", line)
+        assert match, line
+        port = match.group(2)
+        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        assert answer.json() == {"status": "ok"}
+        with httpx.stream("GET", f"http://127.0.0.1:{port}/api/v1/events", timeout=10) as stream:
+            assert stream.status_code == 200  # an open stream must not hold the server up
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+        process.wait()

@@ -59,9 +59,8 @@ def serve(
       maestro serve --host 0.0.0.0 --token "$(cat token)" --allowed-host maestro.example.org
     """
     try:
-        import uvicorn
-
         from maestro.server import create_app
+        from maestro.server import server as make_server
     except ImportError as error:
         raise CommandError(
             f"maestro serve needs the server extra ({error.name} is missing): "
@@ -72,35 +71,17 @@ def serve(
     manager = ctx.manager()
     check_bind(host, token)
     app = create_app(manager, host=host, allowed_hosts=allowed_hosts, token=token)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=2,
-        proxy_headers=False,
-    )
-    server = uvicorn.Server(config)
 
-    def announce() -> None:
-        bound = server.servers[0].sockets[0].getsockname() if server.servers else (host, port)
+    def announce(bound_port: int) -> None:
         shown = "localhost" if is_loopback(host) else host
         if ":" in shown:
             shown = f"[{shown}]"
-        url = f"http://{shown}:{bound[1]}/"
+        url = f"http://{shown}:{bound_port}/"
         if token is not None:
             url += "login?token=" + token
         click.echo(f"maestro: serving {manager.repo_root} at {url}  (Ctrl-C stops)", err=True)
 
-    original_startup = server.startup
-
-    async def startup(sockets: object = None) -> None:
-        await original_startup(sockets)  # type: ignore[arg-type]
-        if server.started:
-            announce()
-
-    server.startup = startup  # type: ignore[method-assign]
+    server = make_server(app, host=host, port=port, on_start=announce)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server stops
         server.run()
     if not server.started:

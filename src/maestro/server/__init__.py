@@ -14,6 +14,6 @@ ASGI application; ``maestro serve`` runs it with uvicorn.
 
 from __future__ import annotations
 
-from maestro.server.app import create_app
+from maestro.server.app import create_app, server
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "server"]

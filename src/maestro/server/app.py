@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import socket
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
 import orjson
+import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -26,7 +28,7 @@ from maestro.server.errors import describe, error_body
 from maestro.server.events import FeedHub
 from maestro.server.security import Guard, GuardSettings
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "server"]
 
 #: Largest request body accepted, in bytes.
 MAX_BODY = 1024 * 1024
@@ -172,7 +174,44 @@ def create_app(
     settings = GuardSettings(
         allowed_hosts=allowed_host_names(host, allowed_hosts), token=token, max_body=max_body
     )
-    return Guard(app, settings)
+    guard = Guard(app, settings)
+    guard.on_shutdown.append(hub.close)
+    return guard
+
+
+def server(
+    app: Guard, *, host: str, port: int, on_start: Callable[[int], None] | None = None
+) -> uvicorn.Server:
+    """A uvicorn server for ``app`` that ends its event streams when it stops.
+
+    Uvicorn waits for running responses before it shuts an application
+    down, and an event stream never finishes by itself: the streams are
+    ended first, so Ctrl-C stops the server at once.  ``on_start`` is
+    called with the port listened on once the server accepts connections.
+    """
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started and on_start is not None and self.servers:
+                on_start(self.servers[0].sockets[0].getsockname()[1])
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            for stop in app.on_shutdown:
+                stop()
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        proxy_headers=False,
+        server_header=False,
+    )
+    return Server(config)
 
 
 def _html(body: bytes) -> Any:

@@ -113,6 +113,8 @@ class Guard:
     def __init__(self, app: ASGIApp, settings: GuardSettings) -> None:
         self.app = app
         self.settings = settings
+        #: Called when the server starts shutting down (ends the event streams).
+        self.on_shutdown: list[Callable[[], None]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
