@@ -38,6 +38,7 @@ KEEPALIVE = 15.0
 _STATIC = {
     "app.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 #: Dashboard pages: every one is the same document, its script draws the page.
 _PAGES = ("/", "/overview", "/sessions/{session_id}")
