@@ -1,11 +1,13 @@
 """``GET /api/v1/events``: the change feed as server-sent events.
 
-One thread per server follows the feed and rings a doorbell for every open
-stream when something was committed; each stream then reads the feed from
-its own cursor (``manager.changes(since=...)``).  The feed is the truth, the
-doorbell only says when to look, so a stream that connects, resumes with
-``Last-Event-ID`` or misses a ring loses nothing, and a hundred streams cost
-one waiting thread, not a hundred.
+One thread per server follows the feed, keeps the latest events it read and
+rings a doorbell for every open stream when something was committed; each
+stream then takes the events after its own cursor, from those kept when its
+cursor is among them, else from the feed (``manager.changes(since=...)``).
+The feed is the truth, the doorbell only says when to look, so a stream that
+connects, resumes with ``Last-Event-ID`` or misses a ring loses nothing; and
+a hundred streams cost one waiting thread and one read per commit, not a
+hundred.
 
 Each event is ``id: CURSOR`` and ``data: {...}`` (``ChangeEvent.to_dict()``);
 a comment line every ``keepalive`` seconds keeps proxies from closing an
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Collection
 
 import anyio.to_thread
@@ -34,10 +37,15 @@ log = logging.getLogger("maestro.server")
 class FeedHub:
     """Rings every subscriber's doorbell after each commit the feed reports."""
 
-    def __init__(self, manager: SessionManager, *, poll: float = 1.0) -> None:
+    def __init__(self, manager: SessionManager, *, poll: float = 1.0, keep: int = 2048) -> None:
         self.manager = manager
         self.poll = poll
         self.closed = False
+        # The events read since ``_base``, the cursor the thread started from.
+        self._recent: deque[ChangeEvent] = deque(maxlen=keep)
+        self._positions: dict[str, int] = {}
+        self._dropped = 0
+        self._base: str | None = None
         self._bells: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -73,16 +81,44 @@ class FeedHub:
         self._stop.set()
         self.ring()
 
+    def after(self, cursor: str) -> list[ChangeEvent] | None:
+        """The events after ``cursor`` when it is one the hub still holds, else ``None``."""
+        with self._lock:
+            if cursor == self._base:
+                return list(self._recent) if self._dropped == 0 else None
+            position = self._positions.get(cursor)
+            if position is None or position < self._dropped:
+                return None
+            return list(self._recent)[position - self._dropped + 1 :]
+
+    def _keep(self, event: ChangeEvent) -> None:
+        with self._lock:
+            if len(self._recent) == self._recent.maxlen:
+                gone = self._recent.popleft()
+                del self._positions[gone.cursor]
+                self._dropped += 1
+            self._positions[event.cursor] = self._dropped + len(self._recent)
+            self._recent.append(event)
+
+    def _restart(self, cursor: str) -> None:
+        with self._lock:
+            self._recent.clear()
+            self._positions.clear()
+            self._dropped = 0
+            self._base = cursor
+
     def _follow(self) -> None:
         cursor: str | None = None
         while not self._stop.is_set():
             try:
                 if cursor is None:
                     cursor = self.manager.changes_cursor()
+                    self._restart(cursor)
                 events = self.manager.changes(cursor, follow=True, timeout=self.poll)
                 try:
                     for event in events:
                         cursor = event.cursor
+                        self._keep(event)
                         self.ring()
                         if self._stop.is_set():
                             break
@@ -153,6 +189,11 @@ async def event_stream(
             bell.clear()  # before reading: a commit after the read rings again
             if hub.closed:
                 return
-            batch = await anyio.to_thread.run_sync(read_after, manager, cursor)
+            kept = hub.after(cursor)
+            batch = (
+                kept
+                if kept is not None
+                else await anyio.to_thread.run_sync(read_after, manager, cursor)
+            )
     finally:
         hub.unsubscribe(bell)
