@@ -118,6 +118,7 @@ def test_list_filters_are_those_of_query_sessions(
     assert ids(created_before="2026-03-01T09:30:00+00:00") == [first]
     assert ids(updated_after="2026-03-01T09:30:00Z") == [second]
     assert ids(order="-updated") == [second, first]
+    assert ids(active_before="2026-03-01T09:30:00Z") == [first]
 
 
 @pytest.mark.parametrize(

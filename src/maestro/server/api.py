@@ -131,8 +131,10 @@ def _filters(
     updated_after: str | None,
     updated_before: str | None,
     q: str | None,
+    active_before: str | None = None,
 ) -> dict[str, Any]:
     given = {
+        "active_before": active_before,
         "status": status or None,
         "phase": phase or None,
         "branch": branch,
@@ -161,6 +163,10 @@ def list_sessions(
     created_before: Moment = None,
     updated_after: Moment = None,
     updated_before: Moment = None,
+    active_before: Annotated[
+        str | None,
+        Query(description="Last activity (update or heartbeat) at or before.", max_length=64),
+    ] = None,
     q: Annotated[
         str | None,
         Query(description="Full-text search over the requests; word* is a prefix.", max_length=500),
@@ -182,6 +188,7 @@ def list_sessions(
         updated_after,
         updated_before,
         q,
+        active_before,
     )
     page = manager.query_page(
         **filters,
