@@ -2346,3 +2346,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 from maestro.cli import mcp as _mcp  # noqa: E402, F401  (registers its commands)
+from maestro.cli import serve as _serve  # noqa: E402, F401  (registers its commands)
