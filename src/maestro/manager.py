@@ -586,21 +586,41 @@ class SessionManager:
         reason: str | None = None,
         expected_revision: int | None = None,
         request_id: str | None = None,
+        from_state: SessionStatus | str | None = None,
     ) -> Session:
         """Move a session to ``new_state`` if the whitelist allows it.
 
         Records the change in ``history``; entering ``completed`` or
         ``failed`` sets ``completed_at`` and ``statistics.duration_seconds``.
         Raises ``InvalidTransitionError`` (a ``ValueError``) otherwise.
+
+        ``from_state`` moves the session only if it is still in that state
+        when the write happens, checked under the session's lock: a button
+        showing a state never acts on a session that has moved on, while
+        writes that leave the status alone (a heartbeat) do not stop it, as
+        ``expected_revision`` would.
         """
         check_session_id(session_id)
         _check_reason(reason, session_id)
         try:
             target = SessionStatus(_status(new_state))
+            source = None if from_state is None else SessionStatus(_status(from_state))
         except SessionValidationError as error:
             raise _with_session_id(error, session_id) from None
 
         def change(session: Session) -> Session:
+            if source is not None and session.status is not source:
+                raise InvalidTransitionError(
+                    session.session_id,
+                    session.status.value,
+                    target.value,
+                    tuple(
+                        t.value
+                        for t in lifecycle.allowed_targets(session.status, session.paused_from)
+                    ),
+                    message=f"the session is {session.status.value}, no longer "
+                    f"{source.value}; nothing was changed",
+                )
             now = self._now()
             moved = lifecycle.apply_transition(session, target, at=now, reason=reason)
             moved.updated_at = now
@@ -611,7 +631,11 @@ class SessionManager:
             change,
             request_id,
             "transition",
-            {"new_state": target, "reason": reason},
+            {
+                "new_state": target,
+                "reason": reason,
+                **({"from_state": source} if source is not None else {}),
+            },
             expected_revision,
         )
         return self._modify(

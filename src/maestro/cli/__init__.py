@@ -2343,3 +2343,7 @@ def _open_manager(root: Path | None, store: str | None, **options: Any) -> Sessi
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=argv, prog_name="maestro")
+
+
+from maestro.cli import mcp as _mcp  # noqa: E402, F401  (registers its commands)
+from maestro.cli import serve as _serve  # noqa: E402, F401  (registers its commands)
