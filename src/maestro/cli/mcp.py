@@ -62,7 +62,7 @@ DEFAULT_PORT = 8766
     "required when --host is not a loopback address.",
 )
 @click.option(
-    "--allow-host",
+    "--allowed-host",
     "allow_hosts",
     multiple=True,
     metavar="NAME",
@@ -102,7 +102,7 @@ def mcp_command(
       maestro mcp
       maestro --root ~/src/app mcp --allow-delete
       maestro mcp --http --port 8766
-      maestro mcp --http --host 0.0.0.0 --allow-host build-box --token s3cret
+      maestro mcp --http --host 0.0.0.0 --allowed-host build-box --token s3cret
     """
     try:
         from maestro.mcp.server import build_server
