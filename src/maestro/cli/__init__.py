@@ -188,7 +188,28 @@ class Context:
     def footer(self, line: str) -> None:
         """A line about a table: below it on a terminal, on stderr in a pipe
         (so that the rows a script reads are rows only)."""
-        click.echo(line, err=not self.out.is_terminal)
+        click.echo(line, err=not self.is_terminal())
+
+    def is_terminal(self, *, stderr: bool = False) -> bool:
+        """``out.is_terminal`` (or ``err``'s), without loading Rich for a plain pipe.
+
+        Rich is asked only when the stream is a terminal or the environment
+        may force one (``MAESTRO_FORCE_TTY``, ``FORCE_COLOR``, ``TTY_COMPATIBLE``).
+        """
+        console = self._err if stderr else self._out
+        if console is None:
+            stream = sys.stderr if stderr else sys.stdout
+            forced = any(
+                name in os.environ
+                for name in ("MAESTRO_FORCE_TTY", "FORCE_COLOR", "TTY_COMPATIBLE")
+            )
+            try:
+                if not forced and not stream.isatty():
+                    return False
+            except (AttributeError, ValueError):
+                return False  # no stream, or a closed one: Rich says no terminal too
+            console = self.err if stderr else self.out
+        return console.is_terminal
 
     def glyphs(self) -> Glyphs:
         from maestro.render import ASCII_GLYPHS, UNICODE_GLYPHS
@@ -199,7 +220,7 @@ class Context:
     @contextmanager
     def progress(self, label: str) -> Iterator[Progress]:
         """A progress callback: a bar on stderr when it is a terminal, else nothing."""
-        if not self.err.is_terminal:
+        if not self.is_terminal(stderr=True):
             yield _no_progress
             return
         from rich.progress import (
@@ -1167,15 +1188,17 @@ def _print_sessions(
     if not sessions:
         click.echo("no sessions match")
         return
-    from maestro.render import session_plain_rows, sessions_table
+    if ctx.is_terminal():
+        from maestro.render import sessions_table
 
-    if ctx.out.is_terminal:
         out = ctx.out
         if wide:  # a console as wide as the table: Rich never prints beyond its console
             out = _console(stderr=False)
             out.width = _WIDE
         out.print(sessions_table(sessions, utcnow(), width=out.width, glyphs=ctx.glyphs()))
     else:
+        from maestro.plain import session_plain_rows
+
         click.echo(session_plain_rows(sessions), nl=False)
     if not footer:
         return
@@ -1796,11 +1819,13 @@ def _sessions_brief(
     last_activity: Mapping[str, datetime] | None = None,
 ) -> None:
     """A table of sessions with their last activity and timeout (plain rows in a pipe)."""
-    from maestro.render import activity_plain_rows, activity_table
+    if not ctx.is_terminal():
+        from maestro.plain import activity_plain_rows
 
-    if not ctx.out.is_terminal:
         click.echo(activity_plain_rows(sessions, last_activity=last_activity), nl=False)
         return
+    from maestro.render import activity_table
+
     ctx.out.print(
         activity_table(
             sessions,

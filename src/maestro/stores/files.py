@@ -43,15 +43,13 @@ import dataclasses
 import errno
 import fcntl
 import gc
-import hashlib
-import logging
 import os
-import secrets
-import shutil
 import stat
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maestro.codec import decode_record, encode_record
 from maestro.errors import (
@@ -67,6 +65,7 @@ from maestro.errors import (
     UnsupportedOperationError,
 )
 from maestro.ids import check_session_id, is_session_id
+from maestro.lazylog import LazyLogger
 from maestro.models import SCHEMA_VERSION, Session, session_from_trusted_record
 from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
 from maestro.stores.base import (
@@ -78,17 +77,26 @@ from maestro.stores.base import (
     SessionQuery,
     Transform,
 )
-from maestro.stores.index import (
+from maestro.stores.signatures import (
     DEFAULT_RETENTION,
     RACY_NS,
     CurrentSignature,
     IndexRow,
     IndexUnavailable,
     Item,
-    SessionIndex,
     Signature,
-    boot_id,
 )
+
+if TYPE_CHECKING:
+    from maestro.stores.index import SessionIndex
+
+
+def boot_id() -> str:
+    """The running boot's id (:func:`maestro.stores.index.boot_id`), asked only with the index."""
+    from maestro.stores import index
+
+    return index.boot_id()
+
 
 __all__ = [
     "ALLOW_SYMLINKED_ROOT",
@@ -100,7 +108,7 @@ __all__ = [
     "encode_record",
 ]
 
-log = logging.getLogger("maestro")
+log = LazyLogger("maestro")
 
 METADATA = "metadata.json"
 LOCK = ".lock"
@@ -153,6 +161,9 @@ FEED_POLL = (0.01, 0.05)
 #: pending mark, an index that fell behind (seconds).
 FEED_RECHECK = 0.25
 
+#: Held while a store makes its index object (once per store).
+_INDEX_MADE = threading.Lock()
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NOFOLLOW_DIR = _DIR_FLAGS | os.O_NOFOLLOW
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -168,7 +179,7 @@ def write_gitignore(directory: Path, *, durable: bool = True) -> bool:
     file, or another process that was first).  It is a convenience, so a
     failure to write it is not an error.
     """
-    temp = directory / f".{GITIGNORE}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    temp = directory / f".{GITIGNORE}.{os.urandom(6).hex()}{TEMP_SUFFIX}"
     try:
         if os.path.lexists(directory / GITIGNORE):
             return False
@@ -289,16 +300,8 @@ class FileSessionStore:
         self.lock_timeout = lock_timeout
         self.durable = durable
         self.pending_wait = pending_wait
-        self.index: SessionIndex | None = (
-            SessionIndex(
-                self.sessions_dir.parent / INDEX_FILE,
-                timeout=lock_timeout,
-                sessions_dir=self.sessions_dir,
-                retention=retention,
-            )
-            if index
-            else None
-        )
+        self._index_retention = retention if index else None
+        self._index: SessionIndex | None = None
         self._fallback_warned = False
         self._trash_left = False
         self._made_sessions_dir = False
@@ -308,13 +311,33 @@ class FileSessionStore:
             Capability.DIRECTORY_EXPORT,
             Capability.MULTI_PROCESS,
         }
-        if self.index is not None:
+        if index:
             offered |= {Capability.REINDEX}
             if retention > 0:
                 offered |= {Capability.CHANGES}
         self.capabilities: frozenset[Capability] = frozenset(offered)
 
     display_name = "file store"
+
+    @property
+    def index(self) -> SessionIndex | None:
+        """The derived SQLite index (``None`` with ``index=False``).
+
+        Made at its first use, so that reading one session never loads
+        :mod:`sqlite3`.
+        """
+        if self._index is None and self._index_retention is not None:
+            with _INDEX_MADE:
+                if self._index is None:
+                    from maestro.stores.index import SessionIndex
+
+                    self._index = SessionIndex(
+                        self.sessions_dir.parent / INDEX_FILE,
+                        timeout=self.lock_timeout,
+                        sessions_dir=self.sessions_dir,
+                        retention=self._index_retention,
+                    )
+        return self._index
 
     def __repr__(self) -> str:
         return f"FileSessionStore({str(self.sessions_dir)!r})"
@@ -465,7 +488,7 @@ class FileSessionStore:
         """
         data = encode_record(session)
         session_id = session.session_id
-        temp = f"{TEMP_PREFIX}{secrets.token_hex(6)}{TEMP_SUFFIX}"
+        temp = f"{TEMP_PREFIX}{os.urandom(6).hex()}{TEMP_SUFFIX}"
         try:
             info = replace_file(sess_fd, METADATA, data, temp=temp, durable=self.durable)
         except NotDurableError as error:
@@ -860,7 +883,7 @@ class FileSessionStore:
         request_id: str | None = None,
     ) -> None:
         check_session_id(session_id)
-        trash = f"{TRASH_PREFIX}{session_id}-{secrets.token_hex(4)}"
+        trash = f"{TRASH_PREFIX}{session_id}-{os.urandom(4).hex()}"
         with self._locked(session_id) as (root_fd, sess_fd):
             previous: tuple[int, Signature] | None = None
             try:
@@ -910,6 +933,8 @@ class FileSessionStore:
         would cost a scan of every session name.
         """
         try:
+            import shutil
+
             shutil.rmtree(self.sessions_dir / name)
         except FileNotFoundError:
             pass
@@ -1644,6 +1669,8 @@ def _read_small(fd: int) -> str:
 
 def _reservation_name(request_id: str) -> str:
     """The file in ``requests/`` that reserves a create key: its key's hash."""
+    import hashlib
+
     return hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
