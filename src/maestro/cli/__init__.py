@@ -16,7 +16,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -317,6 +317,35 @@ def _json_error(kind: str, message: str, code: int) -> None:
     click.echo(json_text(json.dumps(payload, ensure_ascii=False)), err=True)
 
 
+@contextmanager
+def _long_work_bar(ctx: Context) -> Iterator[None]:
+    """A progress bar for long work the library reports inside a command.
+
+    The first query on a large store without an index reads every record;
+    on a terminal that shows as a bar on stderr, drawn from the first report
+    on (a quick command draws nothing and loads no Rich for it).
+    """
+    from maestro.progress import reporting
+
+    with ExitStack() as bars:
+        update: Progress | None = None
+        quiet = False
+
+        def report(done: int, total: int) -> None:
+            nonlocal update, quiet
+            if quiet:
+                return
+            if update is None:
+                if not ctx.is_terminal(stderr=True):
+                    quiet = True
+                    return
+                update = bars.enter_context(ctx.progress("indexing sessions"))
+            update(done, total)
+
+        with reporting(report):
+            yield
+
+
 def handled(func: F) -> F:
     """Turn expected errors raised by a command into one red line and an exit code."""
 
@@ -325,7 +354,8 @@ def handled(func: F) -> F:
         ctx = click.get_current_context().find_object(Context)
         assert ctx is not None
         try:
-            return func(*args, **kwargs)
+            with _long_work_bar(ctx):
+                return func(*args, **kwargs)
         except BrokenPipeError:
             raise  # the reader went away (`maestro list | head`): Click exits quietly
         except (errors.SessionError, CommandError, OSError) as error:

@@ -67,6 +67,7 @@ from maestro.errors import (
 from maestro.ids import check_session_id, is_session_id
 from maestro.lazylog import LazyLogger
 from maestro.models import SCHEMA_VERSION, Session, session_from_trusted_record
+from maestro.progress import current as current_progress
 from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
 from maestro.stores.base import (
     Capability,
@@ -161,6 +162,9 @@ FEED_POLL = (0.01, 0.05)
 #: pending mark, an index that fell behind (seconds).
 FEED_RECHECK = 0.25
 
+#: From this many sessions on, an empty index is filled by worker processes
+#: (:mod:`maestro.stores.files_fill`), and the fill reports its progress.
+PARALLEL_FROM = 4000
 #: Held while a store makes its index object (once per store).
 _INDEX_MADE = threading.Lock()
 
@@ -1453,8 +1457,23 @@ class FileSessionStore:
                 clear_pending=False,
                 new_rows_are_changes=False,
             )
+        elif only is None and len(listed) >= PARALLEL_FROM and _cores() > 1:
+            from maestro.stores import files_fill  # processes only for a large store
+
+            # An empty index of a large store: read and check on every core.
+            written = index.load_fresh_rows(
+                files_fill.fill_rows(
+                    self,
+                    root_fd,
+                    sorted(listed),
+                    refused_is_unreadable=reread,
+                    missing=missing,
+                    broken=broken,
+                    progress=current_progress(),
+                )
+            )
         else:  # an empty index: the first query after it was made or deleted
-            written = index.load_fresh(fresh())
+            written = index.load_fresh(_counted(fresh(), len(listed), current_progress()))
         # What a scan would skip has no row: a directory without metadata.json
         # quietly, an unreadable record with a warning on every query.
         index.remove(sid for sid in missing if sid in known)
@@ -1656,6 +1675,24 @@ def _collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def _cores() -> int:
+    from maestro.stores import files_fill
+
+    return files_fill.workers()
+
+
+def _counted(items: Iterator[Item], total: int, report: Progress | None) -> Iterator[Item]:
+    """``items``, telling ``report`` how many went by every 500 (on a large store only)."""
+    if report is None or total < PARALLEL_FROM:
+        yield from items
+        return
+    for done, item in enumerate(items, 1):
+        yield item
+        if done % 500 == 0:
+            report(done, total)
+    report(total, total)
 
 
 def _quiet(done: int, total: int) -> None:

@@ -555,6 +555,16 @@ class SessionIndex:
         A row a concurrent writer stored meanwhile is newer and is kept
         (``INSERT OR IGNORE``).  Returns how many rows were inserted.
         """
+        return self.load_fresh_rows(
+            (row_content(session), signature) for session, signature in items
+        )
+
+    def load_fresh_rows(self, rows: Iterable[tuple[tuple[object, ...], Signature]]) -> int:
+        """:meth:`load_fresh` of rows made already: :func:`row_content` and the signature.
+
+        The columns may come from other processes, which read and check the
+        records in parallel (see :mod:`maestro.stores.files_fill`).
+        """
         inserted = 0
         batch: list[tuple[object, ...]] = []
 
@@ -573,8 +583,8 @@ class SessionIndex:
             batch.clear()
 
         now_ns = time.time_ns()
-        for session, signature in items:
-            batch.append(_row_values(session, signature, now_ns))
+        for content, signature in rows:
+            batch.append((*content, *signature, int(signature.racy(now_ns)), now_ns))
             if len(batch) >= 4 * _BATCH:
                 flush()
                 now_ns = time.time_ns()
