@@ -51,6 +51,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
+
 from maestro.codec import decode_record, encode_record
 from maestro.errors import (
     ConflictError,
@@ -66,7 +68,7 @@ from maestro.errors import (
 )
 from maestro.ids import check_session_id, is_session_id
 from maestro.lazylog import LazyLogger
-from maestro.models import SCHEMA_VERSION, Session, session_from_trusted_record
+from maestro.models import SCHEMA_VERSION, Session, session_from_owned_record
 from maestro.progress import current as current_progress
 from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
 from maestro.stores.base import (
@@ -1501,32 +1503,43 @@ class FileSessionStore:
             _close(root_fd)
 
     def _collect(self, index: SessionIndex, root_fd: int, query: SessionQuery) -> list[Session]:
-        """Verified sessions of the index's candidates, in order, windowed."""
+        """Verified sessions of the index's candidates, in order, windowed.
+
+        Every row is checked against its file's signature (one ``stat``);
+        the common case, the file the row was made from, is inlined and
+        builds the session straight from the row's copy of the record.
+        """
         needed = None if query.limit is None else query.offset + query.limit
         found: list[Session] = []
+        append = found.append
         reread = False
         stat = os.stat
-        for row in index.select(query, query.text):
-            # The common case inline: the file is the one the row was made
-            # from, so the row's copy of the record is the record.
+        loads = orjson.loads
+        build = session_from_owned_record
+        tail = f"/{METADATA}"
+        for row in index.select_plain(query, query.text):
+            sid, ino, size, mtime_ns, racy, record, text = row
             try:
-                info = stat(f"{row.session_id}/{METADATA}", dir_fd=root_fd, follow_symlinks=False)
+                info = stat(sid + tail, dir_fd=root_fd, follow_symlinks=False)
             except OSError:
                 info = None
             if (
                 info is not None
-                and not row.racy
-                and info.st_mtime_ns == row.signature.mtime_ns
-                and info.st_ino == row.signature.ino
-                and info.st_size == row.signature.size
+                and not racy
+                and info.st_mtime_ns == mtime_ns
+                and info.st_ino == ino
+                and info.st_size == size
             ):
-                found.append(session_from_trusted_record(row.session_record()))
+                fields = loads(record)
+                fields["feature_request"] = text
+                append(build(fields))
             else:
                 reread = True
-                session = self._verified(index, root_fd, row, query)
+                candidate = IndexRow(sid, Signature(ino, size, mtime_ns), bool(racy), record, text)
+                session = self._verified(index, root_fd, candidate, query)
                 if session is None:
                     continue
-                found.append(session)
+                append(session)
             if needed is not None and len(found) >= needed:
                 break
         if reread and query.order_by != "rank":

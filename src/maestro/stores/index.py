@@ -75,6 +75,7 @@ __all__ = [
     "IndexUnavailable",
     "Item",
     "Known",
+    "PlainRow",
     "SessionIndex",
     "Signature",
     "boot_id",
@@ -143,6 +144,9 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
     tokenize = '{TOKENIZER}'
 );
 """
+#: A candidate row as SQLite returns it: session id, inode, size, mtime (ns),
+#: racy, the record's copy, the feature request.
+PlainRow = tuple[str, int, int, int, int, bytes, str]
 #: Results up to this size are fetched in two steps (ids, then wide rows).
 _ONE_STEP = 1000
 _WIDE_ROWS = (
@@ -854,7 +858,12 @@ class SessionIndex:
         self._write([("INSERT INTO fts (fts) VALUES ('rebuild')", ())])
 
     def select(self, query: SessionQuery, terms: SearchTerms | None) -> Iterator[IndexRow]:
-        """Candidate rows in the query's order (its window is applied by the caller).
+        """Candidate rows in the query's order (its window is applied by the caller)."""
+        for sid, ino, size, mtime, racy, record, text in self.select_plain(query, terms):
+            yield IndexRow(sid, Signature(ino, size, mtime), bool(racy), record, text)
+
+    def select_plain(self, query: SessionQuery, terms: SearchTerms | None) -> Iterator[PlainRow]:
+        """:meth:`select` as plain tuples, as SQLite gives them (cheaper by the 100,000).
 
         Small windows and searches take two steps: the ids in order, from the
         narrow columns and indexes alone, then the wide rows (the record
@@ -882,10 +891,7 @@ class SessionIndex:
                 f" s.feature_request {body} ORDER BY {_order(query, terms)}"
             )
             try:
-                for sid, ino, fsize, mtime, racy, record, text in self.connection().execute(
-                    sql, params
-                ):
-                    yield IndexRow(sid, Signature(ino, fsize, mtime), racy, record, text)
+                yield from self.connection().execute(sql, params)
             except sqlite3.Error as error:
                 raise IndexUnavailable.of(error) from error
             return
@@ -903,8 +909,7 @@ class SessionIndex:
                 for rowid in chunk:
                     found = wide.get(rowid)
                     if found is not None:
-                        _, sid, ino, fsize, mtime, racy, record, text = found
-                        yield IndexRow(sid, Signature(ino, fsize, mtime), racy, record, text)
+                        yield found[1:]
                 size = min(size * 4, 4096)
         except sqlite3.Error as error:
             raise IndexUnavailable.of(error) from error
