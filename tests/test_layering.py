@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import maestro
@@ -181,3 +183,102 @@ def test_importing_maestro_loads_no_face() -> None:
         if module == banned or module.startswith(banned + ".")
     )
     assert leaked == []
+
+
+#: Loaded only by the operations that need them, never to start: the JSON
+#: Schema compiler (writes), SQLite (queries), Rich (a terminal), logging
+#: (a warning), subprocess (git), hashlib (request ids, page cursors), tarfile.
+LAZY = (
+    "fastjsonschema",
+    "sqlite3",
+    "rich",
+    "click",
+    "tarfile",
+    "logging",
+    "subprocess",
+    "hashlib",
+    "maestro.stores.index",
+    "maestro.render",
+)
+
+
+#: The environment of the probes: nothing that would make a pipe count as a terminal.
+_WITHOUT_TERMINAL = {
+    key: value
+    for key, value in os.environ.items()
+    if key not in ("MAESTRO_FORCE_TTY", "FORCE_COLOR", "TTY_COMPATIBLE")
+}
+
+
+def _loaded_by(code: str, *args: str, env: dict[str, str] | None = None) -> set[str]:
+    """The modules a fresh interpreter has loaded when ``code`` (then exit) is done."""
+    probe = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: open(sys.argv[1], 'w').write('\\n'.join(sys.modules)))\n" + code
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        listing = Path(scratch) / "modules"
+        subprocess.run(
+            [sys.executable, "-c", probe, str(listing), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**_WITHOUT_TERMINAL, **(env or {})},
+        )
+        return set(listing.read_text().split("\n"))
+
+
+def _among(loaded: set[str], banned: tuple[str, ...]) -> list[str]:
+    return sorted(
+        module
+        for module in loaded
+        for name in banned
+        if module == name or module.startswith(name + ".")
+    )
+
+
+def test_importing_the_manager_loads_nothing_it_does_not_use() -> None:
+    loaded = _loaded_by("from maestro import SessionManager")
+    assert "maestro.manager" in loaded
+    assert _among(loaded, LAZY) == []
+
+
+def test_reading_a_session_loads_no_sqlite_no_schema_compiler(tmp_path: Path) -> None:
+    from maestro import SessionManager
+
+    from .conftest import GIT
+
+    sid = SessionManager(tmp_path, durable=False).create_session("read me", git_context=GIT)
+    loaded = _loaded_by(
+        "from maestro import SessionManager\n"
+        "session = SessionManager(sys.argv[2]).get_session(sys.argv[3])\n"
+        "assert session.feature_request == 'read me'\n",
+        str(tmp_path),
+        sid.session_id,
+    )
+    assert "maestro.stores.files" in loaded
+    assert _among(loaded, LAZY) == []
+    # A query does need SQLite: the probe would see it.
+    loaded = _loaded_by(
+        "from maestro import SessionManager\n"
+        "assert len(SessionManager(sys.argv[2]).query_sessions()) == 1\n",
+        str(tmp_path),
+    )
+    assert "sqlite3" in loaded
+
+
+def test_a_piped_command_loads_no_rich(tmp_path: Path) -> None:
+    from maestro import SessionManager
+
+    from .conftest import GIT
+
+    manager = SessionManager(tmp_path, durable=False)
+    sid = manager.create_session("pipe me", git_context=GIT).session_id
+    command = "from maestro.cli import main\nmain(sys.argv[2:])\n"
+    clean = {"MAESTRO_ROOT": str(tmp_path), "NO_COLOR": "1"}
+    shown = _loaded_by(command, "--json", "show", sid, env=clean)
+    assert "maestro.cli" in shown
+    assert _among(shown, ("rich", "sqlite3", "fastjsonschema", "maestro.render")) == []
+    listed = _loaded_by(command, "list", env=clean)
+    assert "sqlite3" in listed  # the query ran
+    assert _among(listed, ("rich", "maestro.render")) == []

@@ -26,10 +26,13 @@ from __future__ import annotations
 import os
 import re
 import stat
-import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maestro.models import GitContext
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = [
     "DETACHED",
@@ -286,14 +289,20 @@ def _read_directly(toplevel: Path) -> GitContext:
 
 
 def _run_git(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["git", *args],
-        cwd=path,
-        capture_output=True,
-        text=True,
-        timeout=_GIT_TIMEOUT,
-        check=False,
-    )
+    """Run git; a timeout or another failure to run it is an ``OSError``."""
+    import subprocess  # only when git is asked: reading sessions never does
+
+    try:
+        return subprocess.run(
+            ["git", *args],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=_GIT_TIMEOUT,
+            check=False,
+        )
+    except subprocess.SubprocessError as error:
+        raise OSError(f"git {args[0]}: {error}") from error
 
 
 def _ask_git(path: Path) -> GitContext | None:
@@ -325,7 +334,7 @@ def _ask_git(path: Path) -> GitContext | None:
         else:
             unborn = _run_git(cwd, "symbolic-ref", "-q", "HEAD")
             commit, symbolic = UNKNOWN, unborn.stdout.strip() or UNKNOWN
-    except (OSError, subprocess.SubprocessError):
+    except OSError:  # git missing or refused, or timed out (see _run_git)
         return None
     gitdir = Path(gitdir_text)
     common = Path(common_text)

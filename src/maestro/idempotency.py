@@ -22,7 +22,6 @@ under the session's lock, so two retries racing each other still write once.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Mapping
 from datetime import datetime
 from enum import Enum
@@ -97,6 +96,8 @@ def fingerprint(operation: str, arguments: Mapping[str, object]) -> str:
             f"the arguments of this {operation} are not plain data; "
             "a request id needs arguments that can be compared"
         ) from None
+    import hashlib  # only for a request id
+
     return hashlib.sha256(data).hexdigest()[:32]
 
 

@@ -10,7 +10,6 @@ updates and a transition is checked against the state read under the lock.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
 import time
@@ -33,6 +32,7 @@ from maestro.errors import (
 from maestro.gitctx import capture_git_context, find_repository_root, linked_worktrees
 from maestro.hooks import ChangeHook, Hooks, TransitionHook
 from maestro.ids import check_session_id, is_session_id, new_session_id
+from maestro.lazylog import LazyLogger
 from maestro.models import (
     GitContext,
     PRDReference,
@@ -72,7 +72,9 @@ __all__ = [
     "resolve_root",
 ]
 
-log = logging.getLogger("maestro")
+log = LazyLogger("maestro")
+#: How many sessions :meth:`SessionManager.iter_sessions` fetches at a time.
+ITER_PAGE = 1000
 
 #: Shortest id prefix accepted in place of a full session id.
 MIN_ID_PREFIX = 6
@@ -747,6 +749,75 @@ class SessionManager:
         sessions = found[:limit]
         more = len(found) > limit
         return SessionPage(sessions, encode_cursor(query, sessions[-1]) if more else None)
+
+    def iter_sessions(
+        self,
+        status: SessionStatus | str | Iterable[SessionStatus | str] | None = None,
+        phase: SessionPhase | str | Iterable[SessionPhase | str] | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        branch: str | None = None,
+        limit: int | None = None,
+        *,
+        worktree: str | None = None,
+        updated_after: datetime | str | None = None,
+        updated_before: datetime | str | None = None,
+        active_before: datetime | str | None = None,
+        text: str | None = None,
+        order_by: str | None = None,
+        descending: bool = True,
+        offset: int = 0,
+    ) -> Generator[Session, None, None]:
+        """The sessions of :meth:`query_sessions`, one at a time, in constant memory.
+
+        Same filters, order and window; the sessions are fetched in keyset
+        pages of :data:`ITER_PAGE`, so a caller streaming 100,000 sessions
+        holds one page at a time.  As with :meth:`query_page`, a session
+        created meanwhile never makes another repeat or go missing; in
+        ``"updated"`` order a session updated meanwhile moves, and may be met
+        twice or not at all.  A search ranked by relevance (``text`` without
+        ``order_by``) has no key to page by: its matches are gathered first.
+        The arguments are checked at the call, before the first session.
+        """
+        query = SessionQuery.build(
+            status=status,
+            phase=phase,
+            branch=branch,
+            worktree=worktree,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+            active_before=active_before,
+            text=text,
+            order_by=order_by,
+            descending=descending,
+            limit=limit,
+            offset=offset,
+        )
+        return self._iter_query(query)
+
+    def _iter_query(self, query: SessionQuery) -> Generator[Session, None, None]:
+        if query.order_by == "rank":
+            yield from self.store.query(query)
+            return
+        skip, left = query.offset, query.limit
+        after: tuple[datetime, str] | None = None
+        while left is None or left > 0:
+            size = ITER_PAGE if left is None else min(ITER_PAGE, skip + left)
+            page = self.store.query(dataclasses.replace(query, after=after, limit=size, offset=0))
+            for session in page:
+                if skip:
+                    skip -= 1
+                    continue
+                yield session
+                if left is not None:
+                    left -= 1
+                    if left == 0:
+                        return
+            if len(page) < size:
+                return
+            after = query.sort_key(page[-1])
 
     def count_sessions(
         self,

@@ -824,3 +824,94 @@ def session_from_trusted_record(record: Mapping[str, Any]) -> Session:
 
 
 _KNOWN = frozenset(KNOWN_FIELDS)
+#: Every field of a session but ``extra``, which holds the record's other keys.
+_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(Session)) - {"extra"}
+
+
+def session_from_owned_record(record: dict[str, Any]) -> Session:
+    """:func:`session_from_trusted_record` of a record decoded for this call alone.
+
+    Equal to it, and faster on a large result: instead of being copied, the
+    record's dicts become the objects' own and are changed in place (the
+    session's, its git context's, statistics' and configuration's), so the
+    caller must not use ``record`` afterwards.
+    """
+    new = object.__new__
+    statuses = _BY_VALUE[SessionStatus]
+    git = record["git_context"]
+    if "worktree_name" not in git:
+        git["worktree_name"] = None
+    git_context = new(GitContext)
+    git_context.__dict__ = git
+    stats = record["statistics"]
+    if type(stats["duration_seconds"]) is not float:
+        stats["duration_seconds"] = float(stats["duration_seconds"])
+    statistics = new(SessionStatistics)
+    statistics.__dict__ = stats
+    configuration = new(SessionConfiguration)
+    configuration.__dict__ = record["configuration"]
+    get = record.get
+    phase = get("current_phase")
+    prd = get("prd_reference")
+    paused_from = get("paused_from")
+    heartbeat_at = get("heartbeat_at")
+    updated_at = get("updated_at")
+    completed_at = get("completed_at")
+    history = record["history"]
+    requests = get("requests")
+    record["status"] = statuses[record["status"]]
+    record["created_at"] = _instant(record["created_at"])
+    record["git_context"] = git_context
+    record["current_phase"] = None if phase is None else _BY_VALUE[SessionPhase][phase]
+    record["updated_at"] = None if updated_at is None else _instant(updated_at)
+    record["completed_at"] = None if completed_at is None else _instant(completed_at)
+    record["prd_reference"] = (
+        None
+        if prd is None
+        else _bare(
+            PRDReference,
+            {"filename": prd["filename"], "path": prd["path"], "version": prd.get("version")},
+        )
+    )
+    record["statistics"] = statistics
+    record["configuration"] = configuration
+    record["paused_from"] = None if paused_from is None else statuses[paused_from]
+    record["heartbeat_at"] = None if heartbeat_at is None else _instant(heartbeat_at)
+    if history:
+        record["history"] = [
+            _bare(
+                StateChange,
+                {
+                    "from_status": statuses[entry["from"]],
+                    "to_status": statuses[entry["to"]],
+                    "at": _instant(entry["at"]),
+                    "reason": entry.get("reason"),
+                },
+            )
+            for entry in history
+        ]
+    record["requests"] = (
+        [
+            _bare(
+                RequestRecord,
+                {
+                    "request_id": entry["id"],
+                    "operation": entry["operation"],
+                    "fingerprint": entry["fingerprint"],
+                    "revision": entry["revision"],
+                },
+            )
+            for entry in requests
+        ]
+        if requests
+        else []
+    )
+    if "rerun_of" not in record:
+        record["rerun_of"] = None
+    if len(record) == len(_RECORD_FIELDS):
+        record["extra"] = {}
+    else:
+        record["extra"] = {k: record.pop(k) for k in list(record) if k not in _RECORD_FIELDS}
+    session = new(Session)
+    session.__dict__ = record
+    return session

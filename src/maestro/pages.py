@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -74,11 +73,15 @@ def _fingerprint(query: SessionQuery) -> str:
         query.order_by,
         query.descending,
     ]
+    import hashlib  # OpenSSL's loader only when a page is asked for
+
     digest = hashlib.blake2b(orjson.dumps(shape), digest_size=_CHECK_BYTES).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
 def _check(payload: bytes) -> bytes:
+    import hashlib
+
     return hashlib.blake2b(payload, digest_size=_CHECK_BYTES, person=b"maestro-page").digest()
 
 

@@ -24,7 +24,7 @@ from rich.text import Text
 
 from maestro.gitctx import DETACHED, UNKNOWN, describe_branch
 from maestro.lifecycle import Segment
-from maestro.models import Session, SessionStatus, format_timestamp, utcnow
+from maestro.models import Session, SessionStatus, utcnow
 from maestro.reports import DoctorReport
 from maestro.stats import SessionStats
 from maestro.textsafe import visible
@@ -572,48 +572,6 @@ def sessions_table(
         # 21: "(detached at 3f01b54)" whole.
         caps={3: 21, 4: 16} if with_worktree else {3: 21},
         glyphs=glyphs,
-    )
-
-
-def plain_rows(rows: Sequence[Sequence[str]]) -> str:
-    """Rows for a pipe, as ``gh`` prints them: tab-separated cells, no header, rule,
-    padding or cut.  Cells are single lines already (``visible`` escapes tabs)."""
-    return "".join("\t".join(row) + "\n" for row in rows)
-
-
-def session_plain_rows(sessions: Sequence[Session]) -> str:
-    """``sessions_table`` for a pipe: whole id, status, phase, branch, creation time, request."""
-    return plain_rows(
-        [
-            (
-                session.session_id,
-                session.status.value,
-                session.current_phase.value if session.current_phase else "-",
-                visible(describe_branch(session.git_context)),
-                format_timestamp(session.created_at),
-                _one_line(session.feature_request).plain,
-            )
-            for session in sessions
-        ]
-    )
-
-
-def activity_plain_rows(
-    sessions: Sequence[Session], *, last_activity: Mapping[str, datetime] | None = None
-) -> str:
-    """``activity_table`` for a pipe: whole id, status, last activity, timeout, request."""
-    seen = last_activity or {}
-    return plain_rows(
-        [
-            (
-                session.session_id,
-                session.status.value,
-                format_timestamp(seen.get(session.session_id, session.last_activity)),
-                str(session.configuration.timeout_minutes),
-                _one_line(session.feature_request).plain,
-            )
-            for session in sessions
-        ]
     )
 
 

@@ -22,10 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from functools import cache
-from importlib import resources
 from typing import Any
-
-import fastjsonschema
 
 from maestro.errors import SessionValidationError
 from maestro.models import SCHEMA_VERSION
@@ -36,6 +33,8 @@ __all__ = ["SCHEMA_VERSION", "load_schema", "migrate", "schema_errors", "validat
 @cache
 def load_schema() -> dict[str, Any]:
     """The JSON Schema of a stored session record, as a dict."""
+    from importlib import resources
+
     text = resources.files("maestro").joinpath("schemas/session.schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
@@ -59,6 +58,9 @@ def _inline_definitions(node: Any, definitions: Mapping[str, Any]) -> Any:
 
 @cache
 def _validator() -> Callable[[Any], Any]:
+    # The compiler is loaded with the first write, not with every command.
+    import fastjsonschema
+
     schema = dict(load_schema())
     definitions = schema.pop("definitions", {})
     validate: Callable[[Any], Any] = fastjsonschema.compile(
@@ -69,8 +71,11 @@ def _validator() -> Callable[[Any], Any]:
 
 def schema_errors(record: Any) -> str | None:
     """``None`` when ``record`` satisfies the schema, else what is wrong with it."""
+    validate = _validator()
+    import fastjsonschema
+
     try:
-        _validator()(record)
+        validate(record)
     except fastjsonschema.JsonSchemaValueException as error:
         # The library's message names the path ("data.statistics.total_tasks must be
         # bigger than or equal to 0"); the offending value is not part of it.

@@ -18,13 +18,16 @@ then there is no index to agree with) is a Unicode approximation used.
 from __future__ import annotations
 
 import re
-import sqlite3
 import threading
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from maestro.errors import SessionValidationError
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = ["TOKENIZER", "SearchTerms", "fold", "parse_search", "words"]
 
@@ -65,6 +68,8 @@ class _Folding:
             if not todo:
                 return
             if self._fts:
+                import sqlite3  # only once a search is folded: a lookup never needs it
+
                 try:
                     learned = self._ask_sqlite(todo)
                 except sqlite3.Error:
@@ -76,6 +81,8 @@ class _Folding:
 
     def _ask_sqlite(self, chars: list[str]) -> dict[int, str]:
         if self._conn is None:
+            import sqlite3
+
             conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
             conn.execute(f"CREATE VIRTUAL TABLE t USING fts5(x, tokenize = '{TOKENIZER}')")
             conn.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, 'instance')")

@@ -336,6 +336,7 @@ API: dict[str, Api] = {
     "timeline": lambda m, ids, w, a: m.timeline(ids["planning"]),
     "rebuild_index": lambda m, ids, w, a: m.rebuild_index(),
     "list_active_sessions": lambda m, ids, w, a: m.list_active_sessions(),
+    "iter_sessions": lambda m, ids, w, a: list(m.iter_sessions(status="planning", limit=5)),
     "get_recent_sessions": lambda m, ids, w, a: m.get_recent_sessions(3),
     "delete_session": lambda m, ids, w, a: m.delete_session(ids["fresh"]),
     "pause_session": lambda m, ids, w, a: m.pause_session(ids["planning"], reason="lunch"),

@@ -16,7 +16,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -188,7 +188,28 @@ class Context:
     def footer(self, line: str) -> None:
         """A line about a table: below it on a terminal, on stderr in a pipe
         (so that the rows a script reads are rows only)."""
-        click.echo(line, err=not self.out.is_terminal)
+        click.echo(line, err=not self.is_terminal())
+
+    def is_terminal(self, *, stderr: bool = False) -> bool:
+        """``out.is_terminal`` (or ``err``'s), without loading Rich for a plain pipe.
+
+        Rich is asked only when the stream is a terminal or the environment
+        may force one (``MAESTRO_FORCE_TTY``, ``FORCE_COLOR``, ``TTY_COMPATIBLE``).
+        """
+        console = self._err if stderr else self._out
+        if console is None:
+            stream = sys.stderr if stderr else sys.stdout
+            forced = any(
+                name in os.environ
+                for name in ("MAESTRO_FORCE_TTY", "FORCE_COLOR", "TTY_COMPATIBLE")
+            )
+            try:
+                if not forced and not stream.isatty():
+                    return False
+            except (AttributeError, ValueError):
+                return False  # no stream, or a closed one: Rich says no terminal too
+            console = self.err if stderr else self.out
+        return console.is_terminal
 
     def glyphs(self) -> Glyphs:
         from maestro.render import ASCII_GLYPHS, UNICODE_GLYPHS
@@ -199,7 +220,7 @@ class Context:
     @contextmanager
     def progress(self, label: str) -> Iterator[Progress]:
         """A progress callback: a bar on stderr when it is a terminal, else nothing."""
-        if not self.err.is_terminal:
+        if not self.is_terminal(stderr=True):
             yield _no_progress
             return
         from rich.progress import (
@@ -296,6 +317,35 @@ def _json_error(kind: str, message: str, code: int) -> None:
     click.echo(json_text(json.dumps(payload, ensure_ascii=False)), err=True)
 
 
+@contextmanager
+def _long_work_bar(ctx: Context) -> Iterator[None]:
+    """A progress bar for long work the library reports inside a command.
+
+    The first query on a large store without an index reads every record;
+    on a terminal that shows as a bar on stderr, drawn from the first report
+    on (a quick command draws nothing and loads no Rich for it).
+    """
+    from maestro.progress import reporting
+
+    with ExitStack() as bars:
+        update: Progress | None = None
+        quiet = False
+
+        def report(done: int, total: int) -> None:
+            nonlocal update, quiet
+            if quiet:
+                return
+            if update is None:
+                if not ctx.is_terminal(stderr=True):
+                    quiet = True
+                    return
+                update = bars.enter_context(ctx.progress("indexing sessions"))
+            update(done, total)
+
+        with reporting(report):
+            yield
+
+
 def handled(func: F) -> F:
     """Turn expected errors raised by a command into one red line and an exit code."""
 
@@ -304,7 +354,8 @@ def handled(func: F) -> F:
         ctx = click.get_current_context().find_object(Context)
         assert ctx is not None
         try:
-            return func(*args, **kwargs)
+            with _long_work_bar(ctx):
+                return func(*args, **kwargs)
         except BrokenPipeError:
             raise  # the reader went away (`maestro list | head`): Click exits quietly
         except (errors.SessionError, CommandError, OSError) as error:
@@ -1167,15 +1218,17 @@ def _print_sessions(
     if not sessions:
         click.echo("no sessions match")
         return
-    from maestro.render import session_plain_rows, sessions_table
+    if ctx.is_terminal():
+        from maestro.render import sessions_table
 
-    if ctx.out.is_terminal:
         out = ctx.out
         if wide:  # a console as wide as the table: Rich never prints beyond its console
             out = _console(stderr=False)
             out.width = _WIDE
         out.print(sessions_table(sessions, utcnow(), width=out.width, glyphs=ctx.glyphs()))
     else:
+        from maestro.plain import session_plain_rows
+
         click.echo(session_plain_rows(sessions), nl=False)
     if not footer:
         return
@@ -1796,11 +1849,13 @@ def _sessions_brief(
     last_activity: Mapping[str, datetime] | None = None,
 ) -> None:
     """A table of sessions with their last activity and timeout (plain rows in a pipe)."""
-    from maestro.render import activity_plain_rows, activity_table
+    if not ctx.is_terminal():
+        from maestro.plain import activity_plain_rows
 
-    if not ctx.out.is_terminal:
         click.echo(activity_plain_rows(sessions, last_activity=last_activity), nl=False)
         return
+    from maestro.render import activity_table
+
     ctx.out.print(
         activity_table(
             sessions,

@@ -24,7 +24,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote
 
 from maestro.errors import SessionValidationError
 from maestro.stores.base import SessionStore
@@ -86,6 +85,8 @@ def parse_store_url(url: str | os.PathLike[str]) -> StoreLocation:
             if host not in ("", "localhost"):
                 raise SessionValidationError("a file: store URL names no host (file:///path)")
             path = slash + tail
+        from urllib.parse import unquote  # only for a file: URL, not for a plain path
+
         path = unquote(path)
         if not path:
             raise SessionValidationError("a file: store URL needs a path (file:PATH)")
@@ -102,6 +103,8 @@ def parse_store_url(url: str | os.PathLike[str]) -> StoreLocation:
 
 
 def _file_query(query: str) -> dict[str, Any]:
+    from urllib.parse import parse_qsl
+
     options: dict[str, Any] = {}
     for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
         if key not in ("index", "durable"):

@@ -43,16 +43,15 @@ import dataclasses
 import errno
 import fcntl
 import gc
-import hashlib
-import logging
 import os
-import secrets
-import shutil
 import stat
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from maestro.codec import decode_record, encode_record, encode_record_and_dict
 from maestro.errors import (
@@ -68,7 +67,9 @@ from maestro.errors import (
     UnsupportedOperationError,
 )
 from maestro.ids import check_session_id, is_session_id
-from maestro.models import SCHEMA_VERSION, Session, session_from_trusted_record
+from maestro.lazylog import LazyLogger
+from maestro.models import SCHEMA_VERSION, Session, session_from_owned_record
+from maestro.progress import current as current_progress
 from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
 from maestro.stores.base import (
     Capability,
@@ -79,17 +80,26 @@ from maestro.stores.base import (
     SessionQuery,
     Transform,
 )
-from maestro.stores.index import (
+from maestro.stores.signatures import (
     DEFAULT_RETENTION,
     RACY_NS,
     CurrentSignature,
     IndexRow,
     IndexUnavailable,
     Item,
-    SessionIndex,
     Signature,
-    boot_id,
 )
+
+if TYPE_CHECKING:
+    from maestro.stores.index import SessionIndex
+
+
+def boot_id() -> str:
+    """The running boot's id (:func:`maestro.stores.index.boot_id`), asked only with the index."""
+    from maestro.stores import index
+
+    return index.boot_id()
+
 
 __all__ = [
     "ALLOW_SYMLINKED_ROOT",
@@ -101,7 +111,7 @@ __all__ = [
     "encode_record",
 ]
 
-log = logging.getLogger("maestro")
+log = LazyLogger("maestro")
 
 METADATA = "metadata.json"
 LOCK = ".lock"
@@ -158,6 +168,12 @@ FEED_POLL = (0.01, 0.05)
 #: pending mark, an index that fell behind (seconds).
 FEED_RECHECK = 0.25
 
+#: From this many sessions on, an empty index is filled by worker processes
+#: (:mod:`maestro.stores.files_fill`), and the fill reports its progress.
+PARALLEL_FROM = 4000
+#: Held while a store makes its index object (once per store).
+_INDEX_MADE = threading.Lock()
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NOFOLLOW_DIR = _DIR_FLAGS | os.O_NOFOLLOW
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -173,7 +189,7 @@ def write_gitignore(directory: Path, *, durable: bool = True) -> bool:
     file, or another process that was first).  It is a convenience, so a
     failure to write it is not an error.
     """
-    temp = directory / f".{GITIGNORE}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    temp = directory / f".{GITIGNORE}.{os.urandom(6).hex()}{TEMP_SUFFIX}"
     try:
         if os.path.lexists(directory / GITIGNORE):
             return False
@@ -302,16 +318,8 @@ class FileSessionStore:
         self.lock_timeout = lock_timeout
         self.durable = durable
         self.pending_wait = pending_wait
-        self.index: SessionIndex | None = (
-            SessionIndex(
-                self.sessions_dir.parent / INDEX_FILE,
-                timeout=lock_timeout,
-                sessions_dir=self.sessions_dir,
-                retention=retention,
-            )
-            if index
-            else None
-        )
+        self._index_retention = retention if index else None
+        self._index: SessionIndex | None = None
         self._fallback_warned = False
         self._trash_left = False
         self._made_sessions_dir = False
@@ -321,13 +329,33 @@ class FileSessionStore:
             Capability.DIRECTORY_EXPORT,
             Capability.MULTI_PROCESS,
         }
-        if self.index is not None:
+        if index:
             offered |= {Capability.REINDEX}
             if retention > 0:
                 offered |= {Capability.CHANGES}
         self.capabilities: frozenset[Capability] = frozenset(offered)
 
     display_name = "file store"
+
+    @property
+    def index(self) -> SessionIndex | None:
+        """The derived SQLite index (``None`` with ``index=False``).
+
+        Made at its first use, so that reading one session never loads
+        :mod:`sqlite3`.
+        """
+        if self._index is None and self._index_retention is not None:
+            with _INDEX_MADE:
+                if self._index is None:
+                    from maestro.stores.index import SessionIndex
+
+                    self._index = SessionIndex(
+                        self.sessions_dir.parent / INDEX_FILE,
+                        timeout=self.lock_timeout,
+                        sessions_dir=self.sessions_dir,
+                        retention=self._index_retention,
+                    )
+        return self._index
 
     def __repr__(self) -> str:
         return f"FileSessionStore({str(self.sessions_dir)!r})"
@@ -885,7 +913,7 @@ class FileSessionStore:
         request_id: str | None = None,
     ) -> None:
         check_session_id(session_id)
-        trash = f"{TRASH_PREFIX}{session_id}-{secrets.token_hex(4)}"
+        trash = f"{TRASH_PREFIX}{session_id}-{os.urandom(4).hex()}"
         with self._locked(session_id) as (root_fd, sess_fd):
             previous: tuple[int, Signature] | None = None
             try:
@@ -935,6 +963,8 @@ class FileSessionStore:
         would cost a scan of every session name.
         """
         try:
+            import shutil
+
             shutil.rmtree(self.sessions_dir / name)
         except FileNotFoundError:
             pass
@@ -1462,8 +1492,23 @@ class FileSessionStore:
                 clear_pending=False,
                 new_rows_are_changes=False,
             )
+        elif only is None and len(listed) >= PARALLEL_FROM and _cores() > 1:
+            from maestro.stores import files_fill  # processes only for a large store
+
+            # An empty index of a large store: read and check on every core.
+            written = index.load_fresh_rows(
+                files_fill.fill_rows(
+                    self,
+                    root_fd,
+                    sorted(listed),
+                    refused_is_unreadable=reread,
+                    missing=missing,
+                    broken=broken,
+                    progress=current_progress(),
+                )
+            )
         else:  # an empty index: the first query after it was made or deleted
-            written = index.load_fresh(fresh())
+            written = index.load_fresh(_counted(fresh(), len(listed), current_progress()))
         # What a scan would skip has no row: a directory without metadata.json
         # quietly, an unreadable record with a warning on every query.
         index.remove(sid for sid in missing if sid in known)
@@ -1491,32 +1536,43 @@ class FileSessionStore:
             _close(root_fd)
 
     def _collect(self, index: SessionIndex, root_fd: int, query: SessionQuery) -> list[Session]:
-        """Verified sessions of the index's candidates, in order, windowed."""
+        """Verified sessions of the index's candidates, in order, windowed.
+
+        Every row is checked against its file's signature (one ``stat``);
+        the common case, the file the row was made from, is inlined and
+        builds the session straight from the row's copy of the record.
+        """
         needed = None if query.limit is None else query.offset + query.limit
         found: list[Session] = []
+        append = found.append
         reread = False
         stat = os.stat
-        for row in index.select(query, query.text):
-            # The common case inline: the file is the one the row was made
-            # from, so the row's copy of the record is the record.
+        loads = orjson.loads
+        build = session_from_owned_record
+        tail = f"/{METADATA}"
+        for row in index.select_plain(query, query.text):
+            sid, ino, size, mtime_ns, racy, record, text = row
             try:
-                info = stat(f"{row.session_id}/{METADATA}", dir_fd=root_fd, follow_symlinks=False)
+                info = stat(sid + tail, dir_fd=root_fd, follow_symlinks=False)
             except OSError:
                 info = None
             if (
                 info is not None
-                and not row.racy
-                and info.st_mtime_ns == row.signature.mtime_ns
-                and info.st_ino == row.signature.ino
-                and info.st_size == row.signature.size
+                and not racy
+                and info.st_mtime_ns == mtime_ns
+                and info.st_ino == ino
+                and info.st_size == size
             ):
-                found.append(session_from_trusted_record(row.session_record()))
+                fields = loads(record)
+                fields["feature_request"] = text
+                append(build(fields))
             else:
                 reread = True
-                session = self._verified(index, root_fd, row, query)
+                candidate = IndexRow(sid, Signature(ino, size, mtime_ns), bool(racy), record, text)
+                session = self._verified(index, root_fd, candidate, query)
                 if session is None:
                     continue
-                found.append(session)
+                append(session)
             if needed is not None and len(found) >= needed:
                 break
         if reread and query.order_by != "rank":
@@ -1667,6 +1723,24 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+def _cores() -> int:
+    from maestro.stores import files_fill
+
+    return files_fill.workers()
+
+
+def _counted(items: Iterator[Item], total: int, report: Progress | None) -> Iterator[Item]:
+    """``items``, telling ``report`` how many went by every 500 (on a large store only)."""
+    if report is None or total < PARALLEL_FROM:
+        yield from items
+        return
+    for done, item in enumerate(items, 1):
+        yield item
+        if done % 500 == 0:
+            report(done, total)
+    report(total, total)
+
+
 def _quiet(done: int, total: int) -> None:
     return None
 
@@ -1678,6 +1752,8 @@ def _read_small(fd: int) -> str:
 
 def _reservation_name(request_id: str) -> str:
     """The file in ``requests/`` that reserves a create key: its key's hash."""
+    import hashlib
+
     return hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 

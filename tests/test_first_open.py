@@ -1,0 +1,166 @@
+"""The first query on a large store without an index: read on every core, same answers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from maestro import SessionManager
+from maestro.progress import reporting
+from maestro.stores import files, files_fill
+
+STATUSES = ["initializing", "planning", "implementing", "completed", "failed", "paused"]
+
+
+def _prototype_store(root: Path, count: int) -> list[str]:
+    """``count`` records in the prototype's format, one corrupt, one directory without a record."""
+    sessions = root / ".flow" / "maestro" / "sessions"
+    sessions.mkdir(parents=True)
+    made = []
+    for number in range(count):
+        sid = str(uuid.UUID(int=number + 1, version=4))
+        record: dict[str, Any] = {
+            "session_id": sid,
+            "feature_request": f"Add OAuth login {number}"
+            if number % 3
+            else f"Fix billing {number}",
+            "status": STATUSES[number % len(STATUSES)],
+            "created_at": f"2025-01-01T00:{number // 60:02d}:{number % 60:02d}Z",
+            "updated_at": f"2025-01-02T00:{number // 60:02d}:{number % 60:02d}Z",
+            "git_context": {
+                "branch": "main" if number % 2 else "feat/x",
+                "commit": "0" * 40,
+                "repo_root": "/repo",
+                "is_worktree": False,
+            },
+        }
+        (sessions / sid).mkdir()
+        (sessions / sid / "metadata.json").write_text(json.dumps(record, indent=2))
+        made.append(sid)
+    (sessions / made[5] / "metadata.json").write_text('{"session_id": "torn')
+    (sessions / made[6] / "metadata.json").unlink()
+    return made
+
+
+def _answers(manager: SessionManager) -> dict[str, Any]:
+    return {
+        "all": manager.query_sessions(),
+        "active": manager.list_active_sessions(),
+        "search": [s.session_id for s in manager.query_sessions(text="oauth login")],
+        "count": manager.count_sessions(status="planning"),
+    }
+
+
+@pytest.fixture
+def small_threshold(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Fill in parallel from 20 sessions on, in chunks of 7; counts the parallel fills."""
+    monkeypatch.setattr(files, "PARALLEL_FROM", 20)
+    monkeypatch.setattr(files_fill, "CHUNK", 7)
+    monkeypatch.setattr(files_fill, "workers", lambda: 2)
+    calls: list[int] = []
+    original = files_fill.fill_rows
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(len(args[2]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(files_fill, "fill_rows", counted)
+    return calls
+
+
+def test_a_parallel_fill_answers_as_a_scan(
+    tmp_path: Path, small_threshold: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    _prototype_store(tmp_path, 61)
+    with caplog.at_level(logging.WARNING, logger="maestro"):
+        indexed = _answers(SessionManager(tmp_path))
+    assert small_threshold == [61]  # the parallel fill ran, over every name
+    assert any("torn" in r.getMessage() or "invalid JSON" in r.getMessage() for r in caplog.records)
+    scanned = _answers(SessionManager(tmp_path, index=False))
+    assert indexed == scanned
+    assert len(indexed["all"]) == 59  # not the torn record, not the empty directory
+    # The index holds what was read: a second manager answers from it alone.
+    assert _answers(SessionManager(tmp_path)) == scanned
+
+
+def test_a_parallel_fill_reports_its_progress(tmp_path: Path, small_threshold: list[int]) -> None:
+    _prototype_store(tmp_path, 40)
+    heard: list[tuple[int, int]] = []
+    with reporting(lambda done, total: heard.append((done, total))):
+        SessionManager(tmp_path).query_sessions(limit=1)
+    assert heard and heard[-1] == (40, 40)
+    assert [done for done, _ in heard] == sorted(done for done, _ in heard)
+    # Without a listener nothing is reported, and a small store reports nothing.
+    assert small_threshold == [40]
+
+
+def test_a_one_process_fill_reports_its_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files, "PARALLEL_FROM", 20)
+    monkeypatch.setattr(files_fill, "workers", lambda: 1)
+    _prototype_store(tmp_path, 1200)
+    heard: list[tuple[int, int]] = []
+    with reporting(lambda done, total: heard.append((done, total))):
+        SessionManager(tmp_path).query_sessions(limit=1)
+    assert heard == [(500, 1200), (1000, 1200), (1200, 1200)]
+
+
+def test_with_other_threads_running_the_readers_are_spawned(
+    tmp_path: Path, small_threshold: list[int]
+) -> None:
+    _prototype_store(tmp_path, 30)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert files_fill._context().get_start_method() == "spawn"
+        indexed = _answers(SessionManager(tmp_path))
+    finally:
+        stop.set()
+        other.join()
+    assert small_threshold == [30]
+    assert indexed == _answers(SessionManager(tmp_path, index=False))
+
+
+def _refuse(job: Any) -> Any:
+    """A worker's answer when the disk refused a read (a module-level function: picklable)."""
+    return ("reading metadata.json: Input/output error", 5, [])
+
+
+def test_a_failed_reader_makes_the_query_fall_back_to_the_files(
+    tmp_path: Path, small_threshold: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _prototype_store(tmp_path, 30)
+    reader = files_fill._read_chunk
+    monkeypatch.setattr(files_fill, "_read_chunk", _refuse)
+    manager = SessionManager(tmp_path)
+    # Answered by scanning this time; the index is left to the next query.
+    assert manager.query_sessions() == SessionManager(tmp_path, index=False).query_sessions()
+    monkeypatch.setattr(files_fill, "_read_chunk", reader)
+    assert len(SessionManager(tmp_path).query_sessions()) == 28
+    assert small_threshold == [30, 30]
+
+
+def test_the_command_draws_a_bar_on_a_terminal_only(
+    tmp_path: Path, small_threshold: list[int]
+) -> None:
+    from .test_cli import TTY, ok, run
+
+    _prototype_store(tmp_path / "a", 40)
+    on_terminal = run(tmp_path / "a", "list", "--limit", "3", **TTY)
+    assert len(ok(on_terminal).splitlines()) > 3  # the table
+    assert "indexing sessions" in on_terminal.stderr
+    assert "40/40" in on_terminal.stderr
+
+    _prototype_store(tmp_path / "b", 40)
+    piped = run(tmp_path / "b", "list", "--limit", "3")
+    assert len(ok(piped).splitlines()) == 3  # plain rows
+    assert "indexing" not in piped.stderr
+    assert small_threshold == [40, 40]
