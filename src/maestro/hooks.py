@@ -19,17 +19,17 @@ Writes made by other processes or other managers are not seen here: follow
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from maestro.lazylog import LazyLogger
 from maestro.models import Session, SessionStatus, StateChange
 from maestro.stores.base import ChangeKind, SessionStore, Transform, reported_kind
 
 __all__ = ["ChangeHook", "Hooks", "TransitionHook"]
 
-log = logging.getLogger("maestro.hooks")
+log = LazyLogger("maestro.hooks")
 
 #: ``callback(session, change)``: the session as stored, the history entry added.
 TransitionHook = Callable[[Session, StateChange], object]

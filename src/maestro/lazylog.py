@@ -39,5 +39,12 @@ class LazyLogger:
     def debug(self, message: str, *args: object) -> None:
         self.logger().debug(message, *args, stacklevel=2)
 
-    def warning(self, message: str, *args: object) -> None:
-        self.logger().warning(message, *args, stacklevel=2)
+    def warning(self, message: str, *args: object, exc_info: bool = False) -> None:
+        self.logger().warning(message, *args, exc_info=exc_info, stacklevel=2)
+
+    def error(self, message: str, *args: object) -> None:
+        self.logger().error(message, *args, stacklevel=2)
+
+    def exception(self, message: str, *args: object) -> None:
+        """An error with the traceback of the exception being handled."""
+        self.logger().error(message, *args, exc_info=True, stacklevel=2)

@@ -34,8 +34,6 @@ crowd the steps out of the requests a session remembers.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import signal
 import threading
 from dataclasses import dataclass
@@ -51,6 +49,7 @@ from maestro.errors import (
     SessionError,
     SessionValidationError,
 )
+from maestro.lazylog import LazyLogger
 from maestro.models import Session, SessionPhase, SessionStatistics, SessionStatus
 
 if TYPE_CHECKING:
@@ -69,7 +68,7 @@ __all__ = [
     "run_key",
 ]
 
-log = logging.getLogger("maestro.phases")
+log = LazyLogger("maestro.phases")
 
 #: A phase heartbeats every ``timeout_minutes * HEARTBEAT_FRACTION``.
 HEARTBEAT_FRACTION = 0.25
@@ -109,6 +108,8 @@ def _request_id(run: str, action: str) -> str:
     text = f"{run}:{action}"
     if len(text) <= idempotency.MAX_REQUEST_ID:
         return text
+    import hashlib  # loaded by the runs that need a key only
+
     return "run-" + hashlib.sha256(text.encode()).hexdigest()
 
 
