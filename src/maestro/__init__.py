@@ -13,6 +13,8 @@ session under ``<root>/.flow/maestro/sessions/<id>/metadata.json``::
     page = manager.query_page(limit=50)          # next: cursor=page.next_cursor
 """
 
+from typing import TYPE_CHECKING
+
 from maestro.errors import (
     AmbiguousSessionIdError,
     ConflictError,
@@ -39,8 +41,6 @@ from maestro.models import (
     SessionStatus,
     StateChange,
 )
-from maestro.pages import SessionPage
-from maestro.phases import Phase, RunState, Terminated, WorkerAliveError
 from maestro.stores.base import (
     Capability,
     ChangeEvent,
@@ -48,10 +48,42 @@ from maestro.stores.base import (
     SessionQuery,
     SessionStore,
 )
-from maestro.stores.files import FileSessionStore
-from maestro.timeline import SessionTimeline
+
+if TYPE_CHECKING:
+    from maestro.pages import SessionPage
+    from maestro.phases import Phase, RunState, Terminated, WorkerAliveError
+    from maestro.stores.files import FileSessionStore
+    from maestro.timeline import SessionTimeline
 
 __version__ = "0.1.0"
+
+#: Public names loaded on first use, so that ``from maestro import
+#: SessionManager`` does not pay for them (a command line call is a process).
+_LAZY = {
+    "FileSessionStore": "maestro.stores.files",
+    "Phase": "maestro.phases",
+    "RunState": "maestro.phases",
+    "SessionPage": "maestro.pages",
+    "SessionTimeline": "maestro.timeline",
+    "Terminated": "maestro.phases",
+    "WorkerAliveError": "maestro.phases",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'maestro' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AmbiguousSessionIdError",

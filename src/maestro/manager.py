@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from maestro import idempotency, lifecycle
 from maestro.ages import as_age
@@ -30,7 +30,6 @@ from maestro.errors import (
     SessionValidationError,
 )
 from maestro.gitctx import capture_git_context, find_repository_root, linked_worktrees
-from maestro.hooks import ChangeHook, Hooks, TransitionHook
 from maestro.ids import check_session_id, is_session_id, new_session_id
 from maestro.lazylog import LazyLogger
 from maestro.models import (
@@ -43,10 +42,6 @@ from maestro.models import (
     SessionStatus,
     utcnow,
 )
-from maestro.pages import SessionPage, decode_cursor, encode_cursor
-from maestro.phases import Phase, RunState, resume_run
-from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
-from maestro.stats import SessionStats, summarize
 from maestro.stores import select_store
 from maestro.stores.base import (
     Capability,
@@ -62,7 +57,16 @@ from maestro.stores.base import (
     Transform,
     require,
 )
-from maestro.timeline import SessionTimeline
+
+# Imported where they are used: most processes never call them, and each
+# costs start-up time (a command line call is one process).
+if TYPE_CHECKING:
+    from maestro.hooks import ChangeHook, Hooks, TransitionHook
+    from maestro.pages import SessionPage
+    from maestro.phases import Phase, RunState
+    from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
+    from maestro.stats import SessionStats
+    from maestro.timeline import SessionTimeline
 
 __all__ = [
     "READ_ONLY_FIELDS",
@@ -283,7 +287,7 @@ class SessionManager:
         )
         self.sessions_dir = self.repo_root / ".flow" / "maestro" / "sessions"
         self._clock = clock or utcnow
-        self._hooks = Hooks()
+        self._hooks: Hooks | None = None  # made by the first on_transition/on_change
 
     def _git_context_here(self) -> GitContext:
         """The checkout being worked in: the cwd's when it shares the root's repository.
@@ -333,6 +337,13 @@ class SessionManager:
         )
         return guarded, None
 
+    def _hooks_made(self) -> Hooks:
+        if self._hooks is None:
+            from maestro.hooks import Hooks
+
+            self._hooks = Hooks()
+        return self._hooks
+
     def _modify(
         self,
         session_id: str,
@@ -343,6 +354,14 @@ class SessionManager:
         request_id: str | None,
     ) -> Session:
         """One write through the store, then this manager's hooks (:mod:`maestro.hooks`)."""
+        if self._hooks is None:
+            return self.store.modify(
+                session_id,
+                change,
+                expected_revision=expected_revision,
+                kind=kind,
+                request_id=request_id,
+            )
         return self._hooks.modify(
             self.store,
             session_id,
@@ -743,6 +762,8 @@ class SessionManager:
             descending=descending,
             limit=limit + 1,  # one more tells whether a next page exists
         )
+        from maestro.pages import SessionPage, decode_cursor, encode_cursor
+
         if cursor is not None:
             query = dataclasses.replace(query, after=decode_cursor(cursor, query))
         found = self.store.query(query)
@@ -1200,6 +1221,8 @@ class SessionManager:
         ``SIGTERM``.  ``p.progress(completed_tasks=3)`` sets statistics.
         Also ``async with``.  See :mod:`maestro.phases`.
         """
+        from maestro.phases import Phase
+
         return Phase(
             self,
             session_id,
@@ -1225,6 +1248,8 @@ class SessionManager:
         say where to continue.  A live one raises ``WorkerAliveError``.
         Call it before any reaping: a reaped session has failed for good.
         """
+        from maestro.phases import resume_run
+
         return resume_run(self, run_key, older_than=older_than, reason=reason)
 
     def on_transition(
@@ -1239,12 +1264,12 @@ class SessionManager:
         Hooks run after the write is committed; one that raises is logged and
         changes nothing.  See :mod:`maestro.hooks`.
         """
-        return self._hooks.on_transition(callback, to)
+        return self._hooks_made().on_transition(callback, to)
 
     def on_change(self, callback: ChangeHook) -> Callable[[], None]:
         """Call ``callback(kind, session)`` after every write this manager commits;
         returns a function that removes it.  See :mod:`maestro.hooks`."""
-        return self._hooks.on_change(callback)
+        return self._hooks_made().on_change(callback)
 
     def gc(
         self,
@@ -1282,6 +1307,8 @@ class SessionManager:
 
     def timeline(self, session_id: str) -> SessionTimeline:
         """The session's life state by state, up to now: segments, seconds per state."""
+        from maestro.timeline import SessionTimeline
+
         return SessionTimeline.of(self.get_session(session_id), self._now())
 
     def stats(self, **filters: Any) -> SessionStats:
@@ -1290,6 +1317,8 @@ class SessionManager:
         ``filters`` are those of :meth:`query_sessions` (``status``,
         ``branch``, ``created_after``...).
         """
+        from maestro.stats import summarize
+
         return summarize(self.query_sessions(**filters), self._now())
 
     # ------------------------------------------------------------ whole directories

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from maestro.errors import SessionValidationError, UnsupportedOperationError
 from maestro.models import (
@@ -50,8 +50,10 @@ from maestro.models import (
     format_timestamp,
     parse_timestamp,
 )
-from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
 from maestro.search import SearchTerms, parse_search
+
+if TYPE_CHECKING:  # the reports' module is loaded by the operations that make them
+    from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
 
 __all__ = [
     "Capability",
