@@ -289,3 +289,43 @@ def test_list_and_show_fit_an_80_column_terminal(tmp_path: Path) -> None:
     assert "░" in paused and "25m 00s" in paused
     assert "◆" in shown and "statistics" in shown and "history" in shown
     assert "\x1b[" in coloured  # Rich saw a terminal and coloured it
+
+
+def test_library_warnings_reach_stderr_once_logging_is_first_used(tmp_path: Path) -> None:
+    """The command loads :mod:`logging` only when the library has something to say;
+    what it says is still one ``warning:`` line on stderr, never on stdout."""
+    manager = SessionManager(tmp_path)
+    good = manager.create_session("Add OAuth login").session_id
+    broken = tmp_path / ".flow" / "maestro" / "sessions" / "01234567-89ab-4def-8123-456789abcdef"
+    broken.mkdir()
+    (broken / "metadata.json").write_text("{bad")
+    env = {**os.environ, "NO_COLOR": "1"}
+    env.pop("MAESTRO_FORCE_TTY", None)
+    done = subprocess.run(
+        [str(MAESTRO), "--root", str(tmp_path), "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [line.split("\t")[0] for line in done.stdout.splitlines()] == [good]
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and broken.name in warnings[0], done.stderr
+    # A command with nothing to report never loads the logging machinery.
+    probe = (
+        "import sys; from maestro.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print('logging' in sys.modules, file=sys.stderr)"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", probe, "--root", str(tmp_path), "--json", "show", good],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert json.loads(shown.stdout)["session"]["session_id"] == good
+    assert shown.stderr.strip().splitlines()[-1] == "False", shown.stderr

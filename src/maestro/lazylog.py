@@ -9,12 +9,14 @@ first sent and then hands every call to ``logging.getLogger(name)``.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import logging
 
-__all__ = ["LazyLogger"]
+__all__ = ["LazyLogger", "when_loaded"]
 
 
 class LazyLogger:
@@ -33,6 +35,7 @@ class LazyLogger:
         if self._logger is None:
             import logging
 
+            _loaded()
             self._logger = logging.getLogger(self.name)
         return self._logger
 
@@ -48,3 +51,25 @@ class LazyLogger:
     def exception(self, message: str, *args: object) -> None:
         """An error with the traceback of the exception being handled."""
         self.logger().error(message, *args, exc_info=True, stacklevel=2)
+
+
+#: What runs once :mod:`logging` is loaded by a first message (see :func:`when_loaded`).
+_waiting: dict[str, Callable[[], None]] = {}
+
+
+def when_loaded(key: str, callback: Callable[[], None]) -> None:
+    """Call ``callback`` now if :mod:`logging` is loaded, else when a first message loads it.
+
+    A command line sets up its log handler this way: most commands log
+    nothing and never pay for :mod:`logging`.  One callback per ``key``.
+    """
+    if "logging" in sys.modules:
+        _waiting.pop(key, None)
+        callback()
+    else:
+        _waiting[key] = callback
+
+
+def _loaded() -> None:
+    while _waiting:
+        _waiting.popitem()[1]()

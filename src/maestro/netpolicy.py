@@ -9,8 +9,6 @@ a page on another site cannot reach a loopback server through DNS rebinding.
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import os
 from collections.abc import Iterable
 
@@ -39,6 +37,8 @@ def is_loopback(host: str) -> bool:
     name = host.strip("[]").lower()
     if name == "localhost" or name.endswith(".localhost"):
         return True
+    import ipaddress  # only servers ask: not loaded with every command
+
     try:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
@@ -99,4 +99,6 @@ def token_matches(authorization: str | None, token: str) -> bool:
     scheme, _, given = authorization.partition(" ")
     if scheme.lower() != "bearer":
         return False
+    import hmac
+
     return hmac.compare_digest(given.strip().encode(), token.encode())

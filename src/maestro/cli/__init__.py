@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import re
 import sys
@@ -41,9 +40,10 @@ from maestro.models import (
     utcnow,
 )
 from maestro.textsafe import json_text, visible
-from maestro.timeline import SessionTimeline
 
 if TYPE_CHECKING:
+    import logging
+
     from click.shell_completion import CompletionItem
     from rich.console import Console
 
@@ -364,31 +364,55 @@ def handled(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class _StderrHandler(logging.Handler):
-    """Library warnings (skipped unreadable sessions...) as ``warning:`` lines on stderr.
+def _stderr_handler_class() -> type[logging.Handler]:
+    """The handler class, defined once :mod:`logging` is loaded (most commands never load it)."""
+    global _HANDLER_CLASS
+    if _HANDLER_CLASS is not None:
+        return _HANDLER_CLASS
+    import logging
 
-    A warning repeated within one command (a query may meet the same broken
-    session twice) is printed once.
-    """
+    class StderrHandler(logging.Handler):
+        """Library warnings (skipped unreadable sessions...) as ``warning:`` lines on stderr.
 
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.seen: set[str] = set()
+        A warning repeated within one command (a query may meet the same broken
+        session twice) is printed once.
+        """
 
-    def emit(self, record: logging.LogRecord) -> None:
-        message = visible(" ".join(self.format(record).split()))
-        if message not in self.seen:
-            self.seen.add(message)
-            click.echo(f"warning: {message}", err=True)
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.seen: set[str] = set()
+
+        def emit(self, record: logging.LogRecord) -> None:
+            message = visible(" ".join(self.format(record).split()))
+            if message not in self.seen:
+                self.seen.add(message)
+                click.echo(f"warning: {message}", err=True)
+
+    _HANDLER_CLASS = StderrHandler
+    return StderrHandler
+
+
+_HANDLER_CLASS: type[logging.Handler] | None = None
 
 
 def _install_log_handler() -> None:
+    """Print the library's warnings on stderr: now if :mod:`logging` is loaded, else
+    when a first message loads it."""
+    from maestro.lazylog import when_loaded
+
+    when_loaded("maestro.cli", _add_log_handler)
+
+
+def _add_log_handler() -> None:
+    import logging
+
+    handler_class = _stderr_handler_class()
     log = logging.getLogger("maestro")
     for handler in log.handlers:
-        if isinstance(handler, _StderrHandler):
-            handler.seen.clear()
+        if isinstance(handler, handler_class):
+            handler.seen.clear()  # type: ignore[attr-defined]
             return
-    log.addHandler(_StderrHandler())
+    log.addHandler(handler_class())
 
 
 # ---------------------------------------------------------------- argument types
@@ -1138,6 +1162,8 @@ def show(ctx: Context, session_id: str, full: bool) -> None:
         else []
     )
     if ctx.as_json:
+        from maestro.timeline import SessionTimeline
+
         timeline = SessionTimeline.of(session, now)
         ctx.emit_json({"session": session.to_dict(), **timeline.to_dict(), "reruns": reruns})
         return

@@ -6,14 +6,21 @@ starts without it, and works without the ``mcp`` extra installed.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from maestro.cli import EXIT_USAGE, CommandError, Context, cli, handled, pass_ctx
+from maestro.cli import (
+    EXIT_USAGE,
+    CommandError,
+    Context,
+    _install_log_handler,
+    cli,
+    handled,
+    pass_ctx,
+)
 from maestro.netpolicy import (
     allowed_host_names,
     check_bind,
@@ -142,6 +149,9 @@ def _logs_to_stderr() -> Iterator[None]:
     them a second time.  Put back as it was afterwards (the command may run
     inside a longer-lived process, a test runner's).
     """
+    import logging
+
+    _install_log_handler()  # logging is loaded now: the handler goes in at once
     library = logging.getLogger("maestro")
     quiet = [logging.getLogger(name) for name in ("mcp", "uvicorn", "httpx")]
     before = library.propagate, [logger.level for logger in quiet]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -32,6 +31,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from maestro import Capability, ChangeEvent, ChangeKind, errors
+from maestro.lazylog import LazyLogger
 from maestro.manager import SessionManager
 from maestro.mcp.models import (
     DeleteResult,
@@ -54,7 +54,7 @@ __all__ = [
     "tool_error",
 ]
 
-log = logging.getLogger("maestro.mcp")
+log = LazyLogger("maestro.mcp")
 
 SESSION_URI = "maestro://sessions/{id}"
 TIMELINE_URI = "maestro://sessions/{id}/timeline"

@@ -17,7 +17,6 @@ idle stream.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Collection
@@ -27,11 +26,12 @@ import orjson
 
 from maestro import ChangeEvent, ChangeKind
 from maestro.errors import SessionError
+from maestro.lazylog import LazyLogger
 from maestro.manager import SessionManager
 
 __all__ = ["FeedHub", "event_stream"]
 
-log = logging.getLogger("maestro.server")
+log = LazyLogger("maestro.server")
 
 
 class FeedHub:

@@ -22,7 +22,6 @@ import errno
 import fcntl
 import gzip
 import io
-import logging
 import os
 import secrets
 import shutil
@@ -46,6 +45,7 @@ from maestro.errors import (
     UnsafePathError,
 )
 from maestro.ids import is_session_id
+from maestro.lazylog import LazyLogger
 from maestro.models import Session, format_timestamp, utcnow
 from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
 from maestro.stores.files import (
@@ -71,7 +71,7 @@ __all__ = [
     "import_sessions",
 ]
 
-log = logging.getLogger("maestro")
+log = LazyLogger("maestro")
 
 MANIFEST = "maestro-export.json"
 EXPORT_FORMAT = 1
