@@ -205,6 +205,10 @@ def select_store(
     opened here; given with a store object, they are refused rather than
     ignored.
     """
+    shared = isinstance(given, str) and parse_store_url(given).scheme == "postgresql"
+    if not shared:
+        # A store of one repository holds one project: all of them are these.
+        options = {k: v for k, v in options.items() if k != "all_projects"}
     if given is None:
         base = explicit_root or root()
         return open_store(base, lock_timeout=lock_timeout, **options), base

@@ -37,11 +37,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import os
 import re
 import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,7 +68,7 @@ from maestro.errors import (
 )
 from maestro.ids import check_session_id
 from maestro.models import SCHEMA_VERSION, Session, session_from_trusted_record, utcnow
-from maestro.reports import DoctorReport, Progress
+from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
 from maestro.search import words
 from maestro.stores import postgres_schema
 from maestro.stores.base import (
@@ -135,7 +137,12 @@ def unavailable(error: BaseException) -> StoreUnavailableError:
     text = str(error).strip()
     lowered = text.lower()
     sqlstate = getattr(error, "sqlstate", None)
-    if sqlstate in ("28P01", "28000") or "authentication failed" in lowered:
+    if (
+        sqlstate in ("28P01", "28000")
+        or "authentication failed" in lowered
+        or ("role" in lowered and "does not exist" in lowered)
+        or "no password supplied" in lowered
+    ):
         reason, what = "authentication", "the PostgreSQL server refused the login"
     elif sqlstate == "3D000" or ("database" in lowered and "does not exist" in lowered):
         reason, what = "missing_database", "the PostgreSQL database does not exist"
@@ -219,6 +226,7 @@ class _Database:
             self.connect_timeout,
         ) = key
         self.store_id = "0"
+        self.schema_found = 0
         self.schema_version = self._prepare(migrate)
         self.doorbell = _Doorbell(self.conninfo, self.connect_timeout)
         self.pool: ConnectionPool[Any] = ConnectionPool(
@@ -246,6 +254,7 @@ class _Database:
                 self.conninfo, autocommit=True, connect_timeout=int(self.connect_timeout)
             ) as conn:
                 conn.execute("SELECT set_config('lock_timeout', '60s', false)")
+                self.schema_found = postgres_schema.current_version(conn)
                 if migrate:
                     postgres_schema.upgrade(conn)
                 version = postgres_schema.current_version(conn)
@@ -328,7 +337,14 @@ class PostgresStore:
 
     display_name = "PostgreSQL store"
     capabilities: frozenset[Capability] = frozenset(
-        {Capability.PREFIX_LOOKUP, Capability.CHANGES, Capability.MULTI_PROCESS, Capability.DOCTOR}
+        {
+            Capability.PREFIX_LOOKUP,
+            Capability.CHANGES,
+            Capability.MULTI_PROCESS,
+            Capability.DOCTOR,
+            Capability.MIGRATIONS,
+            Capability.DIRECTORY_EXPORT,
+        }
     )
 
     def __init__(
@@ -392,7 +408,8 @@ class PostgresStore:
         self._pool = self._database.pool
         self._doorbell = self._database.doorbell
         self._store_id = self._database.store_id
-        self.schema_version = self._database.schema_version
+        #: The schema version this process found in the database before migrating.
+        self.schema_found = self._database.schema_found
 
     def __repr__(self) -> str:
         return f"PostgresStore(project={self.project!r})"
@@ -739,6 +756,163 @@ class PostgresStore:
                     session_id, "removing the local session directory", error, committed=True
                 ) from None
 
+    # ------------------------------------------------------------ export and import
+
+    def export_sessions(
+        self,
+        sessions: Iterable[Session],
+        target: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+    ) -> ExportResult:
+        """The file store's export format: each record as ``metadata.json``, with the
+        other files this host keeps in the session's local directory, if any.
+
+        The archive is put together in a scratch file store and written by it,
+        so both stores read and write one format.
+        """
+        from maestro.stores.files import FileSessionStore
+
+        chosen = list(sessions)
+        with tempfile.TemporaryDirectory(prefix="maestro-export-") as scratch:
+            sessions_dir = Path(scratch) / "sessions"
+            sessions_dir.mkdir()
+            for session in chosen:
+                folder = sessions_dir / session.session_id
+                local = self._sessions_dir()
+                source = None if local is None else local / session.session_id
+                if source is not None and source.is_dir() and not source.is_symlink():
+                    shutil.copytree(source, folder, symlinks=True)
+                    (folder / "metadata.json").unlink(missing_ok=True)
+                else:
+                    folder.mkdir()
+                (folder / "metadata.json").write_bytes(encode_record(session))
+            scratch_store = FileSessionStore(
+                sessions_dir, base=Path(scratch), index=False, durable=False
+            )
+            return scratch_store.export_sessions(chosen, target, progress=progress)
+
+    def import_sessions(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        max_file_bytes: int | None = None,
+        max_total_bytes: int | None = None,
+        progress: Progress | None = None,
+    ) -> ImportResult:
+        """Bring in an export (of either store): records into the database, the
+        other files of each session into its local directory on this host.
+
+        The archive is checked whole and unpacked by a scratch file store
+        first (the file store's limits and refusals apply); then each record
+        is written here unless the database holds the same or a higher
+        revision.  The record keeps its revision; the change feed reports a
+        new session as ``created`` and a replaced one as ``replaced``.
+        """
+        from maestro.stores.files import FileSessionStore
+
+        result = ImportResult()
+        with tempfile.TemporaryDirectory(prefix="maestro-import-") as scratch:
+            sessions_dir = Path(scratch) / "sessions"
+            scratch_store = FileSessionStore(
+                sessions_dir, base=Path(scratch), index=False, durable=False
+            )
+            scratch_store.import_sessions(
+                source, max_file_bytes=max_file_bytes, max_total_bytes=max_total_bytes
+            )
+            entries = sorted(
+                (entry for entry in scratch_store.scan() if entry.session is not None),
+                key=lambda entry: entry.session_id,
+            )
+            for number, entry in enumerate(entries, 1):
+                assert entry.session is not None
+                outcome = self._put(entry.session)
+                getattr(result, outcome).append(entry.session_id)
+                if outcome != "unchanged":
+                    self._place_files(sessions_dir / entry.session_id, entry.session_id)
+                if progress is not None:
+                    progress(number, len(entries))
+        return result
+
+    def _put(self, session: Session) -> str:
+        """Store ``session`` as it is unless a same or higher revision is here:
+        ``created``, ``updated`` or ``unchanged``."""
+        session_id = session.session_id
+        raw = encode_record(session)
+        row = self._row(session, raw)
+
+        def body(conn: Any) -> str:
+            _lock(conn, session_id)
+            found = conn.execute(
+                "SELECT project, revision FROM maestro_sessions WHERE "
+                + self._one()
+                + " LIMIT 1 FOR UPDATE",
+                self._one_args(session_id),
+            ).fetchone()
+            if found is not None and found[1] >= session.revision:
+                return "unchanged"
+            if found is None:
+                project = self.project
+                conn.execute(
+                    f"INSERT INTO maestro_sessions ({_COLUMNS}) VALUES (%(project)s, "
+                    "%(session_id)s, %(status)s, %(phase)s, %(branch)s, %(worktree)s, "
+                    "%(created_at)s, %(updated_at)s, %(active_at)s, %(words)s, "
+                    "%(create_request)s, %(revision)s, %(record)s::jsonb)",
+                    {**row, "project": project, "create_request": _create_key(session)},
+                )
+                kind, before = ChangeKind.CREATED, None
+            else:
+                project = found[0]
+                conn.execute(
+                    "UPDATE maestro_sessions SET status = %(status)s, phase = %(phase)s, "
+                    "branch = %(branch)s, worktree = %(worktree)s, "
+                    "created_at = %(created_at)s, updated_at = %(updated_at)s, "
+                    "active_at = %(active_at)s, words = %(words)s, revision = %(revision)s, "
+                    "create_request = %(create_request)s, record = %(record)s::jsonb "
+                    "WHERE project = %(project)s AND session_id = %(session_id)s",
+                    {**row, "project": project, "create_request": _create_key(session)},
+                )
+                kind, before = ChangeKind.REPLACED, None
+            self._event(
+                conn,
+                project,
+                kind,
+                session,
+                before,
+                session.status.value,
+                session.updated_at or session.created_at,
+                None,
+            )
+            return "created" if found is None else "updated"
+
+        return self._run(session_id, "importing the session", body)
+
+    def _place_files(self, unpacked: Path, session_id: str) -> None:
+        """The files of an imported session, other than its record, into its local directory."""
+        base = self._safe_parent()
+        if base is None:
+            return
+        target = base / session_id
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            for path in sorted(unpacked.rglob("*")):
+                relative = path.relative_to(unpacked)
+                if relative.as_posix() == "metadata.json" or path.is_symlink():
+                    continue
+                if path.is_dir():
+                    (target / relative).mkdir(parents=True, exist_ok=True)
+                elif path.is_file():
+                    (target / relative).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, target / relative)
+        except OSError as error:
+            raise StorageError(
+                session_id, "placing the session's files", error, committed=True
+            ) from None
+
+    def adopt_sessions(self, sessions_dir: str | os.PathLike[str], *, move: bool) -> AdoptResult:
+        """Nothing: file-store sessions move into PostgreSQL by export and import."""
+        return AdoptResult()
+
     # ------------------------------------------------------------ reading many
 
     def _filters(self, query: SessionQuery) -> tuple[list[str], list[object]]:
@@ -980,8 +1154,20 @@ class PostgresStore:
             report.sessions += 1
             if entry.error is not None:
                 report.corrupt[entry.session_id] = _first_line(entry.error)
-        report.index = "; ".join(f"{key}: {value}" for key, value in self.health().items())
+        report.index = "off"  # no derived index: the rows are the records
         return report
+
+    def upgrade_schema(self) -> tuple[int, int]:
+        """Apply missing schema steps (``MIGRATIONS``): (version found on opening, now)."""
+        try:
+            with psycopg.connect(
+                self._conninfo, autocommit=True, connect_timeout=int(self.connect_timeout)
+            ) as conn:
+                conn.execute("SELECT set_config('lock_timeout', '60s', false)")
+                postgres_schema.upgrade(conn)
+                return self.schema_found, postgres_schema.current_version(conn)
+        except psycopg.OperationalError as error:
+            raise unavailable(error) from None
 
     def health(self) -> dict[str, str]:
         """Schema version, pool state and change feed lag, as short strings."""
@@ -1009,6 +1195,14 @@ class PostgresStore:
                 f"{oldest:.1f} s old"
             ),
         }
+
+
+def _create_key(session: Session) -> str | None:
+    """The request id a session was created under, if it remembers one."""
+    for entry in session.requests:
+        if entry.operation == "create":
+            return entry.request_id
+    return None
 
 
 def _lock(conn: Any, session_id: str) -> None:
