@@ -7,10 +7,11 @@ with the search's, cut and folded by :mod:`maestro.search` in Python exactly
 as the file store cuts and folds them, so both stores match the same set of
 sessions (a prefix term ``auth*`` compares word beginnings byte by byte).
 
-Writes are one transaction each: ``modify`` reads the row ``FOR UPDATE``
-(bounded by ``lock_timeout``), runs the manager's transform on the record,
-writes the row and appends a change event in the same transaction, then
-rings the ``NOTIFY`` doorbell.  Every statement is bounded by
+Writes are one transaction each: ``modify`` takes the session's advisory
+lock and reads the row ``FOR UPDATE`` (bounded by ``lock_timeout``), runs
+the manager's transform on the record, writes the row and appends a change
+event in the same transaction; after the commit it rings the ``NOTIFY``
+doorbell.  Every statement is bounded by
 ``statement_timeout``.  A connection lost before the commit is retried once
 on a fresh connection (the server rolled the transaction back); lost during
 the commit, the outcome is unknown and :class:`StorageError` says so: retry
@@ -305,6 +306,21 @@ def _database(key: tuple[Any, ...], migrate: bool) -> _Database:
         return database
 
 
+#: Databases a forked child inherited: never used, never closed (closing would
+#: end the parent's connections, whose sockets the child shares).
+_inherited: list[_Database] = []
+
+
+def _forget_after_fork() -> None:
+    global _databases_lock
+    _databases_lock = threading.Lock()
+    _inherited.extend(_databases.values())
+    _databases.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 @atexit.register
 def _close_all() -> None:
     with _databases_lock:
@@ -441,9 +457,18 @@ class PostgresStore:
                 reason="pool_exhausted",
             ) from None
 
-    def _run(self, session_id: str | None, action: str, body: Callable[[Any], T]) -> T:
+    def _run(
+        self, session_id: str | None, action: str, body: Callable[[Any], T], *, ring: bool = False
+    ) -> T:
         """Run ``body(conn)`` in one transaction; retried once if the connection was lost
-        before the commit (the server then rolled it back)."""
+        before the commit (the server then rolled it back).
+
+        With ``ring``, the doorbell is rung after the commit, in a transaction
+        of its own: PostgreSQL holds its notification queue lock through the
+        commit of a transaction that notifies, WAL flush included, so
+        notifying inside the write would make every writer's commit wait for
+        the previous one's disk flush.
+        """
         for attempt in (1, 2):
             committing = False
             try:
@@ -454,6 +479,8 @@ class PostgresStore:
                             committing = True
                     except psycopg.errors.LockNotAvailable:
                         raise LockTimeoutError(session_id or "", self.lock_timeout) from None
+                    if ring:
+                        self._ring(conn)
                     return result
             except psycopg.OperationalError as error:
                 if committing:
@@ -473,6 +500,16 @@ class PostgresStore:
             except psycopg.Error as error:
                 raise StorageError(session_id, action, error) from error
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _ring(conn: Any) -> None:
+        """Wake the watchers; a lost ring only delays them until their next poll."""
+        try:
+            conn.execute("SELECT pg_notify(%s, '')", (_CHANNEL,))
+            conn.commit()
+        except psycopg.Error:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
 
     # ------------------------------------------------------------ records
 
@@ -545,7 +582,6 @@ class PostgresStore:
                 request_id,
             ),
         )
-        conn.execute("SELECT pg_notify(%s, '')", (_CHANNEL,))
 
     def create(self, session: Session, *, request_id: str | None = None) -> Session:
         session_id = check_session_id(session.session_id)
@@ -591,7 +627,7 @@ class PostgresStore:
             )
             return session_from_trusted_record(orjson.loads(raw))
 
-        created = self._run(session_id, "creating the session", body)
+        created = self._run(session_id, "creating the session", body, ring=True)
         if created.session_id == session_id:
             self._make_directory(session_id)
         return created
@@ -659,7 +695,7 @@ class PostgresStore:
             )
             return session_from_trusted_record(orjson.loads(raw))
 
-        return self._run(session_id, "saving the session", body)
+        return self._run(session_id, "saving the session", body, ring=True)
 
     def delete(
         self,
@@ -698,9 +734,8 @@ class PostgresStore:
                 "VALUES (%s, 'deleted', %s, %s, %s, NULL, %s, %s)",
                 (project, session_id, revision, status, utcnow(), request_id),
             )
-            conn.execute("SELECT pg_notify(%s, '')", (_CHANNEL,))
 
-        self._run(session_id, "deleting the session", body)
+        self._run(session_id, "deleting the session", body, ring=True)
         self._remove_directory(session_id)
 
     # ------------------------------------------------------------ local directories
@@ -885,7 +920,7 @@ class PostgresStore:
             )
             return "created" if found is None else "updated"
 
-        return self._run(session_id, "importing the session", body)
+        return self._run(session_id, "importing the session", body, ring=True)
 
     def _place_files(self, unpacked: Path, session_id: str) -> None:
         """The files of an imported session, other than its record, into its local directory."""
