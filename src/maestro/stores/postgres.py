@@ -999,12 +999,14 @@ class PostgresStore:
             f"SELECT session_id, record::text FROM maestro_sessions WHERE {' AND '.join(clauses)} "
             f"ORDER BY {column} {direction}, session_id {direction}"
         )
+        # The window is written into the statement (whole numbers, checked by
+        # SessionQuery): a prepared statement's generic plan cannot see a
+        # parameter's LIMIT 10 and may sort the whole project instead of
+        # reading ten index entries.
         if query.limit is not None:
-            text += " LIMIT %s"
-            args.append(query.limit)
+            text += f" LIMIT {int(query.limit)}"
         if query.offset:
-            text += " OFFSET %s"
-            args.append(query.offset)
+            text += f" OFFSET {int(query.offset)}"
         return text, args
 
     def query(self, query: SessionQuery) -> list[Session]:

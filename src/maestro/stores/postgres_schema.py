@@ -70,7 +70,11 @@ MIGRATIONS: list[list[str]] = [
         """,
         """
         CREATE INDEX maestro_sessions_status
-            ON maestro_sessions (project, status, created_at DESC)
+            ON maestro_sessions (project, status, created_at DESC, session_id DESC)
+        """,
+        """
+        CREATE INDEX maestro_sessions_branch
+            ON maestro_sessions (project, branch, created_at DESC, session_id DESC)
         """,
         "CREATE INDEX maestro_sessions_words ON maestro_sessions USING gin (words)",
         """
