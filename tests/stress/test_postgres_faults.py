@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from maestro import GitContext, SessionManager
+from maestro.errors import StoreUnavailableError
 from tests.postgres_server import database_url, store_url
 
 from .conftest import size
@@ -78,6 +79,19 @@ def _python(code: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def _completed(manager: SessionManager, sid: str) -> int:
+    """The session's count, read by a client whose connections are terminated too:
+    it may have to wait for its pool to reconnect (a busy server may refuse for a while)."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return manager.get_session(sid).statistics.completed_tasks
+        except StoreUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _terminate_all(url: str) -> int:
     """End every other connection to the test database; how many there were."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -123,7 +137,7 @@ def test_every_connection_terminated_during_load_loses_no_acknowledged_write(
     tmp_path: Path, rounds: int
 ) -> None:
     processes, increments = size(4, 16), size(150, 500)
-    url = store_url(tmp_path)
+    url = store_url(tmp_path, pool_max="2")
     manager = SessionManager(tmp_path, store=url)
     sid = manager.create_session("under fire", git_context=GIT).session_id
     writers = [
@@ -137,7 +151,7 @@ def test_every_connection_terminated_during_load_loses_no_acknowledged_write(
             # Strike once the writers are busy: after some more increments landed.
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                now = manager.get_session(sid).statistics.completed_tasks
+                now = _completed(manager, sid)
                 if now >= done + processes * 10 or now >= processes * increments:
                     break
                 time.sleep(0.05)
@@ -156,9 +170,9 @@ def test_every_connection_terminated_during_load_loses_no_acknowledged_write(
                 writer.kill()
     acknowledged = [request for result in results for request in result["acknowledged"]]
     assert len(acknowledged) == len(set(acknowledged)) == processes * increments
-    session = manager.get_session(sid)
     # Each acknowledged increment is there exactly once, retries included.
-    assert session.statistics.completed_tasks == processes * increments
+    assert _completed(manager, sid) == processes * increments
+    session = manager.get_session(sid)
     assert session.revision == 1 + processes * increments
     errors = [name for result in results for name in result["errors"]]
     assert set(errors) <= {"StorageError", "StoreUnavailableError", "LockTimeoutError"}
