@@ -53,6 +53,9 @@ S = SessionStatus
 GIT = GitContext(branch="main", commit="0" * 40, repo_root="/repo", is_worktree=False)
 PROCESS_COUNTS = (1, 2, 4, 8)
 PROJECT = "bench"
+#: The 100,000 sessions queried: a project of their own, apart from the writers'
+#: sessions, whose histories grow long during the write runs.
+QUERIED = "bench-queries"
 
 
 def _database(url: str, name: str) -> str:
@@ -64,8 +67,8 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
-def _store(url: str) -> str:
-    return f"{url}?project={PROJECT}&pool_max=2"
+def _store(url: str, project: str = PROJECT) -> str:
+    return f"{url}?project={project}&pool_max=2"
 
 
 # ---------------------------------------------------------------- writers
@@ -236,7 +239,7 @@ def load_sessions(url: str, count: int) -> None:
                 )
                 copy.write_row(
                     (
-                        PROJECT,
+                        QUERIED,
                         session.session_id,
                         session.status.value,
                         None,
@@ -258,7 +261,7 @@ def load_sessions(url: str, count: int) -> None:
 
 
 def bench_queries(url: str, rounds: int) -> dict[str, dict[str, float]]:
-    manager = SessionManager(tempfile.gettempdir(), store=_store(url))
+    manager = SessionManager(tempfile.gettempdir(), store=_store(url, QUERIED))
     cases = {
         "filtered query": lambda: manager.query_sessions(
             status="implementing", branch="feat/7", limit=50
