@@ -10,7 +10,7 @@ makes a scratch database there and drops it at the end.
 * **writes**: 1, 2, 4 and 8 processes, each on its own session, alternate
   ``update_session`` and ``transition_state``; throughput and p50/p99 per
   call.  Beside them, in the same run and with the same process counts:
-  the **floor**, the SQL statements a maestro write issues (advisory lock,
+  the **floor**, the SQL statements a maestro write sends (advisory lock,
   row lock, update of the same columns and indexes, event insert, commit,
   notify) sent through psycopg with precomputed parameters; and a bare
   one-column ``UPDATE`` per transaction, for scale.  Targets: >= 60 % of
