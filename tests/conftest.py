@@ -39,6 +39,12 @@ class Clock:
         return self.now
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests.postgres_server import drop_test_database
+
+    drop_test_database()
+
+
 @pytest.fixture(autouse=True)
 def index_must_answer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A query that silently scans because the index broke would hide index bugs:

@@ -1028,6 +1028,7 @@ def prepare(root: Path) -> dict[str, list[str]]:
         "export": ["export", "-o", str(archive)],
         "import": ["import", str(archive)],
         "doctor": ["doctor"],
+        "db": ["db", "upgrade"],
         "demo": ["demo"],
         # after "complete": replays that session's changes, then exits 0
         "watch": ["watch", report, "--since", start],

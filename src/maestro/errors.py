@@ -20,6 +20,9 @@ so ``except FileNotFoundError`` or ``except ValueError`` keep working::
     ├── UnsafePathError (PermissionError)           symlink or path escaping the store
     ├── UnsupportedOperationError (ValueError)      the store in use lacks the capability
     └── StorageError (OSError)                      the disk or database refused an operation
+        └── StoreUnavailableError                   the database cannot be used: unreachable,
+                                                    login refused, no such database, or a
+                                                    schema newer than this code
 
 ``InvalidSessionIdError`` is both a ``ValueError`` and a not-found error, the
 way :class:`io.UnsupportedOperation` is both ``OSError`` and ``ValueError``.
@@ -47,6 +50,7 @@ __all__ = [
     "SessionNotFoundError",
     "SessionValidationError",
     "StorageError",
+    "StoreUnavailableError",
     "UnsafePathError",
     "UnsupportedOperationError",
 ]
@@ -304,6 +308,25 @@ class StorageError(SessionError, OSError):
         super().__init__(code, f"{what}{action} failed: {reason}")
         self.session_id = session_id
         self.committed = committed
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class StoreUnavailableError(StorageError):
+    """The store's database cannot be used at all; ``reason`` says why.
+
+    ``reason`` is one of ``"unreachable"``, ``"authentication"``,
+    ``"missing_database"``, ``"schema_too_new"``, ``"pool_exhausted"`` or
+    ``"error"``.  The message names neither the password nor the full URL.
+    """
+
+    def __init__(self, message: str, *, reason: str = "error") -> None:
+        SessionError.__init__(self)
+        OSError.__init__(self, _errno.EIO, message)
+        self.session_id = None
+        self.committed = False
+        self.reason = reason
 
     def __str__(self) -> str:
         return str(self.strerror)

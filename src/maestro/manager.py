@@ -50,6 +50,7 @@ from maestro.stores.base import (
     ChangeKind,
     DirectoryExport,
     Doctor,
+    Migratable,
     PrefixLookup,
     Reindexable,
     SessionQuery,
@@ -243,7 +244,10 @@ class SessionManager:
     path or ``file:PATH``, ``memory:``); a file URL's path is then the root.
     ``lock_timeout`` applies to any store the manager opens; ``durable``
     and ``index`` (``False`` turns off the SQLite query index) belong to the
-    file store and are refused with another one.  ``clock`` replaces the
+    file store and are refused with another one.  ``all_projects`` lets a
+    store shared by several projects (``postgresql://``) show every
+    project's sessions, not only the current one's; a store of one
+    repository ignores it.  ``clock`` replaces the
     source of timestamps (tests).
 
     No directory between ``repo_root`` and ``sessions/`` (``.flow``,
@@ -268,6 +272,7 @@ class SessionManager:
         index: bool = True,
         clock: Callable[[], datetime] | None = None,
         allow_symlinked_root: bool | None = None,
+        all_projects: bool = False,
     ) -> None:
         # Only what the caller changed is passed on, so that a store which
         # does not take an option refuses it instead of ignoring it.
@@ -278,6 +283,8 @@ class SessionManager:
             file_options["index"] = False
         if allow_symlinked_root is not None:
             file_options["allow_symlinked_root"] = allow_symlinked_root
+        if all_projects:
+            file_options["all_projects"] = True
         self.store, self.repo_root = select_store(
             store,
             root=resolve_root,
@@ -879,6 +886,15 @@ class SessionManager:
         require(self.store, Capability.REINDEX, "rebuilding the index")
         return cast(Reindexable, self.store).rebuild_index()
 
+    def upgrade_schema(self) -> tuple[int, int]:
+        """Bring the store's database schema up to date (``maestro db upgrade``).
+
+        Returns (the version found when the store was opened, the version
+        now).  Needs a store with a schema (``Capability.MIGRATIONS``).
+        """
+        require(self.store, Capability.MIGRATIONS, "upgrading the schema")
+        return cast(Migratable, self.store).upgrade_schema()
+
     def changes(
         self,
         since: str | None = None,
@@ -1385,6 +1401,8 @@ class SessionManager:
             adopted |= dict.fromkeys(result.moved, str(worktree))
             duplicates |= dict.fromkeys(result.duplicates, str(worktree))
         report = cast(Doctor, self.store).doctor(fix=fix, reindex=reindex, progress=progress)
+        if Capability.MIGRATIONS in self.store.capabilities:
+            report.engine = cast(Migratable, self.store).health()
         report.in_worktrees = found
         report.duplicates = duplicates
         for session_id, origin in adopted.items():

@@ -776,6 +776,8 @@ def doctor_view(report: DoctorReport, after: DoctorReport | None = None) -> Grou
         )
     index_ok = report.index in ("ok", "off", "rebuilt")
     lines.append(Text(f"index: {report.index}", style="" if index_ok else "bold red"))
+    for name, fact in report.engine.items():
+        lines.append(Text(f"{name}: {fact}"))
     if report.fixed:
         lines.append(Text("fixed:", style="bold green"))
         lines.append(_doctor_items([_id_once(item) for item in report.fixed]))

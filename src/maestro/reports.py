@@ -91,6 +91,8 @@ class DoctorReport:
     fixed: list[str] = field(default_factory=list)
     #: The problems above that ``fix`` resolved (ids, temp file paths, leftover names).
     resolved: set[str] = field(default_factory=set)
+    #: Facts about a database engine (schema version, pool, change feed), by name.
+    engine: dict[str, str] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
@@ -127,4 +129,5 @@ class DoctorReport:
             "duplicates": self.duplicates,
             "fixed": self.fixed,
             "resolved": sorted(self.resolved),
+            "engine": dict(self.engine),
         }

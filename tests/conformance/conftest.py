@@ -46,10 +46,18 @@ def _memory(root: Path, *, lock_timeout: float = 10.0, **kwargs: Any) -> Session
     return SessionManager(root, store=store, **kwargs)
 
 
+def _postgres(root: Path, **kwargs: Any) -> SessionManager:
+    """The test database, one project per root (skips, or fails under CI, without a server)."""
+    from tests.postgres_server import store_url
+
+    return SessionManager(root, store=store_url(root), **kwargs)
+
+
 STORES: dict[str, OpenManager] = {
     "file": _file,
     "file-noindex": _file_without_index,
     "memory": _memory,
+    "postgres": _postgres,
 }
 
 
@@ -66,6 +74,10 @@ CORRUPT: dict[str, Callable[[SessionManager, str, bytes], None]] = {
 
 def _declared(name: str, root: Path) -> frozenset[Capability]:
     """What a store declares (opening a manager creates nothing on disk)."""
+    if name == "postgres":  # known without a server, so that collection needs none
+        from maestro.stores.postgres import PostgresStore
+
+        return PostgresStore.capabilities
     return STORES[name](root).store.capabilities
 
 

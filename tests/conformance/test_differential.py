@@ -26,7 +26,7 @@ from tests.conformance.conftest import STORES
 
 FULL = os.environ.get("MAESTRO_STRESS", "").lower() == "full"
 #: Examples per store: file stores pay for real files, so they get fewer.
-EXAMPLES = {"file": 20, "file-noindex": 20, "memory": 60}
+EXAMPLES = {"file": 20, "file-noindex": 20, "memory": 60, "postgres": 30}
 
 BASE = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 WORDS = [

@@ -49,17 +49,24 @@ STORE_URLS = {
     "file": "file:{root}",
     "file-noindex": "file:{root}?index=off",
     "memory": "memory:",
+    # The test database of tests/postgres_server.py, a project per test.
+    "postgres": "postgresql:",
 }
 #: Those that other processes can share.
 MULTI_PROCESS_URLS = [
     name
     for name, url in STORE_URLS.items()
-    if Capability.MULTI_PROCESS in open_store(url.format(root="/nonexistent")).capabilities
+    if name == "postgres"  # declares MULTI_PROCESS; known without a server
+    or Capability.MULTI_PROCESS in open_store(url.format(root="/nonexistent")).capabilities
 ]
 
 
 @pytest.fixture(params=MULTI_PROCESS_URLS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        from tests.postgres_server import store_url as postgres_url
+
+        return postgres_url(tmp_path)
     return STORE_URLS[request.param].format(root=tmp_path)
 
 

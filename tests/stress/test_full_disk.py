@@ -60,6 +60,7 @@ from maestro import (
     SessionQuery,
     SessionStatus,
     StorageError,
+    UnsupportedOperationError,
 )
 from maestro.cli import cli
 from maestro.stores.index import IndexUnavailable, SessionIndex
@@ -315,6 +316,12 @@ def _hooked(m: SessionManager, ids: dict[str, str], work: Path, archive: Path) -
 
     m.on_transition(broken)
     return m.transition_state(ids["planning"], S.GENERATING_TASKS)
+def _unless_unsupported(operation: Callable[[], object]) -> object:
+    """A database-only operation: the file store declines it, which is no failure."""
+    try:
+        return operation()
+    except UnsupportedOperationError:
+        return None
 
 
 #: Every public method of SessionManager and FileSessionStore, with arguments
@@ -366,6 +373,7 @@ API: dict[str, Api] = {
     "doctor(fix)": lambda m, ids, w, a: m.doctor(fix=True),
     "changes": lambda m, ids, w, a: list(m.changes(timeout=0.05, follow=True)) + list(m.changes()),
     "changes_cursor": lambda m, ids, w, a: m.changes_cursor(),
+    "upgrade_schema": lambda m, ids, w, a: _unless_unsupported(m.upgrade_schema),
     "store.load": lambda m, ids, w, a: _store(m).load(ids["planning"]),
     "store.create": _store_create,
     "store.modify": lambda m, ids, w, a: _store(m).modify(ids["planning"], lambda s: s),
@@ -418,6 +426,7 @@ CLI: dict[str, Callable[[dict[str, str], Path, Path], list[str]]] = {
     "doctor --reindex": lambda ids, w, a: ["doctor", "--reindex"],
     "doctor --fix": lambda ids, w, a: ["doctor", "--fix"],
     "demo": lambda ids, w, a: ["demo"],
+    "db upgrade": lambda ids, w, a: ["db", "upgrade"],
     "watch": lambda ids, w, a: ["watch", "--timeout", "0.05"],
     "watch ID": lambda ids, w, a: ["watch", ids["planning"], "--timeout", "0.05"],
     # Served over stdio until its input ends: at once, as the runner gives none.

@@ -144,6 +144,8 @@ class Context:
     store: str | None = None
     #: The fields ``--json=a,b`` selected; ``None`` prints every field.
     json_fields: tuple[str, ...] | None = None
+    #: ``--all-projects``: every project's sessions of a shared store.
+    all_projects: bool = False
     _manager: SessionManager | None = field(default=None, repr=False)
     _out: Console | None = field(default=None, repr=False)
     _err: Console | None = field(default=None, repr=False)
@@ -170,6 +172,8 @@ class Context:
         if self.store is None and self.root is not None and not self.root.is_dir():
             # Also for a --root given after the command's name.
             raise CommandError(f"--root {self.root}: no such directory", EXIT_USAGE)
+        if self.all_projects:
+            options.setdefault("all_projects", True)
         return _open_manager(self.root, self.store, **options)
 
     def resolve(self, prefix: str) -> str:
@@ -976,13 +980,26 @@ class _OneLineUsage(MaestroGroup):
     "--store",
     metavar="URL",
     envvar="MAESTRO_STORE",
-    help="Store URL: a path or file:PATH (a root, like --root), memory: "
-    "(default: $MAESTRO_STORE; overrides --root).",
+    help="Store URL: a path or file:PATH (a root, like --root), memory:, "
+    "postgresql://USER@HOST/DB (default: $MAESTRO_STORE; overrides --root).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option(
+    "--all-projects",
+    is_flag=True,
+    envvar="MAESTRO_ALL_PROJECTS",
+    help="On a store shared by several projects (postgresql://), show every project's "
+    "sessions, not only this repository's.",
+)
 @click.version_option(package_name="maestro-sessions", prog_name="maestro")
 @click.pass_context
-def cli(click_ctx: click.Context, root: Path | None, store: str | None, as_json: bool) -> None:
+def cli(
+    click_ctx: click.Context,
+    root: Path | None,
+    store: str | None,
+    as_json: bool,
+    all_projects: bool,
+) -> None:
     """Record, query and steer the sessions of the Maestro orchestrator.
 
     Sessions live in <root>/.flow/maestro/sessions, one directory each.
@@ -1000,6 +1017,7 @@ def cli(click_ctx: click.Context, root: Path | None, store: str | None, as_json:
     _install_log_handler()
     fields = click_ctx.meta.pop(_PENDING, None) if as_json else None
     click_ctx.obj = Context(root=root, as_json=as_json, store=store or None, json_fields=fields)
+    click_ctx.obj.all_projects = all_projects
     if root is not None and not store and not root.is_dir():
         # A mistyped root would otherwise become a new, empty store.
         source = "--root" if _from_command_line(click_ctx, "root") else "MAESTRO_ROOT"
@@ -2428,3 +2446,4 @@ def main(argv: list[str] | None = None) -> None:
 
 from maestro.cli import mcp as _mcp  # noqa: E402, F401  (registers its commands)
 from maestro.cli import serve as _serve  # noqa: E402, F401  (registers its commands)
+from maestro.cli import db as _db  # noqa: E402, F401  (registers its commands)

@@ -10,8 +10,10 @@
   ``memory:NAME`` is the in-memory store of that name, made by its first
   use and shared by every later one in the process, for as long as the
   process lives;
-* ``postgresql://...``: recognised, but PostgreSQL support is not part of
-  this version.
+* ``postgresql://...`` (or ``postgres://``): the PostgreSQL store of that
+  database (:mod:`maestro.stores.postgres`, needs the ``postgres`` extra);
+  its parameters ``project``, ``pool_max``, ``prepare_threshold`` and the
+  others the store lists are maestro's, the rest go to libpq.
 
 A path whose first component holds a colon must be written ``file:PATH``.
 """
@@ -53,6 +55,8 @@ class StoreLocation:
         self.root = root
         self.name = name
         self.options = options
+        #: The whole URL of a database store (it may hold a password: never print it).
+        self.url = ""
 
     def __repr__(self) -> str:
         return f"StoreLocation({self.scheme!r}, root={self.root!r}, name={self.name!r})"
@@ -98,7 +102,9 @@ def parse_store_url(url: str | os.PathLike[str]) -> StoreLocation:
             raise SessionValidationError("a memory: store URL is memory: or memory:NAME")
         return StoreLocation("memory", name=rest, options={})
     if scheme in ("postgresql", "postgres"):
-        return StoreLocation("postgresql", options={})
+        location = StoreLocation("postgresql", options={})
+        location.url = url
+        return location
     raise SessionValidationError(f"unknown store URL scheme {scheme[:20]!r}; known: {_known()}")
 
 
@@ -132,10 +138,7 @@ def open_store(url: str | os.PathLike[str], **options: Any) -> SessionStore:
     """
     location = parse_store_url(url)
     if location.scheme == "postgresql":
-        raise SessionValidationError(
-            "postgresql:// stores are not available: PostgreSQL support is not installed "
-            "in this version of maestro; available: a path, file:, memory:"
-        )
+        return _open_postgres(location, options)
     allowed = _FILE_OPTIONS if location.scheme == "file" else _MEMORY_OPTIONS
     if location.scheme != "file":
         # The file store's defaults ask nothing of another store.
@@ -166,6 +169,28 @@ def open_store(url: str | os.PathLike[str], **options: Any) -> SessionStore:
     )
 
 
+_POSTGRES_OPTIONS = ("lock_timeout", "local_root", "project", "all_projects", "migrate")
+
+
+def _open_postgres(location: StoreLocation, options: dict[str, Any]) -> SessionStore:
+    """The PostgreSQL store; psycopg is imported only here, when one is opened."""
+    options = {k: v for k, v in options.items() if _FILE_DEFAULTS.get(k, ...) != v}
+    refused = sorted(set(options) - set(_POSTGRES_OPTIONS))
+    if refused:
+        raise SessionValidationError(
+            f"{', '.join(refused)} cannot be used with a postgresql: store "
+            f"(it takes {', '.join(_POSTGRES_OPTIONS)})"
+        )
+    try:
+        from maestro.stores.postgres import PostgresStore
+    except ImportError as error:
+        raise SessionValidationError(
+            "postgresql:// stores need psycopg and psycopg-pool: "
+            "pip install 'maestro-sessions[postgres]'"
+        ) from error
+    return PostgresStore(location.url, **options)
+
+
 def select_store(
     given: SessionStore | str | os.PathLike[str] | None,
     *,
@@ -183,6 +208,10 @@ def select_store(
     opened here; given with a store object, they are refused rather than
     ignored.
     """
+    shared = isinstance(given, str) and parse_store_url(given).scheme == "postgresql"
+    if not shared:
+        # A store of one repository holds one project: all of them are these.
+        options = {k: v for k, v in options.items() if k != "all_projects"}
     if given is None:
         base = explicit_root or root()
         return open_store(base, lock_timeout=lock_timeout, **options), base
@@ -196,6 +225,8 @@ def select_store(
             base = location.root
         else:
             base = explicit_root or root()
+        if location.scheme == "postgresql":
+            options = {**options, "local_root": base}
         return open_store(given, lock_timeout=lock_timeout, **options), base
     if options or lock_timeout != 10.0:
         raise SessionValidationError(

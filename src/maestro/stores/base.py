@@ -19,7 +19,8 @@ discovered by probing for methods:
 * ``DOCTOR`` -- checks and repairs of the stored data (:class:`Doctor`);
 * ``DIRECTORY_EXPORT`` -- export and import of whole session directories
   (other files of a session travel with its record; :class:`DirectoryExport`);
-* ``MULTI_PROCESS`` -- safe for writers in several processes at once.
+* ``MULTI_PROCESS`` -- safe for writers in several processes at once;
+* ``MIGRATIONS`` -- a database schema with numbered upgrades (:class:`Migratable`).
 
 An operation a store does not declare raises
 :class:`~maestro.errors.UnsupportedOperationError`.
@@ -62,6 +63,7 @@ __all__ = [
     "ChangeKind",
     "DirectoryExport",
     "Doctor",
+    "Migratable",
     "NoChange",
     "PrefixLookup",
     "Reindexable",
@@ -86,6 +88,7 @@ class Capability(StrEnum):
     DOCTOR = "doctor"
     DIRECTORY_EXPORT = "directory_export"
     MULTI_PROCESS = "multi_process"
+    MIGRATIONS = "migrations"
 
 
 def require(store: SessionStore, capability: Capability, operation: str) -> None:
@@ -490,6 +493,18 @@ class DirectoryExport(Protocol):
 
     def session_directory(self, session_id: str) -> Path:
         """The directory holding the session's files (whether it exists or not)."""
+        ...
+
+
+class Migratable(Protocol):
+    """``Capability.MIGRATIONS``: a schema brought up to date by numbered steps."""
+
+    def upgrade_schema(self) -> tuple[int, int]:
+        """Apply the missing steps: (the version this process found, the version now)."""
+        ...
+
+    def health(self) -> dict[str, str]:
+        """Short facts about the engine (schema version, connections...), for doctor."""
         ...
 
 

@@ -1,0 +1,1284 @@
+"""A store that keeps sessions in PostgreSQL, shared by workers on several hosts.
+
+One row per session: a column for every field a query filters or orders by,
+the folded words of the feature request (``words``, a ``text[]`` with a GIN
+index), and the whole record as ``jsonb``.  Searching compares those words
+with the search's, cut and folded by :mod:`maestro.search` in Python exactly
+as the file store cuts and folds them, so both stores match the same set of
+sessions (a prefix term ``auth*`` compares word beginnings byte by byte).
+
+Writes are one transaction each: ``modify`` takes the session's advisory
+lock and reads the row ``FOR UPDATE`` (bounded by ``lock_timeout``), runs
+the manager's transform on the record, writes the row and appends a change
+event in the same transaction; after the commit it rings the ``NOTIFY``
+doorbell.  Every statement is bounded by
+``statement_timeout``.  A connection lost before the commit is retried once
+on a fresh connection (the server rolled the transaction back); lost during
+the commit, the outcome is unknown and :class:`StorageError` says so: retry
+with a ``request_id`` to make the retry safe.
+
+The change feed: events carry the id of the transaction that wrote them.
+Readers take only the events of transactions older than the oldest one
+still in flight (``pg_snapshot_xmin(pg_current_snapshot())``), in
+(transaction id, sequence) order: a transaction that commits later always
+has a higher id than everything already read, so a cursor never passes an
+event that is yet to commit, and no counter serialises the writers.
+``LISTEN``/``NOTIFY`` only wakes waiting readers early; without it they
+would still see every event at their next poll.
+
+Sessions belong to a project (see :mod:`maestro.project`); a store serves
+one project's sessions, or every project's with ``all_projects``.  Other
+files of a session (checkpoints, reports) stay in a directory on the local
+disk of the host that works on it, under ``local_root``: ``create`` makes it,
+``delete`` removes it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+import psycopg
+import psycopg.errors
+from psycopg import sql
+from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
+
+from maestro.codec import decode_record, encode_record
+from maestro.errors import (
+    ConflictError,
+    LockTimeoutError,
+    SessionExistsError,
+    SessionNotFoundError,
+    SessionValidationError,
+    StorageError,
+    StoreUnavailableError,
+    UnsafePathError,
+)
+from maestro.ids import check_session_id
+from maestro.models import SCHEMA_VERSION, Session, session_from_trusted_record, utcnow
+from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
+from maestro.search import words
+from maestro.stores import postgres_schema
+from maestro.stores.base import (
+    Capability,
+    ChangeEvent,
+    ChangeKind,
+    NoChange,
+    ScanEntry,
+    SessionQuery,
+    Transform,
+    reported_kind,
+)
+
+__all__ = ["PostgresStore", "split_url"]
+
+T = TypeVar("T")
+
+#: Our parameters of a ``postgresql://`` URL; every other one goes to libpq.
+OPTIONS = (
+    "project",
+    "all_projects",
+    "pool_min",
+    "pool_max",
+    "pool_timeout",
+    "max_waiting",
+    "prepare_threshold",
+    "statement_timeout",
+    "connect_timeout",
+)
+_CHANNEL = "maestro_changes"
+_MAX_SEQ = 2**63 - 1
+_CURSOR = re.compile(r"pg:([0-9a-f]+):([0-9]+):([0-9]+)")
+_SWITCHES = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+_COLUMNS = (
+    "project, session_id, status, phase, branch, worktree, created_at, updated_at, "
+    "active_at, words, create_request, revision, record"
+)
+
+
+def split_url(url: str) -> tuple[str, dict[str, str]]:
+    """The libpq URL without our parameters, and our parameters."""
+    parts = urlsplit(url)
+    ours: dict[str, str] = {}
+    theirs: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        (ours.__setitem__(key, value) if key in OPTIONS else theirs.append((key, value)))
+    return urlunsplit(parts._replace(query=urlencode(theirs))), ours
+
+
+def _number(options: dict[str, str], name: str, default: float, *, whole: bool = False) -> float:
+    raw = options.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        value = -1
+    if value < 0 or (name in ("pool_max", "pool_timeout", "connect_timeout") and value == 0):
+        kind = "a whole number" if whole else "a number"
+        raise SessionValidationError(f"the {name} parameter of a postgresql: URL is {kind}")
+    return value
+
+
+def unavailable(error: BaseException) -> StoreUnavailableError:
+    """The typed error for a connection that could not be made (first line only)."""
+    text = str(error).strip()
+    lowered = text.lower()
+    sqlstate = getattr(error, "sqlstate", None)
+    if (
+        sqlstate in ("28P01", "28000")
+        or "authentication failed" in lowered
+        or ("role" in lowered and "does not exist" in lowered)
+        or "no password supplied" in lowered
+    ):
+        reason, what = "authentication", "the PostgreSQL server refused the login"
+    elif sqlstate == "3D000" or ("database" in lowered and "does not exist" in lowered):
+        reason, what = "missing_database", "the PostgreSQL database does not exist"
+    elif any(
+        word in lowered
+        for word in ("connection refused", "could not connect", "timeout", "timed out", "resolve")
+    ):
+        reason, what = "unreachable", "the PostgreSQL server cannot be reached"
+    else:
+        reason, what = "error", "the PostgreSQL server cannot be used"
+    detail = next((line for line in text.splitlines() if line.strip()), type(error).__name__)
+    # libpq prefixes the host and port; that is useful, and holds no password.
+    return StoreUnavailableError(f"{what} ({detail.strip()[:200]})", reason=reason)
+
+
+class _Doorbell:
+    """One ``LISTEN`` connection per store, in a thread: counts notifications.
+
+    Waiting readers watch the count; the count is only a hint to look again.
+    """
+
+    def __init__(self, conninfo: str, connect_timeout: float) -> None:
+        self._conninfo = conninfo
+        self._connect_timeout = connect_timeout
+        self.rung = threading.Condition()
+        self.count = 0
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def start(self) -> None:
+        with self.rung:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(
+                    target=self._run, name="maestro-postgres-doorbell", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed:
+            try:
+                with psycopg.connect(
+                    self._conninfo, autocommit=True, connect_timeout=int(self._connect_timeout)
+                ) as conn:
+                    self._conn = conn
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(_CHANNEL)))
+                    self._ring()  # events may have come while nobody listened
+                    while not self._closed:
+                        for _ in conn.notifies(timeout=1.0):
+                            self._ring()
+            except Exception:  # noqa: BLE001 - a lost doorbell only slows readers down
+                self._conn = None
+                time.sleep(0.5)
+
+    def _ring(self) -> None:
+        with self.rung:
+            self.count += 1
+            self.rung.notify_all()
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class _Database:
+    """What every store of one process on one database shares: the pool, the doorbell.
+
+    Opening a store is then cheap, and a process holds at most ``pool_max``
+    connections to a database however many managers it opens.
+    """
+
+    def __init__(self, key: tuple[Any, ...], migrate: bool) -> None:
+        (
+            self.conninfo,
+            pool_min,
+            self.pool_max,
+            self.pool_timeout,
+            self.max_waiting,
+            prepare_threshold,
+            self.statement_timeout,
+            self.lock_timeout,
+            self.connect_timeout,
+        ) = key
+        self.store_id = "0"
+        self.schema_found = 0
+        self.schema_version = self._prepare(migrate)
+        self.doorbell = _Doorbell(self.conninfo, self.connect_timeout)
+        self.pool: ConnectionPool[Any] = ConnectionPool(
+            self.conninfo,
+            min_size=pool_min,
+            max_size=self.pool_max,
+            timeout=self.pool_timeout,
+            max_waiting=self.max_waiting,
+            kwargs={
+                "prepare_threshold": prepare_threshold,
+                "connect_timeout": int(self.connect_timeout),
+            },
+            configure=self._configure,
+            check=ConnectionPool.check_connection,
+            reconnect_timeout=max(self.pool_timeout, 1.0),
+            name="maestro",
+            open=False,
+        )
+        self.pool.open(wait=False)
+
+    def _prepare(self, migrate: bool) -> int:
+        """Connect once, directly (a refused login is reported as such), and migrate."""
+        try:
+            with psycopg.connect(
+                self.conninfo, autocommit=True, connect_timeout=int(self.connect_timeout)
+            ) as conn:
+                conn.execute("SELECT set_config('lock_timeout', '60s', false)")
+                self.schema_found = postgres_schema.current_version(conn)
+                if migrate:
+                    postgres_schema.upgrade(conn)
+                version = postgres_schema.current_version(conn)
+                postgres_schema.refuse_newer(version)
+                if version != postgres_schema.LATEST:
+                    raise StoreUnavailableError(
+                        f"the database schema is version {version} of "
+                        f"{postgres_schema.LATEST}; run `maestro db upgrade`",
+                        reason="schema_too_old",
+                    )
+                row = conn.execute(
+                    "SELECT value FROM maestro_meta WHERE key = 'store_id'"
+                ).fetchone()
+                self.store_id = str(row[0]) if row else "0"
+                return version
+        except StoreUnavailableError:
+            raise
+        except psycopg.OperationalError as error:
+            raise unavailable(error) from None
+        except psycopg.Error as error:
+            raise StoreUnavailableError(
+                f"the PostgreSQL schema could not be prepared ({_first_line(error)})"
+            ) from None
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(
+            "SELECT set_config('lock_timeout', %s, false), "
+            "set_config('statement_timeout', %s, false), "
+            "set_config('idle_in_transaction_session_timeout', %s, false)",
+            (
+                f"{int(self.lock_timeout * 1000)}ms",
+                f"{int(self.statement_timeout * 1000)}ms",
+                f"{int(max(self.statement_timeout, self.lock_timeout) * 2000)}ms",
+            ),
+        )
+        conn.commit()
+
+
+_databases_lock = threading.Lock()
+_databases: dict[tuple[Any, ...], _Database] = {}
+
+
+def _database(key: tuple[Any, ...], migrate: bool) -> _Database:
+    with _databases_lock:
+        database = _databases.get(key)
+        if database is None:
+            database = _databases[key] = _Database(key, migrate)
+        return database
+
+
+#: Databases a forked child inherited: never used, never closed (closing would
+#: end the parent's connections, whose sockets the child shares).
+_inherited: list[_Database] = []
+
+
+def _forget_after_fork() -> None:
+    global _databases_lock
+    _databases_lock = threading.Lock()
+    _inherited.extend(_databases.values())
+    _databases.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+@atexit.register
+def _close_all() -> None:
+    with _databases_lock:
+        for database in _databases.values():
+            database.doorbell.close()
+            with contextlib.suppress(Exception):
+                database.pool.close(timeout=1.0)
+        _databases.clear()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Position:
+    xid: int
+    seq: int
+
+
+class PostgresStore:
+    """Sessions in a PostgreSQL database (see the module docstring).
+
+    ``url`` is a libpq URL (``postgresql://user@host:5432/db``); these
+    parameters of it are maestro's: ``project``, ``all_projects`` (on/off),
+    ``pool_min``/``pool_max`` (connections, 0/10), ``pool_timeout``
+    (seconds a caller waits for a connection, 10), ``max_waiting`` (callers
+    allowed to wait at once, 64; more fail at once), ``prepare_threshold``
+    (``none`` turns server-side prepared statements off, for a
+    transaction-pooling proxy), ``statement_timeout`` (seconds, 30) and
+    ``connect_timeout`` (seconds, 5).  The schema is brought up to date on
+    first use.
+    """
+
+    display_name = "PostgreSQL store"
+    capabilities: frozenset[Capability] = frozenset(
+        {
+            Capability.PREFIX_LOOKUP,
+            Capability.CHANGES,
+            Capability.MULTI_PROCESS,
+            Capability.DOCTOR,
+            Capability.MIGRATIONS,
+            Capability.DIRECTORY_EXPORT,
+        }
+    )
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        lock_timeout: float = 10.0,
+        local_root: Path | None = None,
+        project: str | None = None,
+        all_projects: bool | None = None,
+        migrate: bool = True,
+    ) -> None:
+        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, int | float):
+            raise SessionValidationError("lock_timeout must be a number of seconds")
+        self.lock_timeout = float(lock_timeout)
+        conninfo, options = split_url(url)
+        self._conninfo = conninfo
+        self.local_root = local_root
+        self.pool_min = int(_number(options, "pool_min", 0, whole=True))
+        self.pool_max = int(_number(options, "pool_max", 10, whole=True))
+        if self.pool_min > self.pool_max:
+            raise SessionValidationError("pool_min must not exceed pool_max")
+        self.pool_timeout = _number(options, "pool_timeout", 10.0)
+        self.max_waiting = int(_number(options, "max_waiting", 64, whole=True))
+        self.statement_timeout = _number(options, "statement_timeout", 30.0)
+        self.connect_timeout = _number(options, "connect_timeout", 5.0)
+        threshold = options.get("prepare_threshold", "5")
+        if threshold.lower() == "none":
+            self.prepare_threshold: int | None = None
+        else:
+            self.prepare_threshold = int(_number(options, "prepare_threshold", 5, whole=True))
+        if all_projects is None:
+            switch = options.get("all_projects", "off").lower()
+            if switch not in _SWITCHES:
+                raise SessionValidationError("the all_projects parameter is on or off")
+            all_projects = _SWITCHES[switch]
+        self.all_projects = bool(all_projects)
+        if project is None:
+            project = options.get("project") or None
+        if project is None:
+            from maestro.project import project_identity
+
+            project = project_identity(local_root)
+        if not project or not project.isprintable() or len(project) > 200:
+            raise SessionValidationError("a project is printable text of 1 to 200 characters")
+        self.project = project
+        self._database = _database(
+            (
+                conninfo,
+                self.pool_min,
+                self.pool_max,
+                self.pool_timeout,
+                self.max_waiting,
+                self.prepare_threshold,
+                self.statement_timeout,
+                self.lock_timeout,
+                self.connect_timeout,
+            ),
+            migrate,
+        )
+        self._pool = self._database.pool
+        self._doorbell = self._database.doorbell
+        self._store_id = self._database.store_id
+        #: The schema version this process found in the database before migrating.
+        self.schema_found = self._database.schema_found
+
+    def __repr__(self) -> str:
+        return f"PostgresStore(project={self.project!r})"
+
+    # ------------------------------------------------------------ connections
+
+    def close(self) -> None:
+        """Let go of the database; its pool stays for other stores of this process."""
+
+    def pool_stats(self) -> dict[str, int]:
+        """The pool's state: size, idle connections, waiting callers and totals."""
+        return dict(self._pool.get_stats())
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except TooManyRequests:
+            raise StoreUnavailableError(
+                f"the PostgreSQL connection pool is exhausted: {self.max_waiting} callers "
+                "are already waiting (raise max_waiting or pool_max)",
+                reason="pool_exhausted",
+            ) from None
+        except PoolTimeout as error:
+            raise StoreUnavailableError(
+                f"no PostgreSQL connection within {self.pool_timeout:g} s "
+                f"(pool of {self.pool_max}; {_first_line(error)})",
+                reason="pool_exhausted",
+            ) from None
+
+    def _run(
+        self, session_id: str | None, action: str, body: Callable[[Any], T], *, ring: bool = False
+    ) -> T:
+        """Run ``body(conn)`` in one transaction; retried once if the connection was lost
+        before the commit (the server then rolled it back).
+
+        With ``ring``, the doorbell is rung after the commit, in a transaction
+        of its own: PostgreSQL holds its notification queue lock through the
+        commit of a transaction that notifies, WAL flush included, so
+        notifying inside the write would make every writer's commit wait for
+        the previous one's disk flush.
+        """
+        for attempt in (1, 2):
+            committing = False
+            try:
+                with self._connection() as conn:
+                    try:
+                        with conn.transaction():
+                            result = body(conn)
+                            committing = True
+                    except psycopg.errors.LockNotAvailable:
+                        raise LockTimeoutError(session_id or "", self.lock_timeout) from None
+                    if ring:
+                        self._ring(conn)
+                    return result
+            except psycopg.OperationalError as error:
+                if committing:
+                    raise StorageError(
+                        session_id,
+                        f"{action} (the outcome is unknown: the connection was lost "
+                        "while committing)",
+                        error,
+                    ) from error
+                if attempt == 2 or not _connection_lost(error):
+                    raise StorageError(session_id, action, error) from error
+            except psycopg.DataError as error:
+                raise SessionValidationError(
+                    f"PostgreSQL cannot store this record ({_first_line(error)})",
+                    session_id=session_id,
+                ) from None
+            except psycopg.Error as error:
+                raise StorageError(session_id, action, error) from error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _ring(conn: Any) -> None:
+        """Wake the watchers; a lost ring only delays them until their next poll."""
+        try:
+            conn.execute("SELECT pg_notify(%s, '')", (_CHANNEL,))
+            conn.commit()
+        except psycopg.Error:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+
+    # ------------------------------------------------------------ records
+
+    def _decode(self, session_id: str, text: str) -> Session:
+        return decode_record(session_id, text.encode(), where="the PostgreSQL record")
+
+    def _where_project(self) -> tuple[str, list[object]]:
+        return ("TRUE", []) if self.all_projects else ("project = %s", [self.project])
+
+    def _one(self) -> str:
+        """The condition naming one session: in this project, or in any with ``all_projects``."""
+        return "session_id = %s" if self.all_projects else "project = %s AND session_id = %s"
+
+    def _one_args(self, session_id: str) -> tuple[str, ...]:
+        return (session_id,) if self.all_projects else (self.project, session_id)
+
+    def load(self, session_id: str) -> Session:
+        check_session_id(session_id)
+
+        def body(conn: Any) -> Session:
+            row = conn.execute(
+                "SELECT record::text FROM maestro_sessions WHERE " + self._one() + " LIMIT 1",
+                self._one_args(session_id),
+            ).fetchone()
+            if row is None:
+                raise SessionNotFoundError(session_id)
+            return self._decode(session_id, row[0])
+
+        return self._run(session_id, "reading", body)
+
+    @staticmethod
+    def _row(session: Session, raw: bytes) -> dict[str, object]:
+        git = session.git_context
+        return {
+            "session_id": session.session_id,
+            "status": session.status.value,
+            "phase": None if session.current_phase is None else session.current_phase.value,
+            "branch": git.branch,
+            "worktree": git.worktree_name,
+            "created_at": session.created_at,
+            "updated_at": session.updated_at or session.created_at,
+            "active_at": session.last_activity,
+            "words": sorted(set(words(session.feature_request))),
+            "revision": session.revision,
+            "record": raw.decode(),
+        }
+
+    def _event(
+        self,
+        conn: Any,
+        project: str,
+        kind: ChangeKind,
+        session: Session,
+        from_status: str | None,
+        to_status: str | None,
+        at: datetime,
+        request_id: str | None,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO maestro_events (project, kind, session_id, revision, from_status, "
+            "to_status, at, request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                project,
+                kind.value,
+                session.session_id,
+                session.revision,
+                from_status,
+                to_status,
+                at,
+                request_id,
+            ),
+        )
+
+    def create(self, session: Session, *, request_id: str | None = None) -> Session:
+        session_id = check_session_id(session.session_id)
+        _check_request_id(request_id)
+        stored = dataclasses.replace(session, revision=1, schema_version=SCHEMA_VERSION)
+        raw = encode_record(stored)
+        row = self._row(stored, raw)
+
+        def body(conn: Any) -> Session:
+            if request_id is not None:
+                found = self._created_by(conn, request_id)
+                if found is not None:
+                    return found
+            taken = conn.execute(
+                "SELECT 1 FROM maestro_sessions WHERE project = %s AND session_id = %s",
+                (self.project, session_id),
+            ).fetchone()
+            if taken is not None:
+                raise SessionExistsError(session_id)
+            inserted = conn.execute(
+                f"INSERT INTO maestro_sessions ({_COLUMNS}) VALUES (%(project)s, "
+                "%(session_id)s, %(status)s, %(phase)s, %(branch)s, %(worktree)s, "
+                "%(created_at)s, %(updated_at)s, %(active_at)s, %(words)s, "
+                "%(create_request)s, 1, %(record)s::jsonb) ON CONFLICT DO NOTHING "
+                "RETURNING 1",
+                {**row, "project": self.project, "create_request": request_id},
+            ).fetchone()
+            if inserted is None:
+                if request_id is not None:
+                    found = self._created_by(conn, request_id)
+                    if found is not None:
+                        return found
+                raise SessionExistsError(session_id)
+            self._event(
+                conn,
+                self.project,
+                ChangeKind.CREATED,
+                stored,
+                None,
+                stored.status.value,
+                stored.updated_at or stored.created_at,
+                request_id,
+            )
+            return session_from_trusted_record(orjson.loads(raw))
+
+        created = self._run(session_id, "creating the session", body, ring=True)
+        if created.session_id == session_id:
+            self._make_directory(session_id)
+        return created
+
+    def _created_by(self, conn: Any, request_id: str) -> Session | None:
+        row = conn.execute(
+            "SELECT session_id, record::text FROM maestro_sessions "
+            "WHERE project = %s AND create_request = %s",
+            (self.project, request_id),
+        ).fetchone()
+        return None if row is None else self._decode(row[0], row[1])
+
+    def modify(
+        self,
+        session_id: str,
+        change: Transform,
+        *,
+        expected_revision: int | None = None,
+        kind: ChangeKind = ChangeKind.UPDATED,
+        request_id: str | None = None,
+    ) -> Session:
+        check_session_id(session_id)
+        _check_request_id(request_id)
+
+        def body(conn: Any) -> Session:
+            _lock(conn, session_id)
+            found = conn.execute(
+                "SELECT project, record::text FROM maestro_sessions "
+                "WHERE " + self._one() + " LIMIT 1 FOR UPDATE",
+                self._one_args(session_id),
+            ).fetchone()
+            if found is None:
+                raise SessionNotFoundError(session_id)
+            project, text = found
+            current = self._decode(session_id, text)
+            if expected_revision is not None and expected_revision != current.revision:
+                raise ConflictError(session_id, expected_revision, current.revision)
+            before = current.status.value
+            try:
+                updated = change(current)
+            except NoChange:
+                return self._decode(session_id, text)
+            if updated.session_id != session_id:
+                raise SessionValidationError("session_id is read-only", session_id=session_id)
+            updated.revision = current.revision + 1
+            updated.schema_version = SCHEMA_VERSION
+            raw = encode_record(updated)
+            conn.execute(
+                "UPDATE maestro_sessions SET status = %(status)s, phase = %(phase)s, "
+                "branch = %(branch)s, worktree = %(worktree)s, created_at = %(created_at)s, "
+                "updated_at = %(updated_at)s, active_at = %(active_at)s, words = %(words)s, "
+                "revision = %(revision)s, record = %(record)s::jsonb "
+                "WHERE project = %(project)s AND session_id = %(session_id)s",
+                {**self._row(updated, raw), "project": project},
+            )
+            self._event(
+                conn,
+                project,
+                reported_kind(kind, before, updated.status.value),
+                updated,
+                before,
+                updated.status.value,
+                updated.updated_at or updated.created_at,
+                request_id,
+            )
+            return session_from_trusted_record(orjson.loads(raw))
+
+        return self._run(session_id, "saving the session", body, ring=True)
+
+    def delete(
+        self,
+        session_id: str,
+        *,
+        expected_revision: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        check_session_id(session_id)
+        _check_request_id(request_id)
+
+        def body(conn: Any) -> None:
+            _lock(conn, session_id)
+            found = conn.execute(
+                "SELECT project, record::text, revision FROM maestro_sessions "
+                "WHERE " + self._one() + " LIMIT 1 FOR UPDATE",
+                self._one_args(session_id),
+            ).fetchone()
+            if found is None:
+                raise SessionNotFoundError(session_id)
+            project, text, revision = found
+            if expected_revision is not None and expected_revision != revision:
+                raise ConflictError(session_id, expected_revision, revision)
+            try:
+                current = self._decode(session_id, text)
+                status: str | None = current.status.value
+            except ValueError:
+                current, status = None, None
+            conn.execute(
+                "DELETE FROM maestro_sessions WHERE project = %s AND session_id = %s",
+                (project, session_id),
+            )
+            conn.execute(
+                "INSERT INTO maestro_events (project, kind, session_id, revision, "
+                "from_status, to_status, at, request_id) "
+                "VALUES (%s, 'deleted', %s, %s, %s, NULL, %s, %s)",
+                (project, session_id, revision, status, utcnow(), request_id),
+            )
+
+        self._run(session_id, "deleting the session", body, ring=True)
+        self._remove_directory(session_id)
+
+    # ------------------------------------------------------------ local directories
+
+    def _sessions_dir(self) -> Path | None:
+        if self.local_root is None:
+            return None
+        return self.local_root / ".flow" / "maestro" / "sessions"
+
+    def session_directory(self, session_id: str) -> Path:
+        """The session's directory on this host's disk (whether it exists or not)."""
+        check_session_id(session_id)
+        base = self._sessions_dir()
+        if base is None:
+            raise SessionValidationError("this PostgreSQL store has no local root")
+        return base / session_id
+
+    def _safe_parent(self) -> Path | None:
+        """The local sessions directory, unless a part of it is a symlink."""
+        base = self._sessions_dir()
+        if base is None or self.local_root is None:
+            return None
+        here = self.local_root
+        for part in (".flow", "maestro", "sessions"):
+            here = here / part
+            if here.is_symlink():
+                raise UnsafePathError(None, f"{here} is a symbolic link; refusing to follow it")
+        return base
+
+    def _make_directory(self, session_id: str) -> None:
+        base = self._safe_parent()
+        if base is None:
+            return
+        try:
+            (base / session_id).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(
+                session_id, "making the local session directory", error, committed=True
+            ) from None
+
+    def _remove_directory(self, session_id: str) -> None:
+        base = self._safe_parent()
+        if base is None:
+            return
+        directory = base / session_id
+        if directory.is_symlink():
+            directory.unlink()
+        elif directory.is_dir():
+            try:
+                shutil.rmtree(directory)
+            except OSError as error:
+                raise StorageError(
+                    session_id, "removing the local session directory", error, committed=True
+                ) from None
+
+    # ------------------------------------------------------------ export and import
+
+    def export_sessions(
+        self,
+        sessions: Iterable[Session],
+        target: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+    ) -> ExportResult:
+        """The file store's export format: each record as ``metadata.json``, with the
+        other files this host keeps in the session's local directory, if any.
+
+        The archive is put together in a scratch file store and written by it,
+        so both stores read and write one format.
+        """
+        from maestro.stores.files import FileSessionStore
+
+        chosen = list(sessions)
+        with tempfile.TemporaryDirectory(prefix="maestro-export-") as scratch:
+            sessions_dir = Path(scratch) / "sessions"
+            sessions_dir.mkdir()
+            for session in chosen:
+                folder = sessions_dir / session.session_id
+                local = self._sessions_dir()
+                source = None if local is None else local / session.session_id
+                if source is not None and source.is_dir() and not source.is_symlink():
+                    shutil.copytree(source, folder, symlinks=True)
+                    (folder / "metadata.json").unlink(missing_ok=True)
+                else:
+                    folder.mkdir()
+                (folder / "metadata.json").write_bytes(encode_record(session))
+            scratch_store = FileSessionStore(
+                sessions_dir, base=Path(scratch), index=False, durable=False
+            )
+            return scratch_store.export_sessions(chosen, target, progress=progress)
+
+    def import_sessions(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        max_file_bytes: int | None = None,
+        max_total_bytes: int | None = None,
+        progress: Progress | None = None,
+    ) -> ImportResult:
+        """Bring in an export (of either store): records into the database, the
+        other files of each session into its local directory on this host.
+
+        The archive is checked whole and unpacked by a scratch file store
+        first (the file store's limits and refusals apply); then each record
+        is written here unless the database holds the same or a higher
+        revision.  The record keeps its revision; the change feed reports a
+        new session as ``created`` and a replaced one as ``replaced``.
+        """
+        from maestro.stores.files import FileSessionStore
+
+        result = ImportResult()
+        with tempfile.TemporaryDirectory(prefix="maestro-import-") as scratch:
+            sessions_dir = Path(scratch) / "sessions"
+            scratch_store = FileSessionStore(
+                sessions_dir, base=Path(scratch), index=False, durable=False
+            )
+            scratch_store.import_sessions(
+                source, max_file_bytes=max_file_bytes, max_total_bytes=max_total_bytes
+            )
+            entries = sorted(
+                (entry for entry in scratch_store.scan() if entry.session is not None),
+                key=lambda entry: entry.session_id,
+            )
+            for number, entry in enumerate(entries, 1):
+                assert entry.session is not None
+                outcome = self._put(entry.session)
+                getattr(result, outcome).append(entry.session_id)
+                if outcome != "unchanged":
+                    self._place_files(sessions_dir / entry.session_id, entry.session_id)
+                if progress is not None:
+                    progress(number, len(entries))
+        return result
+
+    def _put(self, session: Session) -> str:
+        """Store ``session`` as it is unless a same or higher revision is here:
+        ``created``, ``updated`` or ``unchanged``."""
+        session_id = session.session_id
+        raw = encode_record(session)
+        row = self._row(session, raw)
+
+        def body(conn: Any) -> str:
+            _lock(conn, session_id)
+            found = conn.execute(
+                "SELECT project, revision FROM maestro_sessions WHERE "
+                + self._one()
+                + " LIMIT 1 FOR UPDATE",
+                self._one_args(session_id),
+            ).fetchone()
+            if found is not None and found[1] >= session.revision:
+                return "unchanged"
+            if found is None:
+                project = self.project
+                conn.execute(
+                    f"INSERT INTO maestro_sessions ({_COLUMNS}) VALUES (%(project)s, "
+                    "%(session_id)s, %(status)s, %(phase)s, %(branch)s, %(worktree)s, "
+                    "%(created_at)s, %(updated_at)s, %(active_at)s, %(words)s, "
+                    "%(create_request)s, %(revision)s, %(record)s::jsonb)",
+                    {**row, "project": project, "create_request": _create_key(session)},
+                )
+                kind, before = ChangeKind.CREATED, None
+            else:
+                project = found[0]
+                conn.execute(
+                    "UPDATE maestro_sessions SET status = %(status)s, phase = %(phase)s, "
+                    "branch = %(branch)s, worktree = %(worktree)s, "
+                    "created_at = %(created_at)s, updated_at = %(updated_at)s, "
+                    "active_at = %(active_at)s, words = %(words)s, revision = %(revision)s, "
+                    "create_request = %(create_request)s, record = %(record)s::jsonb "
+                    "WHERE project = %(project)s AND session_id = %(session_id)s",
+                    {**row, "project": project, "create_request": _create_key(session)},
+                )
+                kind, before = ChangeKind.REPLACED, None
+            self._event(
+                conn,
+                project,
+                kind,
+                session,
+                before,
+                session.status.value,
+                session.updated_at or session.created_at,
+                None,
+            )
+            return "created" if found is None else "updated"
+
+        return self._run(session_id, "importing the session", body, ring=True)
+
+    def _place_files(self, unpacked: Path, session_id: str) -> None:
+        """The files of an imported session, other than its record, into its local directory."""
+        base = self._safe_parent()
+        if base is None:
+            return
+        target = base / session_id
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            for path in sorted(unpacked.rglob("*")):
+                relative = path.relative_to(unpacked)
+                if relative.as_posix() == "metadata.json" or path.is_symlink():
+                    continue
+                if path.is_dir():
+                    (target / relative).mkdir(parents=True, exist_ok=True)
+                elif path.is_file():
+                    (target / relative).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, target / relative)
+        except OSError as error:
+            raise StorageError(
+                session_id, "placing the session's files", error, committed=True
+            ) from None
+
+    def adopt_sessions(self, sessions_dir: str | os.PathLike[str], *, move: bool) -> AdoptResult:
+        """Nothing: file-store sessions move into PostgreSQL by export and import."""
+        return AdoptResult()
+
+    # ------------------------------------------------------------ reading many
+
+    def _filters(self, query: SessionQuery) -> tuple[list[str], list[object]]:
+        where, args = self._where_project()
+        clauses = [where]
+        if query.statuses is not None:
+            clauses.append("status = ANY(%s)")
+            args.append(sorted(query.statuses))
+        if query.phases is not None:
+            clauses.append("phase = ANY(%s)")
+            args.append(sorted(query.phases))
+        for column, value in (("branch", query.branch), ("worktree", query.worktree)):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                args.append(value)
+        bounds = (
+            ("created_at >= %s", query.created_after),
+            ("created_at <= %s", query.created_before),
+            ("updated_at >= %s", query.updated_after),
+            ("updated_at <= %s", query.updated_before),
+            ("active_at <= %s", query.active_before),
+        )
+        for clause, moment in bounds:
+            if moment is not None:
+                clauses.append(clause)
+                args.append(moment)
+        if query.after is not None:
+            column = "updated_at" if query.order_by == "updated" else "created_at"
+            clauses.append(f"({column}, session_id) {'<' if query.descending else '>'} (%s, %s)")
+            args.extend(query.after)
+        if query.text is not None:
+            exact = [word for word, prefix in query.text.terms if not prefix]
+            if exact:
+                clauses.append("words @> %s::text[]")
+                args.append(exact)
+            for word, prefix in query.text.terms:
+                if prefix:
+                    clauses.append(
+                        "EXISTS (SELECT 1 FROM unnest(words) w WHERE starts_with(w, %s))"
+                    )
+                    args.append(word)
+        return clauses, args
+
+    def _ordered(self, query: SessionQuery) -> tuple[str, list[object]]:
+        clauses, args = self._filters(query)
+        column = "updated_at" if query.order_by == "updated" else "created_at"
+        direction = "DESC" if query.descending else "ASC"
+        text = (
+            f"SELECT session_id, record::text FROM maestro_sessions WHERE {' AND '.join(clauses)} "
+            f"ORDER BY {column} {direction}, session_id {direction}"
+        )
+        # The window is written into the statement (whole numbers, checked by
+        # SessionQuery): a prepared statement's generic plan cannot see a
+        # parameter's LIMIT 10 and may sort the whole project instead of
+        # reading ten index entries.
+        if query.limit is not None:
+            text += f" LIMIT {int(query.limit)}"
+        if query.offset:
+            text += f" OFFSET {int(query.offset)}"
+        return text, args
+
+    def query(self, query: SessionQuery) -> list[Session]:
+        text, args = self._ordered(query)
+
+        def body(conn: Any) -> list[tuple[str, str]]:
+            return list(conn.execute(text, args).fetchall())
+
+        found: list[Session] = []
+        for session_id, record in self._run(None, "querying sessions", body):
+            try:
+                found.append(self._decode(session_id, record))
+            except ValueError:
+                continue  # an unreadable record is skipped, as every store does
+        return found
+
+    def count(self, query: SessionQuery) -> int:
+        clauses, args = self._filters(query)
+
+        def body(conn: Any) -> int:
+            row = conn.execute(
+                f"SELECT count(*) FROM maestro_sessions WHERE {' AND '.join(clauses)}", args
+            ).fetchone()
+            return int(row[0])
+
+        return self._run(None, "counting sessions", body)
+
+    def scan(self) -> Iterator[ScanEntry]:
+        where, args = self._where_project()
+
+        def body(conn: Any) -> list[tuple[str, str]]:
+            return list(
+                conn.execute(
+                    f"SELECT session_id, record::text FROM maestro_sessions WHERE {where}", args
+                ).fetchall()
+            )
+
+        for session_id, record in self._run(None, "reading sessions", body):
+            try:
+                yield ScanEntry(session_id, self._decode(session_id, record), None)
+            except ValueError as error:
+                yield ScanEntry(session_id, None, error)
+
+    def session_ids(self, prefix: str = "") -> list[str]:
+        """The ids starting with ``prefix``, sorted (``PREFIX_LOOKUP``)."""
+        where, args = self._where_project()
+
+        def body(conn: Any) -> list[str]:
+            rows = conn.execute(
+                f"SELECT session_id FROM maestro_sessions WHERE {where} "
+                "AND starts_with(session_id, %s) ORDER BY session_id",
+                [*args, prefix],
+            ).fetchall()
+            return [str(row[0]) for row in rows]
+
+        return self._run(None, "listing session ids", body)
+
+    # ------------------------------------------------------------ the change feed
+
+    def _cursor(self, position: _Position) -> str:
+        return f"pg:{self._store_id}:{position.xid}:{position.seq}"
+
+    def _position(self, cursor: str) -> _Position | None:
+        """The position of one of this database's cursors, else ``None``."""
+        match = _CURSOR.fullmatch(cursor)
+        if match is None or match.group(1) != self._store_id:
+            return None
+        return _Position(int(match.group(2)), int(match.group(3)))
+
+    def _visible(self, conn: Any, start: _Position, limit: int) -> list[ChangeEvent]:
+        where, args = self._where_project()
+        rows = conn.execute(
+            "SELECT xid, seq, kind, session_id, revision, from_status, to_status, at, "
+            f"request_id FROM maestro_events WHERE {where} AND (xid, seq) > (%s, %s) "
+            "AND xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
+            "ORDER BY xid, seq LIMIT %s",
+            [*args, start.xid, start.seq, limit],
+        ).fetchall()
+        return [
+            ChangeEvent(
+                cursor=self._cursor(_Position(int(xid), int(seq))),
+                kind=ChangeKind(kind),
+                session_id=session_id,
+                revision=revision,
+                from_status=from_status,
+                to_status=to_status,
+                at=at,
+                request_id=request_id,
+            )
+            for xid, seq, kind, session_id, revision, from_status, to_status, at, request_id in rows
+        ]
+
+    def changes_after(self, cursor: str | None, *, limit: int = 1000) -> list[ChangeEvent]:
+        """Up to ``limit`` events after ``cursor``, oldest first (``CHANGES``)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise SessionValidationError("limit must be a positive integer")
+        start = _Position(0, 0)
+        reset: list[ChangeEvent] = []
+        if cursor is not None:
+            _check_cursor(cursor)
+            position = self._position(cursor)
+            if position is None:
+                reset = [
+                    ChangeEvent(
+                        cursor=self._cursor(start),
+                        kind=ChangeKind.RESET,
+                        session_id=None,
+                        revision=None,
+                        from_status=None,
+                        to_status=None,
+                        at=utcnow(),
+                    )
+                ]
+            else:
+                start = position
+        wanted = limit - len(reset)
+        if wanted == 0:
+            return reset
+        events = self._run(
+            None, "reading the change feed", lambda conn: self._visible(conn, start, wanted)
+        )
+        return reset + events
+
+    def feed_end(self) -> str:
+        """A cursor after every event committed so far; later ones follow it."""
+
+        def body(conn: Any) -> _Position:
+            row = conn.execute(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+            ).fetchone()
+            return _Position(int(row[0]) - 1, _MAX_SEQ)
+
+        return self._cursor(self._run(None, "reading the change feed", body))
+
+    def wait_for_change(self, cursor: str, timeout: float) -> bool:
+        """Block until an event after ``cursor`` is readable, or ``timeout`` seconds pass.
+
+        Woken by ``NOTIFY``; polls twice a second besides, so a lost
+        notification (a reconnecting listener) only delays the answer.
+        """
+        _check_cursor(cursor)
+        position = self._position(cursor)
+        if position is None:
+            return True  # the next read answers with a reset
+        self._doorbell.start()
+        deadline = time.monotonic() + max(timeout, 0)
+        doorbell = self._doorbell
+        while True:
+            with doorbell.rung:
+                seen = doorbell.count
+            if self._run(
+                None, "reading the change feed", lambda conn: self._visible(conn, position, 1)
+            ):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with doorbell.rung:
+                doorbell.rung.wait_for(
+                    lambda seen=seen: doorbell.count != seen,  # type: ignore[misc]
+                    min(remaining, 0.5),
+                )
+
+    # ------------------------------------------------------------ doctor
+
+    def doctor(
+        self, *, fix: bool = False, reindex: bool = False, progress: Progress | None = None
+    ) -> DoctorReport:
+        """Read every record of the project; report the unreadable ones and the engine.
+
+        There is no derived index to rebuild (``reindex`` is refused) and
+        nothing to repair in place: ``fix`` is accepted and changes nothing.
+        """
+        if reindex:
+            from maestro.errors import UnsupportedOperationError
+
+            raise UnsupportedOperationError(
+                "rebuilding the index", self.display_name, needs="a derived index"
+            )
+        report = DoctorReport()
+        for entry in self.scan():
+            report.sessions += 1
+            if entry.error is not None:
+                report.corrupt[entry.session_id] = _first_line(entry.error)
+        report.index = "off"  # no derived index: the rows are the records
+        return report
+
+    def upgrade_schema(self) -> tuple[int, int]:
+        """Apply missing schema steps (``MIGRATIONS``): (version found on opening, now)."""
+        try:
+            with psycopg.connect(
+                self._conninfo, autocommit=True, connect_timeout=int(self.connect_timeout)
+            ) as conn:
+                conn.execute("SELECT set_config('lock_timeout', '60s', false)")
+                postgres_schema.upgrade(conn)
+                return self.schema_found, postgres_schema.current_version(conn)
+        except psycopg.OperationalError as error:
+            raise unavailable(error) from None
+
+    def health(self) -> dict[str, str]:
+        """Schema version, pool state and change feed lag, as short strings."""
+
+        def body(conn: Any) -> tuple[int, float, int]:
+            version = postgres_schema.current_version(conn)
+            row = conn.execute(
+                "SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0), "
+                "count(*) FROM pg_stat_activity WHERE backend_xid IS NOT NULL "
+                "AND pid <> pg_backend_pid()"
+            ).fetchone()
+            return version, float(row[0]), int(row[1])
+
+        version, oldest, writing = self._run(None, "checking the database", body)
+        stats = self.pool_stats()
+        return {
+            "schema": f"version {version} of {postgres_schema.LATEST}",
+            "pool": (
+                f"{stats.get('pool_size', 0)} of {self.pool_max} connections open, "
+                f"{stats.get('pool_available', 0)} idle, "
+                f"{stats.get('requests_waiting', 0)} waiting"
+            ),
+            "feed": (
+                f"{writing} transaction(s) writing; events wait at most for the oldest, "
+                f"{oldest:.1f} s old"
+            ),
+        }
+
+
+def _create_key(session: Session) -> str | None:
+    """The request id a session was created under, if it remembers one."""
+    for entry in session.requests:
+        if entry.operation == "create":
+            return entry.request_id
+    return None
+
+
+def _lock(conn: Any, session_id: str) -> None:
+    """Take the session's write lock for this transaction, before anything else.
+
+    An advisory lock, taken before the row lock: waiting for it assigns the
+    waiter no transaction id, so each writer of a session gets its id only
+    once the previous writer has committed.  The change feed orders events
+    by transaction id; this makes that order the order of the writes of
+    each session.  (A transaction waiting on ``FOR UPDATE`` takes its id
+    before it waits, and waiters may then be granted the row out of id order.)
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (session_id,))
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _connection_lost(error: psycopg.OperationalError) -> bool:
+    state = getattr(error, "sqlstate", None)
+    if state is not None and state.startswith(("57P", "08")):
+        return True
+    text = str(error).lower()
+    return any(
+        part in text
+        for part in ("server closed", "connection", "terminat", "consuming input failed")
+    )
+
+
+_CHECK = re.compile(r"pg:[0-9a-f]+:[0-9]+:[0-9]+")
+
+
+def _check_cursor(cursor: object) -> None:
+    if not isinstance(cursor, str) or not _CHECK.fullmatch(cursor):
+        raise SessionValidationError("invalid change feed cursor; pass one this store returned")
+
+
+def _check_request_id(request_id: object) -> None:
+    if request_id is not None and not isinstance(request_id, str):
+        raise SessionValidationError("request_id must be a string")
