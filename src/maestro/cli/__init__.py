@@ -2444,6 +2444,6 @@ def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="maestro")
 
 
+from maestro.cli import db as _db  # noqa: E402, F401  (registers its commands)
 from maestro.cli import mcp as _mcp  # noqa: E402, F401  (registers its commands)
 from maestro.cli import serve as _serve  # noqa: E402, F401  (registers its commands)
-from maestro.cli import db as _db  # noqa: E402, F401  (registers its commands)
