@@ -316,6 +316,8 @@ def _hooked(m: SessionManager, ids: dict[str, str], work: Path, archive: Path) -
 
     m.on_transition(broken)
     return m.transition_state(ids["planning"], S.GENERATING_TASKS)
+
+
 def _unless_unsupported(operation: Callable[[], object]) -> object:
     """A database-only operation: the file store declines it, which is no failure."""
     try:
