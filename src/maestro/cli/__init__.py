@@ -283,6 +283,8 @@ def _hint(error: Exception, ctx: Context) -> str:
         return "run `maestro doctor --fix`" if error.session_id else ""
     if isinstance(error, errors.LockTimeoutError):
         return "retry in a moment"
+    if isinstance(error, errors.StoreUnavailableError):
+        return _STORE_HINTS.get(error.reason, "")
     if isinstance(error, errors.InvalidTransitionError | errors.ConflictError | CommandError):
         return ""
     if isinstance(error, errors.SessionValidationError):
@@ -290,6 +292,16 @@ def _hint(error: Exception, ctx: Context) -> str:
     if isinstance(error, OSError):
         return "check the path, free space and permissions"
     return ""
+
+
+#: What to do when the store's server cannot be used, by ``StoreUnavailableError.reason``.
+_STORE_HINTS = {
+    "unreachable": "check the host and port of --store or MAESTRO_STORE, and that the server runs",
+    "authentication": "check the user and password of --store or MAESTRO_STORE",
+    "missing_database": "create it with createdb, or name another in --store or MAESTRO_STORE",
+    "schema_too_new": "this maestro is older than the database's schema: upgrade maestro",
+    "pool_exhausted": "retry in a moment",
+}
 
 
 def fail(ctx: Context, error: Exception) -> NoReturn:
