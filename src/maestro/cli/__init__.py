@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from maestro import Capability, ChangeEvent, ChangeKind, errors
+from maestro import ChangeEvent, ChangeKind, errors
 from maestro.ages import parse_age
 from maestro.gitctx import DETACHED, describe_branch
 from maestro.lifecycle import ACTIVE_STATES
@@ -2431,8 +2431,8 @@ def demo(ctx: Context) -> None:
     ctx.out.print()
     ctx.out.print(show_view(session, clock.now, width=ctx.out.width, glyphs=ctx.glyphs()))
     ctx.out.print()
-    if Capability.DIRECTORY_EXPORT in manager.store.capabilities:  # a session directory
-        stored = manager.sessions_dir / session.session_id / "metadata.json"
+    stored = manager.sessions_dir / session.session_id / "metadata.json"
+    if stored.is_file():  # a file store; a database keeps the record in its rows
         click.echo(f"stored in {visible(str(stored))}")
     again = f"--root {_shell_word(str(scratch))} " if scratch is not None else ""
     click.echo(f"see it again with: maestro {again}show {session.session_id[:8]}")
