@@ -43,8 +43,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from maestro.errors import SessionValidationError, UnsupportedOperationError
+from maestro.errors import ConflictError, SessionValidationError, UnsupportedOperationError
 from maestro.models import (
+    SCHEMA_VERSION,
     Session,
     SessionPhase,
     SessionStatus,
@@ -71,6 +72,8 @@ __all__ = [
     "SessionQuery",
     "SessionStore",
     "Transform",
+    "apply_change",
+    "check_request_id_type",
     "reported_kind",
     "require",
 ]
@@ -164,6 +167,36 @@ class NoChange(Exception):
     unchanged and no change event.  A transform must raise it before it
     mutates the session it was given.
     """
+
+
+def apply_change(
+    session_id: str, current: Session, change: Transform, expected_revision: int | None
+) -> Session | None:
+    """What every store's ``modify`` does to the record it read under its lock.
+
+    Checks ``expected_revision``, applies ``change`` (``None`` when it raised
+    :class:`NoChange`: nothing is to be stored), keeps the id read-only and
+    stamps the next revision and the current schema version.  Read anything
+    needed of ``current`` first: ``change`` may return it changed in place.
+    """
+    if expected_revision is not None and expected_revision != current.revision:
+        raise ConflictError(session_id, expected_revision, current.revision)
+    revision = current.revision
+    try:
+        updated = change(current)
+    except NoChange:
+        return None
+    if updated.session_id != session_id:
+        raise SessionValidationError("session_id is read-only", session_id=session_id)
+    updated.revision = revision + 1
+    updated.schema_version = SCHEMA_VERSION
+    return updated
+
+
+def check_request_id_type(request_id: object) -> None:
+    """A store's own guard: the manager checked the id's form, a direct caller may not have."""
+    if request_id is not None and not isinstance(request_id, str):
+        raise SessionValidationError("request_id must be a string")
 
 
 def _as_set(

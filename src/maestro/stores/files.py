@@ -75,10 +75,10 @@ from maestro.stores.base import (
     Capability,
     ChangeEvent,
     ChangeKind,
-    NoChange,
     ScanEntry,
     SessionQuery,
     Transform,
+    apply_change,
 )
 from maestro.stores.signatures import (
     DEFAULT_RETENTION,
@@ -885,19 +885,12 @@ class FileSessionStore:
         check_session_id(session_id)
         with self._locked(session_id) as (_, sess_fd):
             current, signature = self._load_signed(sess_fd, session_id)
-            if expected_revision is not None and expected_revision != current.revision:
-                raise ConflictError(session_id, expected_revision, current.revision)
             previous = (current.revision, signature)
             # ``current`` was read for this call alone, so the result of
             # ``change`` (often a modified ``current``) can be stamped in place.
-            try:
-                updated = change(current)
-            except NoChange:
+            updated = apply_change(session_id, current, change, expected_revision)
+            if updated is None:
                 return current
-            updated.revision = current.revision + 1
-            updated.schema_version = SCHEMA_VERSION
-            if updated.session_id != session_id:
-                raise SessionValidationError("session_id is read-only", session_id=session_id)
             self._index_begin(
                 session_id, kind=kind, request_id=request_id, previous=previous, sess_fd=sess_fd
             )

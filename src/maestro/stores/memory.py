@@ -51,10 +51,11 @@ from maestro.stores.base import (
     Capability,
     ChangeEvent,
     ChangeKind,
-    NoChange,
     ScanEntry,
     SessionQuery,
     Transform,
+    apply_change,
+    check_request_id_type,
     reported_kind,
 )
 
@@ -114,7 +115,7 @@ class MemoryStore:
 
     def create(self, session: Session, *, request_id: str | None = None) -> Session:
         session_id = check_session_id(session.session_id)
-        _check_request_id(request_id)
+        check_request_id_type(request_id)
         stored = dataclasses.replace(session, revision=1, schema_version=SCHEMA_VERSION)
         raw = encode_record(stored)  # refuses an invalid record before anything is kept
         with self._changed:
@@ -162,21 +163,14 @@ class MemoryStore:
         request_id: str | None = None,
     ) -> Session:
         check_session_id(session_id)
-        _check_request_id(request_id)
+        check_request_id_type(request_id)
         lock = self._lock(session_id)
         try:
             current = self._decode(self._raw(session_id))
-            if expected_revision is not None and expected_revision != current.revision:
-                raise ConflictError(session_id, expected_revision, current.revision)
             before = current.status.value
-            try:
-                updated = change(current)
-            except NoChange:
+            updated = apply_change(session_id, current, change, expected_revision)
+            if updated is None:
                 return self.load(session_id)
-            if updated.session_id != session_id:
-                raise SessionValidationError("session_id is read-only", session_id=session_id)
-            updated.revision = current.revision + 1
-            updated.schema_version = SCHEMA_VERSION
             raw = encode_record(updated)
             with self._changed:
                 self._records[session_id] = raw
@@ -200,7 +194,7 @@ class MemoryStore:
         request_id: str | None = None,
     ) -> None:
         check_session_id(session_id)
-        _check_request_id(request_id)
+        check_request_id_type(request_id)
         lock = self._lock(session_id)
         try:
             current = self._decode(self._raw(session_id))
@@ -333,8 +327,3 @@ def _check_cursor(cursor: object) -> None:
     """A cursor that no memory store could have made is a caller's mistake, not a reset."""
     if not isinstance(cursor, str) or not _CURSOR.fullmatch(cursor):
         raise SessionValidationError("invalid change feed cursor; pass one this store returned")
-
-
-def _check_request_id(request_id: object) -> None:
-    if request_id is not None and not isinstance(request_id, str):
-        raise SessionValidationError("request_id must be a string")

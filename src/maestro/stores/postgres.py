@@ -76,10 +76,11 @@ from maestro.stores.base import (
     Capability,
     ChangeEvent,
     ChangeKind,
-    NoChange,
     ScanEntry,
     SessionQuery,
     Transform,
+    apply_change,
+    check_request_id_type,
     reported_kind,
 )
 
@@ -585,7 +586,7 @@ class PostgresStore:
 
     def create(self, session: Session, *, request_id: str | None = None) -> Session:
         session_id = check_session_id(session.session_id)
-        _check_request_id(request_id)
+        check_request_id_type(request_id)
         stored = dataclasses.replace(session, revision=1, schema_version=SCHEMA_VERSION)
         raw = encode_record(stored)
         row = self._row(stored, raw)
@@ -650,7 +651,7 @@ class PostgresStore:
         request_id: str | None = None,
     ) -> Session:
         check_session_id(session_id)
-        _check_request_id(request_id)
+        check_request_id_type(request_id)
 
         def body(conn: Any) -> Session:
             _lock(conn, session_id)
@@ -663,17 +664,10 @@ class PostgresStore:
                 raise SessionNotFoundError(session_id)
             project, text = found
             current = self._decode(session_id, text)
-            if expected_revision is not None and expected_revision != current.revision:
-                raise ConflictError(session_id, expected_revision, current.revision)
             before = current.status.value
-            try:
-                updated = change(current)
-            except NoChange:
+            updated = apply_change(session_id, current, change, expected_revision)
+            if updated is None:
                 return self._decode(session_id, text)
-            if updated.session_id != session_id:
-                raise SessionValidationError("session_id is read-only", session_id=session_id)
-            updated.revision = current.revision + 1
-            updated.schema_version = SCHEMA_VERSION
             raw = encode_record(updated)
             conn.execute(
                 "UPDATE maestro_sessions SET status = %(status)s, phase = %(phase)s, "
@@ -705,7 +699,7 @@ class PostgresStore:
         request_id: str | None = None,
     ) -> None:
         check_session_id(session_id)
-        _check_request_id(request_id)
+        check_request_id_type(request_id)
 
         def body(conn: Any) -> None:
             _lock(conn, session_id)
@@ -1277,8 +1271,3 @@ _CHECK = re.compile(r"pg:[0-9a-f]+:[0-9]+:[0-9]+")
 def _check_cursor(cursor: object) -> None:
     if not isinstance(cursor, str) or not _CHECK.fullmatch(cursor):
         raise SessionValidationError("invalid change feed cursor; pass one this store returned")
-
-
-def _check_request_id(request_id: object) -> None:
-    if request_id is not None and not isinstance(request_id, str):
-        raise SessionValidationError("request_id must be a string")
