@@ -44,16 +44,12 @@ KILLED_WRITER = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
         return real_store(self, items, **kwargs)
 
-    def store_written(self, *args, **kwargs):  # the writer's own commit
-        os.kill(os.getpid(), signal.SIGKILL)
-
     def remove(self, ids, **kwargs):
         if "request_id" in kwargs:  # the deleter's own commit
             os.kill(os.getpid(), signal.SIGKILL)
         return real_remove(self, ids, **kwargs)
 
     SessionIndex.store, SessionIndex.remove = store, remove
-    SessionIndex.store_written = store_written
     manager = SessionManager(sys.argv[1])
     if sys.argv[2] == "transition":
         manager.transition_state(sys.argv[3], "planning")

@@ -794,7 +794,6 @@ def test_a_read_the_disk_refused_while_repairing_hides_no_session(
             raise IndexUnavailable("database is locked", code=errno.EBUSY)
 
         patch.setattr(SessionIndex, "store", locked)
-        patch.setattr(SessionIndex, "store_written", locked)
         manager.heartbeat(target)
     assert SessionIndex(manager.sessions_dir.parent / "index.sqlite3").pending() == [target]
     _settled(manager)

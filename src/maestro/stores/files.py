@@ -1110,12 +1110,9 @@ class FileSessionStore:
         if self.index is None:
             return
         try:
-            if record is None:
-                self.index.store([(session, signature)], kind=kind, request_id=request_id)
-            else:
-                self.index.store_written(
-                    session, signature, record, kind=kind, request_id=request_id
-                )
+            self.index.store(
+                [(session, signature)], kind=kind, request_id=request_id, record=record
+            )
         except IndexUnavailable as error:
             log.warning(
                 "session %s: index not updated (%s); repaired on the next query",

@@ -518,8 +518,12 @@ class SessionIndex:
         kind: ChangeKind | None = None,
         request_id: str | None = None,
         new_rows_are_changes: bool = True,
+        record: dict[str, Any] | None = None,
     ) -> int:
         """Insert or replace rows (in batches); returns how many were written.
+
+        ``record`` is the ``to_dict()`` of the one session of ``items`` when
+        the caller has it at hand (a write has just encoded it).
 
         Each row that changes appends an event to the feed: of ``kind`` and
         ``request_id`` when given (a library write), else of the session's
@@ -554,33 +558,8 @@ class SessionIndex:
                 written += self._store_batch(batch, current, clear_pending, event)
                 batch = []
         if batch:
-            written += self._store_batch(batch, current, clear_pending, event)
+            written += self._store_batch(batch, current, clear_pending, event, record)
         return written
-
-    def store_written(
-        self,
-        session: Session,
-        signature: Signature,
-        record: dict[str, Any],
-        *,
-        kind: ChangeKind,
-        request_id: str | None,
-    ) -> None:
-        """After a library write: the row, its event and the cleared mark, in one transaction.
-
-        ``record`` is the ``to_dict()`` of ``session`` the write just encoded.
-        """
-        fixed = (kind, request_id)
-
-        def event(conn: sqlite3.Connection, sid: str) -> tuple[ChangeKind, str | None] | None:
-            return fixed
-
-        sid = session.session_id
-        now_ns = time.time_ns()
-        with self._transaction() as conn:
-            self._store_one(conn, session, signature, now_ns, event, record)
-            conn.execute("DELETE FROM pending WHERE session_id = ?", (sid,))
-            conn.execute("DELETE FROM unreadable WHERE session_id = ?", (sid,))
 
     def load_fresh(self, items: Iterable[Item]) -> int:
         """Fill an empty index fast: plain inserts in batches, full-text index at the end.
@@ -632,7 +611,10 @@ class SessionIndex:
         current: CurrentSignature | None,
         clear_pending: bool,
         event: _EventOf,
+        record: dict[str, Any] | None = None,
     ) -> int:
+        if record is not None and len(batch) != 1:
+            raise ValueError("a record is given with one session only")
         now_ns = time.time_ns()
         written = 0
         with self._transaction() as conn:
@@ -640,7 +622,7 @@ class SessionIndex:
                 sid = session.session_id
                 if current is not None and current(sid) != signature:
                     continue  # changed since it was read: its writer stores it
-                if self._store_one(conn, session, signature, now_ns, event):
+                if self._store_one(conn, session, signature, now_ns, event, record):
                     written += 1
                 if clear_pending:
                     conn.execute("DELETE FROM pending WHERE session_id = ?", (sid,))
