@@ -12,7 +12,8 @@ makes a scratch database there and drops it at the end.
   call.  Beside them, in the same run and with the same process counts:
   the **floor**, the SQL statements a maestro write sends (advisory lock,
   row lock, update of the same columns and indexes, event insert, commit,
-  notify) sent through psycopg with precomputed parameters; and a bare
+  notify), in the same two round trips, sent through psycopg with
+  precomputed parameters; and a bare
   one-column ``UPDATE`` per transaction, for scale.  Targets: >= 60 % of
   the floor at 8 processes, >= 1,000 writes/s.
 * **queries** at ``--sessions`` sessions (100,000 by default): a filtered
@@ -93,32 +94,43 @@ def _maestro_writer(url: str, sid: str, count: int, barrier: Any, results: Any) 
 
 
 def _floor_writer(url: str, sid: str, count: int, barrier: Any, results: Any) -> None:
-    """What a maestro write sends, with everything computed beforehand."""
-    conn = psycopg.connect(url)
+    """What a maestro write sends, with everything computed beforehand: the same
+    statements in the same two round trips (a pipeline: ``BEGIN``, session lock
+    and row read; then update, event, ``COMMIT`` and the doorbell's ``NOTIFY``).
+
+    Like a maestro writer, it names the row version it wrote last, so that
+    the row read returns no record while that version is the current one.
+    """
+    conn = psycopg.connect(url, autocommit=True)
     row = conn.execute(
-        "SELECT record::text, words FROM maestro_sessions WHERE project = %s AND session_id = %s",
+        "SELECT record::text, words, revision FROM maestro_sessions "
+        "WHERE project = %s AND session_id = %s",
         (PROJECT, sid),
     ).fetchone()
     assert row is not None
-    record, folded = row
+    record, folded, revision = row
     now = datetime.now(UTC)
-    conn.commit()
+    known: tuple[str | None, int | None, str | None] = (None, None, None)
     barrier.wait()
     latencies = []
     start = time.perf_counter()
-    for number in range(count):
+    for _ in range(count):
         began = time.perf_counter()
-        with conn.transaction():
+        revision += 1
+        with conn.pipeline():
+            conn.execute(b"BEGIN")
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (sid,))
             conn.execute(
-                "SELECT project, record::text FROM maestro_sessions "
+                "SELECT project, xmin::text, CASE WHEN project = %s AND revision = %s "
+                "AND xmin::text = %s THEN NULL ELSE record::text END FROM maestro_sessions "
                 "WHERE project = %s AND session_id = %s LIMIT 1 FOR UPDATE",
-                (PROJECT, sid),
+                (*known, PROJECT, sid),
             ).fetchone()
-            conn.execute(
+            written = conn.execute(
                 "UPDATE maestro_sessions SET status = %s, phase = %s, branch = %s, "
                 "worktree = %s, created_at = %s, updated_at = %s, active_at = %s, words = %s, "
-                "revision = %s, record = %s::jsonb WHERE project = %s AND session_id = %s",
+                "revision = %s, record = %s::jsonb WHERE project = %s AND session_id = %s "
+                "RETURNING xmin::text",
                 (
                     "implementing",
                     "implement",
@@ -128,7 +140,7 @@ def _floor_writer(url: str, sid: str, count: int, barrier: Any, results: Any) ->
                     now,
                     now,
                     folded,
-                    number + 2,
+                    revision,
                     record,
                     PROJECT,
                     sid,
@@ -137,10 +149,13 @@ def _floor_writer(url: str, sid: str, count: int, barrier: Any, results: Any) ->
             conn.execute(
                 "INSERT INTO maestro_events (project, kind, session_id, revision, from_status, "
                 "to_status, at, request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (PROJECT, "updated", sid, number + 2, "implementing", "implementing", now, None),
+                (PROJECT, "updated", sid, revision, "implementing", "implementing", now, None),
             )
-        conn.execute("SELECT pg_notify('maestro_changes', '')")
-        conn.commit()
+            conn.execute(b"COMMIT")
+            conn.execute(b"SELECT pg_notify('maestro_changes', '')")
+        version = written.fetchone()
+        assert version is not None
+        known = (PROJECT, revision, str(version[0]))
         latencies.append(time.perf_counter() - began)
     results.put((time.perf_counter() - start, latencies))
 

@@ -8,6 +8,7 @@ they skip without one, and fail under ``CI=true``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import secrets
@@ -24,12 +25,13 @@ from click.testing import CliRunner
 from maestro import (
     Capability,
     ChangeKind,
+    Session,
     SessionManager,
     SessionStatus,
     UnsupportedOperationError,
 )
 from maestro.cli import cli
-from maestro.errors import StoreUnavailableError
+from maestro.errors import SessionValidationError, StoreUnavailableError
 from maestro.project import normalise_remote, project_identity
 from tests.conftest import GIT
 from tests.postgres_server import ADMIN_URL, database_url, store_url
@@ -262,6 +264,96 @@ def test_projects_see_their_own_sessions_unless_all_are_asked_for(tmp_path: Path
     assert {a, b} <= {s["session_id"] for s in json.loads(both.stdout)}
     # The file store holds one project: the flag changes nothing there.
     assert SessionManager(tmp_path / "files", all_projects=True).query_sessions() == []
+
+
+# ---------------------------------------------------------------- writes
+
+
+def _elsewhere(tmp_path: Path) -> SessionManager:
+    """Another process's manager on the same project: a pool and memory of its own."""
+    return SessionManager(tmp_path, store=store_url(tmp_path, pool_max="3"))
+
+
+def test_a_write_builds_on_what_others_wrote_since_its_last_one(tmp_path: Path) -> None:
+    """A writer remembers the record it wrote last and is sent no record while the
+    row is still that version: every other write, an operator's edit that leaves
+    the revision alone, or a re-created session at the same revision, is a new
+    version, read and built on."""
+    here = SessionManager(tmp_path, store=store_url(tmp_path))
+    there = _elsewhere(tmp_path)
+    sid = here.create_session("first", git_context=GIT).session_id
+    here.transition_state(sid, SessionStatus.PLANNING)
+    there.update_session(sid, {"statistics": {"total_tasks": 5}})
+    moved = here.transition_state(sid, SessionStatus.GENERATING_TASKS)
+    assert moved.statistics.total_tasks == 5
+    assert [entry.to_status for entry in moved.history] == [
+        SessionStatus.PLANNING,
+        SessionStatus.GENERATING_TASKS,
+    ]
+    assert there.get_session(sid) == moved
+
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        conn.execute(
+            "UPDATE maestro_sessions SET record = jsonb_set(record, '{feature_request}', "
+            "'\"edited by hand\"') WHERE session_id = %s",
+            (sid,),
+        )
+    edited = here.update_session(sid, {"current_phase": "plan"})
+    assert (edited.feature_request, edited.revision) == ("edited by hand", 5)
+
+    # Deleted and made again elsewhere, up to the revision this writer last wrote.
+    there.delete_session(sid)
+    again = dataclasses.replace(
+        edited,
+        feature_request="made again",
+        status=SessionStatus.INITIALIZING,
+        current_phase=None,
+        history=[],
+        revision=0,
+        requests=[],
+    )
+    there.store.create(again)
+    for state in (SessionStatus.PLANNING, SessionStatus.GENERATING_TASKS):
+        there.transition_state(sid, state)
+    there.update_session(sid, {"statistics": {"total_tasks": 1}})
+    there.heartbeat(sid)
+    assert there.get_session(sid).revision == edited.revision
+    after = here.heartbeat(sid)
+    assert after.feature_request == "made again"
+    assert after.statistics.total_tasks == 1
+    assert len(after.history) == 2
+    assert there.get_session(sid) == after
+
+
+def test_a_change_to_the_history_read_is_stored_and_checked(
+    manager: SessionManager, tmp_path: Path
+) -> None:
+    """Entries the write leaves as they were keep their stored form; one changed in
+    place, dropped or invalid is encoded and checked like any other field."""
+    sid = manager.create_session("history", git_context=GIT).session_id
+    for state in (SessionStatus.PLANNING, SessionStatus.GENERATING_TASKS):
+        manager.transition_state(sid, state)
+
+    def amend(session: Session) -> Session:
+        session.history[0].reason = "amended"
+        del session.history[1]
+        return session
+
+    amended = manager.store.modify(sid, amend)
+    stored = _elsewhere(tmp_path).get_session(sid)
+    assert stored == amended
+    assert [(e.to_status, e.reason) for e in stored.history] == [
+        (SessionStatus.PLANNING, "amended")
+    ]
+
+    def spoil(session: Session) -> Session:
+        session.history[0].reason = 5  # type: ignore[assignment]
+        return session
+
+    with pytest.raises(SessionValidationError, match="history"):
+        manager.store.modify(sid, spoil)
+    assert _elsewhere(tmp_path).get_session(sid) == stored
+    assert manager.heartbeat(sid).history == stored.history
 
 
 # ---------------------------------------------------------------- the change feed

@@ -28,7 +28,8 @@ psycopg = pytest.importorskip("psycopg")
 GIT = GitContext(branch="main", commit="0" * 40, repo_root="/repo", is_worktree=False)
 
 #: Stops inside the write's transaction, after its row and event are written
-#: and before the commit, and says so.
+#: and before the commit, and says so.  The write's statements are pipelined:
+#: fetching a result of a later one makes the server run them first.
 MID_TRANSACTION = """
 import sys, time
 from maestro import SessionManager
@@ -38,6 +39,8 @@ real_event = postgres.PostgresStore._event
 
 def stalled_event(self, conn, *args, **kwargs):
     real_event(self, conn, *args, **kwargs)
+    assert conn.execute("SELECT count(*) FROM maestro_events WHERE xid = "
+                        "pg_current_xact_id()::text::bigint").fetchone()[0] == 1
     print("inside", flush=True)
     time.sleep(600)
 

@@ -11,7 +11,10 @@ Writes are one transaction each: ``modify`` takes the session's advisory
 lock and reads the row ``FOR UPDATE`` (bounded by ``lock_timeout``), runs
 the manager's transform on the record, writes the row and appends a change
 event in the same transaction; after the commit it rings the ``NOTIFY``
-doorbell.  Every statement is bounded by
+doorbell.  The statements go in two round trips (pipeline mode): lock and
+read; then update, event, commit and ring.  A process remembers the record
+it last wrote of a session, and the row is read without its record while it
+is still that version (:class:`_Written`).  Every statement is bounded by
 ``statement_timeout``.  A connection lost before the commit is retried once
 on a fresh connection (the server rolled the transaction back); lost during
 the commit, the outcome is unknown and :class:`StorageError` says so: retry
@@ -36,6 +39,7 @@ disk of the host that works on it, under ``local_root``: ``create`` makes it,
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import dataclasses
 import os
@@ -56,7 +60,7 @@ import psycopg.errors
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
-from maestro.codec import decode_record, encode_record
+from maestro.codec import decode_record, encode_record, encode_record_and_dict
 from maestro.errors import (
     ConflictError,
     LockTimeoutError,
@@ -68,8 +72,15 @@ from maestro.errors import (
     UnsafePathError,
 )
 from maestro.ids import check_session_id
-from maestro.models import SCHEMA_VERSION, Session, session_from_trusted_record, utcnow
+from maestro.models import (
+    SCHEMA_VERSION,
+    Session,
+    StateChange,
+    session_from_trusted_record,
+    utcnow,
+)
 from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
+from maestro.schema import validate_record
 from maestro.search import words
 from maestro.stores import postgres_schema
 from maestro.stores.base import (
@@ -101,6 +112,7 @@ OPTIONS = (
     "connect_timeout",
 )
 _CHANNEL = "maestro_changes"
+_NOTIFY = b"SELECT pg_notify('maestro_changes', '')"
 _MAX_SEQ = 2**63 - 1
 _CURSOR = re.compile(r"pg:([0-9a-f]+):([0-9]+):([0-9]+)")
 _SWITCHES = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
@@ -229,6 +241,9 @@ class _Database:
         ) = key
         self.store_id = "0"
         self.schema_found = 0
+        #: The record this process last wrote of each session (see :class:`_Written`).
+        self.written: collections.OrderedDict[str, _Written] = collections.OrderedDict()
+        self.written_lock = threading.Lock()
         self.schema_version = self._prepare(migrate)
         self.doorbell = _Doorbell(self.conninfo, self.connect_timeout)
         self.pool: ConnectionPool[Any] = ConnectionPool(
@@ -238,11 +253,11 @@ class _Database:
             timeout=self.pool_timeout,
             max_waiting=self.max_waiting,
             kwargs={
+                "autocommit": True,
                 "prepare_threshold": prepare_threshold,
                 "connect_timeout": int(self.connect_timeout),
             },
             configure=self._configure,
-            check=ConnectionPool.check_connection,
             reconnect_timeout=max(self.pool_timeout, 1.0),
             name="maestro",
             open=False,
@@ -294,6 +309,44 @@ class _Database:
         )
         conn.commit()
 
+    def recall(self, session_id: str) -> _Written | None:
+        with self.written_lock:
+            return self.written.get(session_id)
+
+    def remember(self, session_id: str, written: _Written | None) -> None:
+        with self.written_lock:
+            if written is None:
+                self.written.pop(session_id, None)
+                return
+            self.written[session_id] = written
+            self.written.move_to_end(session_id)
+            while len(self.written) > _WRITTEN_KEPT:
+                self.written.popitem(last=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Written:
+    """A record this process wrote, and the version of the row that holds it.
+
+    A write reads the row ``FOR UPDATE`` and asks for its record only if the
+    row is no longer the one written here: same project, same revision and
+    the same ``xmin`` (the id of the transaction that wrote that row
+    version; any later write, import or re-creation of the session makes a
+    new row version with another).  Otherwise the record is this one, which
+    the codec validated before it was written: the session is rebuilt from
+    it without a second check, and the history entries the write leaves as
+    they were are neither encoded nor validated again.
+    """
+
+    project: str
+    xmin: str
+    revision: int
+    #: JSON-ready and validated; never changed (later versions share its history entries).
+    record: dict[str, Any]
+
+
+#: Sessions whose last written record a process keeps (writers mostly write their own few).
+_WRITTEN_KEPT = 256
 
 _databases_lock = threading.Lock()
 _databases: dict[tuple[Any, ...], _Database] = {}
@@ -459,22 +512,28 @@ class PostgresStore:
             ) from None
 
     def _run(
-        self, session_id: str | None, action: str, body: Callable[[Any], T], *, ring: bool = False
+        self,
+        session_id: str | None,
+        action: str,
+        body: Callable[[Any], T],
+        *,
+        ring: bool = False,
+        transaction: bool = True,
     ) -> T:
         """Run ``body(conn)`` in one transaction; retried once if the connection was lost
         before the commit (the server then rolled it back).
 
-        With ``ring``, the doorbell is rung after the commit, in a transaction
-        of its own: PostgreSQL holds its notification queue lock through the
-        commit of a transaction that notifies, WAL flush included, so
-        notifying inside the write would make every writer's commit wait for
-        the previous one's disk flush.
+        Connections are in autocommit mode: with ``transaction=False`` a
+        body of one statement runs as that statement alone, one round trip.
+        With ``ring``, the doorbell is rung after the commit (see :meth:`_write`).
         """
         for attempt in (1, 2):
             committing = False
             try:
                 with self._connection() as conn:
                     try:
+                        if not transaction:
+                            return body(conn)
                         with conn.transaction():
                             result = body(conn)
                             committing = True
@@ -493,6 +552,7 @@ class PostgresStore:
                     ) from error
                 if attempt == 2 or not _connection_lost(error):
                     raise StorageError(session_id, action, error) from error
+                self._drop_lost()
             except psycopg.DataError as error:
                 raise SessionValidationError(
                     f"PostgreSQL cannot store this record ({_first_line(error)})",
@@ -502,15 +562,93 @@ class PostgresStore:
                 raise StorageError(session_id, action, error) from error
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _write(
+        self,
+        session_id: str,
+        action: str,
+        body: Callable[[Any], tuple[T, Callable[[], None] | None]],
+    ) -> T:
+        """Run ``body(conn)`` in one transaction in pipeline mode: two round trips.
+
+        ``body`` queues its statements after ``BEGIN``; fetching the one
+        result it needs (the row read ``FOR UPDATE``) sends everything queued
+        so far and waits, once.  It returns its result and, if it wrote, what
+        to do once the commit is confirmed.  Its writes then go with
+        ``COMMIT`` and the doorbell's ``NOTIFY`` in a second round trip.  The
+        ``NOTIFY`` is a transaction of its own after the commit: PostgreSQL
+        holds its notification queue lock through the commit of a transaction
+        that notifies, WAL flush included, so notifying inside the write
+        would make every writer's commit wait for the previous one's flush.
+
+        Retried once if the connection was lost before the ``COMMIT`` was
+        sent; lost after, the outcome is unknown and the error says so.
+        """
+        for attempt in (1, 2):
+            committing = False
+            commit: Any = None
+            try:
+                with self._connection() as conn:
+                    try:
+                        with conn.pipeline():
+                            conn.execute(b"BEGIN")
+                            result, committed = body(conn)
+                            committing = True
+                            commit = conn.execute(b"COMMIT")
+                            if committed is not None:
+                                conn.execute(_NOTIFY)
+                    except psycopg.Error as error:
+                        if commit is not None and commit.statusmessage == "COMMIT":
+                            # Only the ring failed: watchers poll anyway.
+                            if committed is not None:
+                                committed()
+                            return result
+                        _roll_back(conn)
+                        if isinstance(error, psycopg.errors.LockNotAvailable):
+                            raise LockTimeoutError(session_id, self.lock_timeout) from None
+                        if committing and not conn.broken:
+                            committing = False  # the server refused: nothing was committed
+                        raise
+                    except BaseException:
+                        _roll_back(conn)
+                        raise
+                    if committed is not None:
+                        committed()
+                    return result
+            except psycopg.OperationalError as error:
+                if committing:
+                    raise StorageError(
+                        session_id,
+                        f"{action} (the outcome is unknown: the connection was lost "
+                        "while committing)",
+                        error,
+                    ) from error
+                if attempt == 2 or not _connection_lost(error):
+                    raise StorageError(session_id, action, error) from error
+                self._drop_lost()
+            except psycopg.DataError as error:
+                raise SessionValidationError(
+                    f"PostgreSQL cannot store this record ({_first_line(error)})",
+                    session_id=session_id,
+                ) from None
+            except psycopg.Error as error:
+                raise StorageError(session_id, action, error) from error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _drop_lost(self) -> None:
+        """Before a retry: test the idle connections, replacing the lost ones.
+
+        Connections are not tested each time they are taken (a round trip
+        per call); when one turns out lost (a restarted server, a terminated
+        backend), its idle siblings likely are too.
+        """
+        with contextlib.suppress(Exception):
+            self._pool.check()
+
     @staticmethod
     def _ring(conn: Any) -> None:
         """Wake the watchers; a lost ring only delays them until their next poll."""
-        try:
-            conn.execute("SELECT pg_notify(%s, '')", (_CHANNEL,))
-            conn.commit()
-        except psycopg.Error:
-            with contextlib.suppress(psycopg.Error):
-                conn.rollback()
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(_NOTIFY)
 
     # ------------------------------------------------------------ records
 
@@ -542,7 +680,7 @@ class PostgresStore:
         return self._run(session_id, "reading", body)
 
     @staticmethod
-    def _row(session: Session, raw: bytes) -> dict[str, object]:
+    def _row(session: Session, raw: bytes | str) -> dict[str, object]:
         git = session.git_context
         return {
             "session_id": session.session_id,
@@ -555,7 +693,7 @@ class PostgresStore:
             "active_at": session.last_activity,
             "words": sorted(set(words(session.feature_request))),
             "revision": session.revision,
-            "record": raw.decode(),
+            "record": raw if isinstance(raw, str) else raw.decode(),
         }
 
     def _event(
@@ -653,29 +791,51 @@ class PostgresStore:
         check_session_id(session_id)
         check_request_id_type(request_id)
 
-        def body(conn: Any) -> Session:
+        database = self._database
+
+        def body(conn: Any) -> tuple[Session, Callable[[], None] | None]:
             _lock(conn, session_id)
+            known = database.recall(session_id)
             found = conn.execute(
-                "SELECT project, record::text FROM maestro_sessions "
+                "SELECT project, xmin::text, CASE WHEN project = %s AND revision = %s "
+                "AND xmin::text = %s THEN NULL ELSE record::text END FROM maestro_sessions "
                 "WHERE " + self._one() + " LIMIT 1 FOR UPDATE",
-                self._one_args(session_id),
+                (
+                    *((None, None, None) if known is None else _token(known)),
+                    *self._one_args(session_id),
+                ),
             ).fetchone()
             if found is None:
                 raise SessionNotFoundError(session_id)
-            project, text = found
-            current = self._decode(session_id, text)
+            project, _, text = found
+            if text is None:
+                assert known is not None
+                current = session_from_trusted_record(known.record)
+                read = list(current.history)
+                marks = [_mark(entry) for entry in read]
+            else:
+                known = None
+                current = self._decode(session_id, text)
             before = current.status.value
             updated = apply_change(session_id, current, change, expected_revision)
             if updated is None:
-                return self._decode(session_id, text)
-            raw = encode_record(updated)
-            conn.execute(
+                if known is not None:
+                    return session_from_trusted_record(known.record), None
+                return self._decode(session_id, text), None
+            if known is None:
+                raw, record = encode_record_and_dict(updated)
+                stored = raw.decode()
+            else:
+                record = _encode_known(updated, known.record["history"], read, marks)
+                stored = _dumps(record, session_id)
+            written = conn.execute(
                 "UPDATE maestro_sessions SET status = %(status)s, phase = %(phase)s, "
                 "branch = %(branch)s, worktree = %(worktree)s, created_at = %(created_at)s, "
                 "updated_at = %(updated_at)s, active_at = %(active_at)s, words = %(words)s, "
                 "revision = %(revision)s, record = %(record)s::jsonb "
-                "WHERE project = %(project)s AND session_id = %(session_id)s",
-                {**self._row(updated, raw), "project": project},
+                "WHERE project = %(project)s AND session_id = %(session_id)s "
+                "RETURNING xmin::text",
+                {**self._row(updated, stored), "project": project},
             )
             self._event(
                 conn,
@@ -687,9 +847,23 @@ class PostgresStore:
                 updated.updated_at or updated.created_at,
                 request_id,
             )
-            return session_from_trusted_record(orjson.loads(raw))
 
-        return self._run(session_id, "saving the session", body, ring=True)
+            def committed() -> None:
+                row = written.fetchone()
+                database.remember(
+                    session_id,
+                    # A record with fields of another version (``extra``) may share
+                    # values with the session returned: it is not kept.
+                    None
+                    if row is None or updated.extra
+                    else _Written(project, str(row[0]), updated.revision, record),
+                )
+
+            # ``current`` was read for this call alone, so what ``change`` made
+            # of it is the caller's (as the file store returns it).
+            return updated, committed
+
+        return self._write(session_id, "saving the session", body)
 
     def delete(
         self,
@@ -1247,6 +1421,65 @@ def _lock(conn: Any, session_id: str) -> None:
     before it waits, and waiters may then be granted the row out of id order.)
     """
     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (session_id,))
+
+
+def _token(known: _Written) -> tuple[str, int, str]:
+    return (known.project, known.revision, known.xmin)
+
+
+def _mark(entry: StateChange) -> tuple[object, ...]:
+    return (entry.from_status, entry.to_status, entry.at, entry.reason)
+
+
+def _encode_known(
+    updated: Session,
+    entries: list[dict[str, Any]],
+    read: list[StateChange],
+    marks: list[tuple[object, ...]],
+) -> dict[str, Any]:
+    """The validated record of ``updated``, a change of a record this process wrote.
+
+    ``read`` are the history entries as rebuilt from that record's
+    ``entries`` (validated when it was written), ``marks`` their values
+    then.  An entry of ``updated`` that is still the one read at its place,
+    unchanged, keeps its encoded form; every other part of the record is
+    encoded and validated, so the result is what ``encode_record_and_dict``
+    would give (history entries have no constraint on one another).
+    """
+    history = updated.history
+    rest = object.__new__(Session)
+    rest.__dict__ = {**updated.__dict__, "history": []}
+    record = rest.to_dict()
+    fresh: list[dict[str, Any]] = []
+    merged: list[dict[str, Any]] = []
+    kept = len(read)
+    for place, entry in enumerate(history):
+        if place < kept and entry is read[place] and _mark(entry) == marks[place]:
+            merged.append(entries[place])
+        else:
+            encoded = entry.to_dict()
+            fresh.append(encoded)
+            merged.append(encoded)
+    record["history"] = fresh
+    validate_record(record, session_id=updated.session_id)
+    record["history"] = merged
+    return record
+
+
+def _dumps(record: dict[str, Any], session_id: str) -> str:
+    try:
+        return orjson.dumps(record).decode()
+    except TypeError as error:  # only reachable through ``extra``
+        raise SessionValidationError(
+            f"the record holds a value JSON cannot store ({error})", session_id=session_id
+        ) from None
+
+
+def _roll_back(conn: Any) -> None:
+    """End a failed write's transaction (a lost connection has none left to end)."""
+    with contextlib.suppress(psycopg.Error):
+        if not conn.broken:
+            conn.rollback()
 
 
 def _first_line(error: BaseException) -> str:
