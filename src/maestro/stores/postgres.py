@@ -42,6 +42,7 @@ import atexit
 import collections
 import contextlib
 import dataclasses
+import operator
 import os
 import re
 import shutil
@@ -343,6 +344,76 @@ class _Written:
     revision: int
     #: JSON-ready and validated; never changed (later versions share its history entries).
     record: dict[str, Any]
+    #: The values of each history entry (immutable), in the order of the record's.
+    marks: tuple[tuple[Any, ...], ...]
+
+    def session(self) -> tuple[Session, list[StateChange]]:
+        """A session of this record, with objects of its own, and its history entries."""
+        current = session_from_trusted_record({**self.record, "history": ()})
+        new = object.__new__
+        read: list[StateChange] = []
+        for from_status, to_status, at, reason in self.marks:
+            entry = new(StateChange)
+            entry.__dict__ = {
+                "from_status": from_status,
+                "to_status": to_status,
+                "at": at,
+                "reason": reason,
+            }
+            read.append(entry)
+        current.history = list(read)
+        return current, read
+
+    def encode(
+        self, updated: Session, read: list[StateChange]
+    ) -> tuple[dict[str, Any], tuple[tuple[Any, ...], ...]]:
+        """The validated record of ``updated``, made from :meth:`session`'s ``read``.
+
+        An entry of ``updated`` that is still the one read at its place, with
+        the values it was read with, keeps its encoded form (validated when
+        this record was written); every other part of the record is encoded
+        and validated: the result is what ``encode_record_and_dict`` gives
+        (the schema puts no constraint between history entries).  Also the
+        values of its history entries, for the next :class:`_Written`.
+        """
+        rest = object.__new__(Session)
+        rest.__dict__ = {**updated.__dict__, "history": []}
+        record = rest.to_dict()
+        entries = self.record["history"]
+        marks = self.marks
+        history = updated.history
+        kept = len(read)
+        fresh: list[dict[str, Any]] = []
+        if (
+            len(history) >= kept
+            and all(map(operator.is_, history[:kept], read))
+            and tuple(map(tuple, map(dict.values, map(vars, read)))) == marks
+        ):
+            # The usual change: the entries read, all in place and as they were,
+            # and perhaps new ones after them.
+            fresh = [entry.to_dict() for entry in history[kept:]]
+            merged = entries + fresh
+            values = marks + tuple(_mark(entry) for entry in history[kept:])
+        else:
+            merged, collected = [], []
+            for place, entry in enumerate(history):
+                if (
+                    place < kept
+                    and entry is read[place]
+                    and tuple(vars(entry).values()) == marks[place]
+                ):
+                    merged.append(entries[place])
+                    collected.append(marks[place])
+                    continue
+                encoded = entry.to_dict()
+                fresh.append(encoded)
+                merged.append(encoded)
+                collected.append(_mark(entry))
+            values = tuple(collected)
+        record["history"] = fresh
+        validate_record(record, session_id=updated.session_id)
+        record["history"] = merged
+        return record, tuple(values)
 
 
 #: Sessions whose last written record a process keeps (writers mostly write their own few).
@@ -808,11 +879,10 @@ class PostgresStore:
             if found is None:
                 raise SessionNotFoundError(session_id)
             project, _, text = found
+            read: list[StateChange] = []
             if text is None:
                 assert known is not None
-                current = session_from_trusted_record(known.record)
-                read = list(current.history)
-                marks = [_mark(entry) for entry in read]
+                current, read = known.session()
             else:
                 known = None
                 current = self._decode(session_id, text)
@@ -820,13 +890,14 @@ class PostgresStore:
             updated = apply_change(session_id, current, change, expected_revision)
             if updated is None:
                 if known is not None:
-                    return session_from_trusted_record(known.record), None
+                    return known.session()[0], None
                 return self._decode(session_id, text), None
             if known is None:
                 raw, record = encode_record_and_dict(updated)
                 stored = raw.decode()
+                marks = tuple(_mark(entry) for entry in updated.history)
             else:
-                record = _encode_known(updated, known.record["history"], read, marks)
+                record, marks = known.encode(updated, read)
                 stored = _dumps(record, session_id)
             written = conn.execute(
                 "UPDATE maestro_sessions SET status = %(status)s, phase = %(phase)s, "
@@ -856,7 +927,7 @@ class PostgresStore:
                     # values with the session returned: it is not kept.
                     None
                     if row is None or updated.extra
-                    else _Written(project, str(row[0]), updated.revision, record),
+                    else _Written(project, str(row[0]), updated.revision, record, marks),
                 )
 
             # ``current`` was read for this call alone, so what ``change`` made
@@ -1429,41 +1500,6 @@ def _token(known: _Written) -> tuple[str, int, str]:
 
 def _mark(entry: StateChange) -> tuple[object, ...]:
     return (entry.from_status, entry.to_status, entry.at, entry.reason)
-
-
-def _encode_known(
-    updated: Session,
-    entries: list[dict[str, Any]],
-    read: list[StateChange],
-    marks: list[tuple[object, ...]],
-) -> dict[str, Any]:
-    """The validated record of ``updated``, a change of a record this process wrote.
-
-    ``read`` are the history entries as rebuilt from that record's
-    ``entries`` (validated when it was written), ``marks`` their values
-    then.  An entry of ``updated`` that is still the one read at its place,
-    unchanged, keeps its encoded form; every other part of the record is
-    encoded and validated, so the result is what ``encode_record_and_dict``
-    would give (history entries have no constraint on one another).
-    """
-    history = updated.history
-    rest = object.__new__(Session)
-    rest.__dict__ = {**updated.__dict__, "history": []}
-    record = rest.to_dict()
-    fresh: list[dict[str, Any]] = []
-    merged: list[dict[str, Any]] = []
-    kept = len(read)
-    for place, entry in enumerate(history):
-        if place < kept and entry is read[place] and _mark(entry) == marks[place]:
-            merged.append(entries[place])
-        else:
-            encoded = entry.to_dict()
-            fresh.append(encoded)
-            merged.append(encoded)
-    record["history"] = fresh
-    validate_record(record, session_id=updated.session_id)
-    record["history"] = merged
-    return record
 
 
 def _dumps(record: dict[str, Any], session_id: str) -> str:
