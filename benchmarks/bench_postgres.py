@@ -96,7 +96,8 @@ def _maestro_writer(url: str, sid: str, count: int, barrier: Any, results: Any) 
 def _floor_writer(url: str, sid: str, count: int, barrier: Any, results: Any) -> None:
     """What a maestro write sends, with everything computed beforehand: the same
     statements in the same two round trips (a pipeline: ``BEGIN``, session lock
-    and row read; then update, event, ``COMMIT`` and the doorbell's ``NOTIFY``).
+    and row read; then update and event in one statement, ``COMMIT`` and the
+    doorbell's ``NOTIFY``).
 
     Like a maestro writer, it names the row version it wrote last, so that
     the row read returns no record while that version is the current one.
@@ -127,29 +128,35 @@ def _floor_writer(url: str, sid: str, count: int, barrier: Any, results: Any) ->
                 (*known, PROJECT, sid),
             ).fetchone()
             written = conn.execute(
-                "UPDATE maestro_sessions SET status = %s, phase = %s, branch = %s, "
-                "worktree = %s, created_at = %s, updated_at = %s, active_at = %s, words = %s, "
-                "revision = %s, record = %s::jsonb WHERE project = %s AND session_id = %s "
-                "RETURNING xmin::text",
-                (
-                    "implementing",
-                    "implement",
-                    "main",
-                    None,
-                    now,
-                    now,
-                    now,
-                    folded,
-                    revision,
-                    record,
-                    PROJECT,
-                    sid,
-                ),
-            )
-            conn.execute(
-                "INSERT INTO maestro_events (project, kind, session_id, revision, from_status, "
-                "to_status, at, request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (PROJECT, "updated", sid, revision, "implementing", "implementing", now, None),
+                "WITH written AS (UPDATE maestro_sessions SET status = %(status)s, "
+                "phase = %(phase)s, branch = %(branch)s, worktree = %(worktree)s, "
+                "created_at = %(created_at)s, updated_at = %(updated_at)s, "
+                "active_at = %(active_at)s, words = %(words)s, revision = %(revision)s, "
+                "record = %(record)s::jsonb "
+                "WHERE project = %(project)s AND session_id = %(session_id)s "
+                "RETURNING xmin::text AS version), "
+                "event AS (INSERT INTO maestro_events (project, kind, session_id, revision, "
+                "from_status, to_status, at, request_id) SELECT %(project)s, %(kind)s, "
+                "%(session_id)s, %(revision)s, %(from_status)s, %(status)s, %(updated_at)s, "
+                "%(request_id)s FROM written) "
+                "SELECT version FROM written",
+                {
+                    "status": "implementing",
+                    "phase": "implement",
+                    "branch": "main",
+                    "worktree": None,
+                    "created_at": now,
+                    "updated_at": now,
+                    "active_at": now,
+                    "words": folded,
+                    "revision": revision,
+                    "record": record,
+                    "project": PROJECT,
+                    "session_id": sid,
+                    "kind": "updated",
+                    "from_status": "implementing",
+                    "request_id": None,
+                },
             )
             conn.execute(b"COMMIT")
             conn.execute(b"SELECT pg_notify('maestro_changes', '')")

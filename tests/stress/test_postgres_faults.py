@@ -35,16 +35,17 @@ import sys, time
 from maestro import SessionManager
 from maestro.stores import postgres
 
-real_event = postgres.PostgresStore._event
+real_save = postgres.PostgresStore._save
 
-def stalled_event(self, conn, *args, **kwargs):
-    real_event(self, conn, *args, **kwargs)
+def stalled_save(self, conn, *args, **kwargs):
+    written = real_save(self, conn, *args, **kwargs)
     assert conn.execute("SELECT count(*) FROM maestro_events WHERE xid = "
                         "pg_current_xact_id()::text::bigint").fetchone()[0] == 1
     print("inside", flush=True)
     time.sleep(600)
+    return written
 
-postgres.PostgresStore._event = stalled_event
+postgres.PostgresStore._save = stalled_save
 manager = SessionManager(sys.argv[1], store=sys.argv[2])
 manager.update_session(sys.argv[3], {"feature_request": "half-written"})
 """

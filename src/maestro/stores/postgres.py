@@ -793,6 +793,43 @@ class PostgresStore:
             ),
         )
 
+    def _save(
+        self,
+        conn: Any,
+        project: str,
+        session: Session,
+        record: str,
+        kind: ChangeKind,
+        from_status: str,
+        request_id: str | None,
+    ) -> Any:
+        """Write a changed session's row and its event, in one statement.
+
+        The cursor returned gives, once the pipeline has run, the ``xmin`` of
+        the row version written: this transaction's id.
+        """
+        return conn.execute(
+            "WITH written AS (UPDATE maestro_sessions SET status = %(status)s, "
+            "phase = %(phase)s, branch = %(branch)s, worktree = %(worktree)s, "
+            "created_at = %(created_at)s, updated_at = %(updated_at)s, "
+            "active_at = %(active_at)s, words = %(words)s, revision = %(revision)s, "
+            "record = %(record)s::jsonb "
+            "WHERE project = %(project)s AND session_id = %(session_id)s "
+            "RETURNING xmin::text AS version), "
+            "event AS (INSERT INTO maestro_events (project, kind, session_id, revision, "
+            "from_status, to_status, at, request_id) SELECT %(project)s, %(kind)s, "
+            "%(session_id)s, %(revision)s, %(from_status)s, %(status)s, %(updated_at)s, "
+            "%(request_id)s FROM written) "
+            "SELECT version FROM written",
+            {
+                **self._row(session, record),
+                "project": project,
+                "kind": kind.value,
+                "from_status": from_status,
+                "request_id": request_id,
+            },
+        )
+
     def create(self, session: Session, *, request_id: str | None = None) -> Session:
         session_id = check_session_id(session.session_id)
         check_request_id_type(request_id)
@@ -899,23 +936,13 @@ class PostgresStore:
             else:
                 record, marks = known.encode(updated, read)
                 stored = _dumps(record, session_id)
-            written = conn.execute(
-                "UPDATE maestro_sessions SET status = %(status)s, phase = %(phase)s, "
-                "branch = %(branch)s, worktree = %(worktree)s, created_at = %(created_at)s, "
-                "updated_at = %(updated_at)s, active_at = %(active_at)s, words = %(words)s, "
-                "revision = %(revision)s, record = %(record)s::jsonb "
-                "WHERE project = %(project)s AND session_id = %(session_id)s "
-                "RETURNING xmin::text",
-                {**self._row(updated, stored), "project": project},
-            )
-            self._event(
+            written = self._save(
                 conn,
                 project,
-                reported_kind(kind, before, updated.status.value),
                 updated,
+                stored,
+                reported_kind(kind, before, updated.status.value),
                 before,
-                updated.status.value,
-                updated.updated_at or updated.created_at,
                 request_id,
             )
 
