@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from maestro import GitContext, SessionManager
+from maestro import ChangeKind, GitContext, SessionManager
 from maestro.errors import StoreUnavailableError
 from tests.postgres_server import database_url, store_url
 
@@ -110,7 +110,15 @@ def test_a_writer_killed_mid_transaction_leaves_no_trace(tmp_path: Path) -> None
     url = store_url(tmp_path, pool_timeout="5")
     manager = SessionManager(tmp_path, store=url, lock_timeout=5)
     sid = manager.create_session("whole", git_context=GIT).session_id
-    cursor = manager.changes_cursor()
+    # After the create's event, once it is readable: a transaction in flight
+    # anywhere on the server (xids are server-wide) holds events back, so a
+    # cursor taken now could still come before it.
+    deadline = time.monotonic() + 60
+    while not (created := list(manager.changes(None, session_id=sid))):
+        assert time.monotonic() < deadline, "the create's event never became readable"
+        time.sleep(0.05)
+    assert [event.kind for event in created] == [ChangeKind.CREATED]
+    cursor = created[0].cursor
     writer = _python(MID_TRANSACTION, str(tmp_path), url, sid)
     try:
         assert writer.stdout is not None

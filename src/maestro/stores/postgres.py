@@ -588,30 +588,29 @@ class PostgresStore:
         action: str,
         body: Callable[[Any], T],
         *,
-        ring: bool = False,
-        transaction: bool = True,
+        write: bool = False,
     ) -> T:
-        """Run ``body(conn)`` in one transaction; retried once if the connection was lost
-        before the commit (the server then rolled it back).
+        """Run ``body(conn)``; retried once if the connection was lost before the
+        commit (the server then rolled it back).
 
-        Connections are in autocommit mode: with ``transaction=False`` a
-        body of one statement runs as that statement alone, one round trip.
-        With ``ring``, the doorbell is rung after the commit (see :meth:`_write`).
+        A read runs as it is: connections are in autocommit mode, so a body
+        of one statement is that statement alone, one round trip.  A
+        ``write`` runs in one transaction, and then rings the doorbell (see
+        :meth:`_write`).
         """
         for attempt in (1, 2):
             committing = False
             try:
                 with self._connection() as conn:
                     try:
-                        if not transaction:
+                        if not write:
                             return body(conn)
                         with conn.transaction():
                             result = body(conn)
                             committing = True
                     except psycopg.errors.LockNotAvailable:
                         raise LockTimeoutError(session_id or "", self.lock_timeout) from None
-                    if ring:
-                        self._ring(conn)
+                    self._ring(conn)
                     return result
             except psycopg.OperationalError as error:
                 if committing:
@@ -874,7 +873,7 @@ class PostgresStore:
             )
             return session_from_trusted_record(orjson.loads(raw))
 
-        created = self._run(session_id, "creating the session", body, ring=True)
+        created = self._run(session_id, "creating the session", body, write=True)
         if created.session_id == session_id:
             self._make_directory(session_id)
         return created
@@ -1001,7 +1000,7 @@ class PostgresStore:
                 (project, session_id, revision, status, utcnow(), request_id),
             )
 
-        self._run(session_id, "deleting the session", body, ring=True)
+        self._run(session_id, "deleting the session", body, write=True)
         self._remove_directory(session_id)
 
     # ------------------------------------------------------------ local directories
@@ -1186,7 +1185,7 @@ class PostgresStore:
             )
             return "created" if found is None else "updated"
 
-        return self._run(session_id, "importing the session", body, ring=True)
+        return self._run(session_id, "importing the session", body, write=True)
 
     def _place_files(self, unpacked: Path, session_id: str) -> None:
         """The files of an imported session, other than its record, into its local directory."""
