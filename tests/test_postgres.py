@@ -14,6 +14,7 @@ import multiprocessing
 import secrets
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from maestro.cli import cli
 from maestro.errors import SessionValidationError, StoreUnavailableError
 from maestro.project import normalise_remote, project_identity
 from tests.conftest import GIT
-from tests.postgres_server import ADMIN_URL, database_url, store_url
+from tests.postgres_server import ADMIN_URL, database_url, project_of, store_url
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -165,21 +166,21 @@ def test_processes_starting_at_once_on_an_empty_database_migrate_once(
     for child in children:
         child.join(timeout=60)
     assert all(kind == "ok" for kind, _ in outcomes), outcomes
-    assert {tuple(found) for _, found in outcomes} <= {(0, 1), (1, 1)}
+    assert {tuple(found) for _, found in outcomes} <= {(0, 2), (2, 2)}
     with psycopg.connect(empty_database) as conn:
-        rows = conn.execute("SELECT version FROM maestro_schema").fetchall()
-    assert rows == [(1,)]
+        rows = conn.execute("SELECT version FROM maestro_schema ORDER BY version").fetchall()
+    assert rows == [(1,), (2,)]
 
 
 def test_db_upgrade_says_what_it_found(empty_database: str, tmp_path: Path) -> None:
     result = _runner().invoke(cli, ["--store", empty_database, "--json", "db", "upgrade"])
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout) == {"found": 0, "version": 1, "upgraded": True}
+    assert json.loads(result.stdout) == {"found": 0, "version": 2, "upgraded": True}
     from maestro.stores import postgres
 
     postgres._close_all()
     again = _runner().invoke(cli, ["--store", empty_database, "db", "upgrade"])
-    assert again.exit_code == 0 and "up to date (version 1)" in again.stdout
+    assert again.exit_code == 0 and "up to date (version 2)" in again.stdout
     on_files = _runner().invoke(cli, ["--root", str(tmp_path), "db", "upgrade"])
     assert on_files.exit_code == 0 and "nothing to upgrade" in on_files.stdout
     with pytest.raises(UnsupportedOperationError):
@@ -196,14 +197,14 @@ def test_doctor_reports_schema_pool_and_feed_and_refuses_reindex(
     report = manager.doctor()
     assert report.healthy and report.sessions == 1
     assert set(report.engine) == {"schema", "pool", "feed"}
-    assert report.engine["schema"] == "version 1 of 1"
+    assert report.engine["schema"] == "version 2 of 2"
     with pytest.raises(UnsupportedOperationError):
         manager.doctor(reindex=True)
     with pytest.raises(UnsupportedOperationError):
         manager.rebuild_index()
     result = _runner().invoke(cli, ["--store", url, "doctor"])
     assert result.exit_code == 0, result.stderr
-    assert "schema: version 1 of 1" in result.stdout and "pool:" in result.stdout
+    assert "schema: version 2 of 2" in result.stdout and "pool:" in result.stdout
 
 
 # ---------------------------------------------------------------- projects
@@ -426,6 +427,94 @@ def test_a_cursor_of_another_database_is_answered_with_a_reset(
     events = list(manager.changes("pg:ffffffff:1:1"))
     assert events[0].kind is ChangeKind.RESET
     assert [e.kind for e in events[1:]] == [ChangeKind.CREATED]
+
+
+def _events_kept(project: str) -> int:
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM maestro_events WHERE project = %s", (project,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_the_feed_keeps_its_newest_events_and_a_reader_behind_them_is_reset(
+    tmp_path: Path,
+) -> None:
+    url = store_url(tmp_path, feed_retention="3")
+    manager = SessionManager(tmp_path, store=url)
+    sid = manager.create_session("kept", git_context=GIT).session_id
+    behind = manager.changes_cursor()
+    revisions = [manager.heartbeat(sid).revision for _ in range(8)]
+    # Each write trims the feed down to the 3 newest events readers can see;
+    # a transaction in flight elsewhere on the server may hold some back.
+    deadline = time.monotonic() + 60
+    while _events_kept(project_of(tmp_path)) > 3:
+        assert time.monotonic() < deadline, "the feed was never trimmed"
+        revisions.append(manager.heartbeat(sid).revision)
+    events = list(manager.changes(behind))
+    assert events[0].kind is ChangeKind.RESET
+    assert [e.revision for e in events[1:]] == revisions[-3:]
+    # Reading on from the reset's cursor gives the same events, without a reset.
+    assert list(manager.changes(events[0].cursor)) == events[1:]
+    # A reader that starts at the beginning starts at the oldest event kept.
+    assert [e.revision for e in manager.changes()] == revisions[-3:]
+    # A reader that kept up is never reset.
+    current = events[-1].cursor
+    manager.heartbeat(sid)
+    assert [e.kind for e in manager.changes(current)] == [ChangeKind.HEARTBEAT]
+    # Another project's feed is its own.
+    other = SessionManager(tmp_path / "other", store=store_url(tmp_path / "other"))
+    first = other.create_session("other", git_context=GIT)
+    assert [e.session_id for e in other.changes()] == [first.session_id]
+
+
+def test_a_feed_retention_of_zero_turns_the_feed_off(tmp_path: Path) -> None:
+    manager = SessionManager(tmp_path, store=store_url(tmp_path, feed_retention="0"))
+    sid = manager.create_session("quiet", git_context=GIT).session_id
+    manager.transition_state(sid, SessionStatus.PLANNING)
+    manager.delete_session(sid)
+    assert _events_kept(project_of(tmp_path)) == 0
+    assert Capability.CHANGES not in manager.store.capabilities
+    with pytest.raises(UnsupportedOperationError):
+        list(manager.changes())
+
+
+@pytest.mark.parametrize("value", ["-1", "many", "1.5"])
+def test_a_bad_feed_retention_is_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(SessionValidationError, match="feed_retention"):
+        SessionManager(tmp_path, store=store_url(tmp_path, feed_retention=value))
+
+
+def test_the_feed_retention_comes_from_the_environment_without_a_parameter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAESTRO_FEED_RETENTION", "7")
+    assert SessionManager(tmp_path, store=store_url(tmp_path)).store.feed_retention == 7
+    url = store_url(tmp_path, feed_retention="9")
+    assert SessionManager(tmp_path, store=url).store.feed_retention == 9
+    monkeypatch.setenv("MAESTRO_FEED_RETENTION", "seven")
+    with pytest.raises(SessionValidationError, match="MAESTRO_FEED_RETENTION"):
+        SessionManager(tmp_path, store=store_url(tmp_path))
+
+
+def test_a_version_1_database_is_upgraded_with_its_events(
+    empty_database: str, tmp_path: Path
+) -> None:
+    from maestro.stores import postgres_schema
+
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        real = postgres_schema.MIGRATIONS
+        postgres_schema.MIGRATIONS = real[:1]
+        postgres_schema.LATEST = 1
+        try:
+            postgres_schema.upgrade(conn)
+        finally:
+            postgres_schema.MIGRATIONS = real
+            postgres_schema.LATEST = len(real)
+    manager = SessionManager(tmp_path, store=empty_database + "?project=old")
+    assert manager.store.schema_found == 1
+    sid = manager.create_session("after the upgrade", git_context=GIT).session_id
+    assert [e.session_id for e in manager.changes()] == [sid]
 
 
 # ---------------------------------------------------------------- the pool

@@ -44,6 +44,7 @@ import contextlib
 import dataclasses
 import operator
 import os
+import random
 import re
 import shutil
 import tempfile
@@ -111,8 +112,45 @@ OPTIONS = (
     "prepare_threshold",
     "statement_timeout",
     "connect_timeout",
+    "feed_retention",
 )
+#: How many of a project's newest change events to keep when the URL does not
+#: say (``feed_retention``): the file store's variable, and its default.
+FEED_RETENTION = "MAESTRO_FEED_RETENTION"
+DEFAULT_RETENTION = 100_000
 _CHANNEL = "maestro_changes"
+_ROW = (
+    "UPDATE maestro_sessions SET status = %(status)s, phase = %(phase)s, "
+    "branch = %(branch)s, worktree = %(worktree)s, created_at = %(created_at)s, "
+    "updated_at = %(updated_at)s, active_at = %(active_at)s, words = %(words)s, "
+    "revision = %(revision)s, record = %(record)s::jsonb "
+    "WHERE project = %(project)s AND session_id = %(session_id)s "
+    "RETURNING xmin::text AS version"
+)
+#: A changed session's row and its event, in one statement.
+_SAVE = (
+    f"WITH written AS ({_ROW}), "
+    "event AS (INSERT INTO maestro_events (project, kind, session_id, revision, "
+    "from_status, to_status, at, request_id) SELECT %(project)s, %(kind)s, "
+    "%(session_id)s, %(revision)s, %(from_status)s, %(status)s, %(updated_at)s, "
+    "%(request_id)s FROM written) "
+    "SELECT version FROM written"
+)
+#: The same with the change feed off.
+_SAVE_ONLY_ROW = _ROW
+#: Drop a project's events but the newest ``keep`` that readers can see (older
+#: than every transaction in flight), and move its horizon to the newest dropped.
+_TRIM = (
+    "WITH edge AS (SELECT xid, seq FROM maestro_events WHERE project = %(project)s "
+    "AND xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
+    "ORDER BY xid DESC, seq DESC OFFSET %(keep)s LIMIT 1), "
+    "gone AS (DELETE FROM maestro_events AS e USING edge WHERE e.project = %(project)s "
+    "AND (e.xid, e.seq) <= (edge.xid, edge.seq)) "
+    "INSERT INTO maestro_feed_horizon AS h (project, xid, seq) "
+    "SELECT %(project)s, xid, seq FROM edge "
+    "ON CONFLICT (project) DO UPDATE SET xid = excluded.xid, seq = excluded.seq "
+    "WHERE (h.xid, h.seq) < (excluded.xid, excluded.seq)"
+)
 _NOTIFY = b"SELECT pg_notify('maestro_changes', '')"
 _MAX_SEQ = 2**63 - 1
 _CURSOR = re.compile(r"pg:([0-9a-f]+):([0-9]+):([0-9]+)")
@@ -145,6 +183,19 @@ def _number(options: dict[str, str], name: str, default: float, *, whole: bool =
         kind = "a whole number" if whole else "a number"
         raise SessionValidationError(f"the {name} parameter of a postgresql: URL is {kind}")
     return value
+
+
+def _retention(given: str | None) -> int:
+    """The URL's ``feed_retention``, else ``$MAESTRO_FEED_RETENTION``, else the default."""
+    where = "the feed_retention parameter of a postgresql: URL"
+    if given is None:
+        given = os.environ.get(FEED_RETENTION, "").strip() or None
+        where = FEED_RETENTION
+    if given is None:
+        return DEFAULT_RETENTION
+    if not given.isdigit():
+        raise SessionValidationError(f"{where} must be a non-negative integer")
+    return int(given)
 
 
 def unavailable(error: BaseException) -> StoreUnavailableError:
@@ -456,7 +507,7 @@ def _close_all() -> None:
         _databases.clear()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, order=True)
 class _Position:
     xid: int
     seq: int
@@ -512,6 +563,9 @@ class PostgresStore:
         self.max_waiting = int(_number(options, "max_waiting", 64, whole=True))
         self.statement_timeout = _number(options, "statement_timeout", 30.0)
         self.connect_timeout = _number(options, "connect_timeout", 5.0)
+        self.feed_retention = _retention(options.get("feed_retention"))
+        if self.feed_retention == 0:
+            self.capabilities = self.capabilities - {Capability.CHANGES}
         threshold = options.get("prepare_threshold", "5")
         if threshold.lower() == "none":
             self.prepare_threshold: int | None = None
@@ -714,6 +768,29 @@ class PostgresStore:
         with contextlib.suppress(Exception):
             self._pool.check()
 
+    def _trim(self, project: str) -> None:
+        """After a write: now and then, the project's change feed down to its newest
+        ``feed_retention`` events.
+
+        One write in ``feed_retention // 100`` does it (at random, so that
+        short-lived processes take their turn; every write below 200, at
+        most one in 1,000): the feed holds a little more than it keeps, and
+        finding the oldest event kept costs an index walk of about a
+        hundred entries per write.  A trim that fails is left for a later
+        write; the write itself is done.
+        """
+        keep = self.feed_retention
+        # Not for secrets: spreads the trims over the writers.
+        every = min(max(keep // 100, 1), 1000)
+        if not keep or random.random() * every >= 1:  # noqa: S311
+            return
+        with contextlib.suppress(StorageError, LockTimeoutError):
+            self._run(
+                None,
+                "trimming the change feed",
+                lambda conn: conn.execute(_TRIM, {"project": project, "keep": keep}),
+            )
+
     @staticmethod
     def _ring(conn: Any) -> None:
         """Wake the watchers; a lost ring only delays them until their next poll."""
@@ -777,6 +854,8 @@ class PostgresStore:
         at: datetime,
         request_id: str | None,
     ) -> None:
+        if not self.feed_retention:
+            return  # the change feed is off
         conn.execute(
             "INSERT INTO maestro_events (project, kind, session_id, revision, from_status, "
             "to_status, at, request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -808,18 +887,7 @@ class PostgresStore:
         the row version written: this transaction's id.
         """
         return conn.execute(
-            "WITH written AS (UPDATE maestro_sessions SET status = %(status)s, "
-            "phase = %(phase)s, branch = %(branch)s, worktree = %(worktree)s, "
-            "created_at = %(created_at)s, updated_at = %(updated_at)s, "
-            "active_at = %(active_at)s, words = %(words)s, revision = %(revision)s, "
-            "record = %(record)s::jsonb "
-            "WHERE project = %(project)s AND session_id = %(session_id)s "
-            "RETURNING xmin::text AS version), "
-            "event AS (INSERT INTO maestro_events (project, kind, session_id, revision, "
-            "from_status, to_status, at, request_id) SELECT %(project)s, %(kind)s, "
-            "%(session_id)s, %(revision)s, %(from_status)s, %(status)s, %(updated_at)s, "
-            "%(request_id)s FROM written) "
-            "SELECT version FROM written",
+            _SAVE if self.feed_retention else _SAVE_ONLY_ROW,
             {
                 **self._row(session, record),
                 "project": project,
@@ -874,6 +942,7 @@ class PostgresStore:
             return session_from_trusted_record(orjson.loads(raw))
 
         created = self._run(session_id, "creating the session", body, write=True)
+        self._trim(self.project)
         if created.session_id == session_id:
             self._make_directory(session_id)
         return created
@@ -899,6 +968,7 @@ class PostgresStore:
         check_request_id_type(request_id)
 
         database = self._database
+        wrote: list[str] = []
 
         def body(conn: Any) -> tuple[Session, Callable[[], None] | None]:
             _lock(conn, session_id)
@@ -956,11 +1026,15 @@ class PostgresStore:
                     else _Written(project, str(row[0]), updated.revision, record, marks),
                 )
 
+            wrote.append(project)
             # ``current`` was read for this call alone, so what ``change`` made
             # of it is the caller's (as the file store returns it).
             return updated, committed
 
-        return self._write(session_id, "saving the session", body)
+        written = self._write(session_id, "saving the session", body)
+        if wrote:
+            self._trim(wrote[0])
+        return written
 
     def delete(
         self,
@@ -972,7 +1046,7 @@ class PostgresStore:
         check_session_id(session_id)
         check_request_id_type(request_id)
 
-        def body(conn: Any) -> None:
+        def body(conn: Any) -> str:
             _lock(conn, session_id)
             found = conn.execute(
                 "SELECT project, record::text, revision FROM maestro_sessions "
@@ -993,14 +1067,18 @@ class PostgresStore:
                 "DELETE FROM maestro_sessions WHERE project = %s AND session_id = %s",
                 (project, session_id),
             )
-            conn.execute(
-                "INSERT INTO maestro_events (project, kind, session_id, revision, "
-                "from_status, to_status, at, request_id) "
-                "VALUES (%s, 'deleted', %s, %s, %s, NULL, %s, %s)",
-                (project, session_id, revision, status, utcnow(), request_id),
-            )
+            if self.feed_retention:
+                conn.execute(
+                    "INSERT INTO maestro_events (project, kind, session_id, revision, "
+                    "from_status, to_status, at, request_id) "
+                    "VALUES (%s, 'deleted', %s, %s, %s, NULL, %s, %s)",
+                    (project, session_id, revision, status, utcnow(), request_id),
+                )
+            return str(project)
 
-        self._run(session_id, "deleting the session", body, write=True)
+        project = self._run(session_id, "deleting the session", body, write=True)
+        self._database.remember(session_id, None)
+        self._trim(project)
         self._remove_directory(session_id)
 
     # ------------------------------------------------------------ local directories
@@ -1141,7 +1219,7 @@ class PostgresStore:
         raw = encode_record(session)
         row = self._row(session, raw)
 
-        def body(conn: Any) -> str:
+        def body(conn: Any) -> tuple[str, str]:
             _lock(conn, session_id)
             found = conn.execute(
                 "SELECT project, revision FROM maestro_sessions WHERE "
@@ -1150,7 +1228,7 @@ class PostgresStore:
                 self._one_args(session_id),
             ).fetchone()
             if found is not None and found[1] >= session.revision:
-                return "unchanged"
+                return "unchanged", str(found[0])
             if found is None:
                 project = self.project
                 conn.execute(
@@ -1183,9 +1261,11 @@ class PostgresStore:
                 session.updated_at or session.created_at,
                 None,
             )
-            return "created" if found is None else "updated"
+            return ("created" if found is None else "updated"), str(project)
 
-        return self._run(session_id, "importing the session", body, write=True)
+        outcome, project = self._run(session_id, "importing the session", body, write=True)
+        self._trim(project)
+        return outcome
 
     def _place_files(self, unpacked: Path, session_id: str) -> None:
         """The files of an imported session, other than its record, into its local directory."""
@@ -1341,59 +1421,74 @@ class PostgresStore:
             return None
         return _Position(int(match.group(2)), int(match.group(3)))
 
-    def _visible(self, conn: Any, start: _Position, limit: int) -> list[ChangeEvent]:
+    def _visible(
+        self, conn: Any, start: _Position, limit: int
+    ) -> tuple[_Position | None, list[ChangeEvent]]:
+        """The horizon (events at or before it may be gone) and up to ``limit``
+        readable events after both it and ``start``: one statement, one snapshot."""
         where, args = self._where_project()
         rows = conn.execute(
-            "SELECT xid, seq, kind, session_id, revision, from_status, to_status, at, "
+            '(SELECT true, xid, seq, NULL, NULL COLLATE "C", NULL::integer, NULL, NULL, '
+            f"NULL::timestamptz, NULL FROM maestro_feed_horizon WHERE {where} "
+            "ORDER BY xid DESC, seq DESC LIMIT 1) UNION ALL "
+            "(SELECT false, xid, seq, kind, session_id, revision, from_status, to_status, at, "
             f"request_id FROM maestro_events WHERE {where} AND (xid, seq) > (%s, %s) "
+            f"AND (xid, seq) > ALL (SELECT xid, seq FROM maestro_feed_horizon WHERE {where}) "
             "AND xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
-            "ORDER BY xid, seq LIMIT %s",
-            [*args, start.xid, start.seq, limit],
+            "ORDER BY xid, seq LIMIT %s)",
+            [*args, *args, start.xid, start.seq, *args, limit],
         ).fetchall()
-        return [
-            ChangeEvent(
-                cursor=self._cursor(_Position(int(xid), int(seq))),
-                kind=ChangeKind(kind),
-                session_id=session_id,
-                revision=revision,
-                from_status=from_status,
-                to_status=to_status,
-                at=at,
-                request_id=request_id,
+        horizon = None
+        events = []
+        for edge, xid, seq, kind, session_id, revision, before, after, at, request in rows:
+            if edge:
+                horizon = _Position(int(xid), int(seq))
+                continue
+            events.append(
+                ChangeEvent(
+                    cursor=self._cursor(_Position(int(xid), int(seq))),
+                    kind=ChangeKind(kind),
+                    session_id=session_id,
+                    revision=revision,
+                    from_status=before,
+                    to_status=after,
+                    at=at,
+                    request_id=request,
+                )
             )
-            for xid, seq, kind, session_id, revision, from_status, to_status, at, request_id in rows
-        ]
+        return horizon, events
 
     def changes_after(self, cursor: str | None, *, limit: int = 1000) -> list[ChangeEvent]:
-        """Up to ``limit`` events after ``cursor``, oldest first (``CHANGES``)."""
+        """Up to ``limit`` events after ``cursor``, oldest first (``CHANGES``).
+
+        A ``reset`` comes first when ``cursor`` is another database's, or
+        older than the project's horizon (events after it were dropped by
+        the retention); reading goes on from its cursor.
+        """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise SessionValidationError("limit must be a positive integer")
-        start = _Position(0, 0)
-        reset: list[ChangeEvent] = []
+        start, foreign = _Position(0, 0), False
         if cursor is not None:
             _check_cursor(cursor)
             position = self._position(cursor)
-            if position is None:
-                reset = [
-                    ChangeEvent(
-                        cursor=self._cursor(start),
-                        kind=ChangeKind.RESET,
-                        session_id=None,
-                        revision=None,
-                        from_status=None,
-                        to_status=None,
-                        at=utcnow(),
-                    )
-                ]
-            else:
-                start = position
-        wanted = limit - len(reset)
-        if wanted == 0:
-            return reset
-        events = self._run(
-            None, "reading the change feed", lambda conn: self._visible(conn, start, wanted)
+            foreign = position is None
+            start = position or start
+        horizon, events = self._run(
+            None, "reading the change feed", lambda conn: self._visible(conn, start, limit)
         )
-        return reset + events
+        behind = cursor is not None and horizon is not None and start < horizon
+        if not (foreign or behind):
+            return events
+        reset = ChangeEvent(
+            cursor=self._cursor(max(start, horizon) if horizon is not None else start),
+            kind=ChangeKind.RESET,
+            session_id=None,
+            revision=None,
+            from_status=None,
+            to_status=None,
+            at=utcnow(),
+        )
+        return [reset, *events[: limit - 1]]
 
     def feed_end(self) -> str:
         """A cursor after every event committed so far; later ones follow it."""
@@ -1422,9 +1517,10 @@ class PostgresStore:
         while True:
             with doorbell.rung:
                 seen = doorbell.count
-            if self._run(
+            horizon, events = self._run(
                 None, "reading the change feed", lambda conn: self._visible(conn, position, 1)
-            ):
+            )
+            if events or (horizon is not None and position < horizon):
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -101,6 +101,18 @@ MIGRATIONS: list[list[str]] = [
         """,
         "CREATE INDEX maestro_events_order ON maestro_events (xid, seq)",
     ],
+    # 2: the change feed's retention.  Events at or before a project's
+    # horizon may have been removed: a reader whose cursor is older is told
+    # so (a ``reset``) and goes on from the horizon.
+    [
+        """
+        CREATE TABLE maestro_feed_horizon (
+            project text PRIMARY KEY,
+            xid bigint NOT NULL,
+            seq bigint NOT NULL
+        )
+        """,
+    ],
 ]
 
 #: The schema version this code writes.
