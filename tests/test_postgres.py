@@ -606,3 +606,45 @@ def test_capabilities_declared() -> None:
     assert {Capability.CHANGES, Capability.MULTI_PROCESS, Capability.MIGRATIONS} <= (
         PostgresStore.capabilities
     )
+
+
+def test_a_worktree_file_store_s_sessions_are_adopted_whole(tmp_path: Path, url: str) -> None:
+    """What ``doctor`` does with a linked worktree's own sessions: found, and with
+    ``move`` brought in (record as an import brings it, other files to this
+    host's directory) unless the database has the id or a writer holds it."""
+    import fcntl
+
+    worktree = SessionManager(tmp_path / "worktree")
+    stray = worktree.create_session("made in a worktree", git_context=GIT)
+    worktree.transition_state(stray.session_id, SessionStatus.PLANNING)
+    stray = worktree.update_session(stray.session_id, {"statistics": {"total_tasks": 2}})
+    folder = worktree.sessions_dir / stray.session_id
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "one.json").write_text("{}")
+    twin = worktree.create_session("also here", git_context=GIT)
+    busy = worktree.create_session("being written", git_context=GIT)
+    manager = SessionManager(tmp_path / "host", store=url)
+    manager.store._put(twin)  # type: ignore[attr-defined]
+
+    seen = manager.store.adopt_sessions(worktree.sessions_dir, move=False)  # type: ignore[attr-defined]
+    assert sorted(seen.found) == sorted([stray.session_id, twin.session_id, busy.session_id])
+    assert (seen.duplicates, seen.moved) == ([twin.session_id], [])
+    with pytest.raises(FileNotFoundError):
+        manager.get_session(stray.session_id)
+
+    lock = (worktree.sessions_dir / busy.session_id / ".lock").open("a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        moved = manager.store.adopt_sessions(worktree.sessions_dir, move=True)  # type: ignore[attr-defined]
+    finally:
+        lock.close()
+    assert (moved.moved, moved.duplicates) == ([stray.session_id], [twin.session_id])
+    assert manager.get_session(stray.session_id) == stray
+    assert not folder.exists()
+    local = manager.store.session_directory(stray.session_id)  # type: ignore[attr-defined]
+    assert (local / "checkpoints" / "one.json").read_text() == "{}"
+    assert not (local / ".lock").exists()
+    assert (worktree.sessions_dir / twin.session_id).is_dir()  # never overwritten
+    again = manager.store.adopt_sessions(worktree.sessions_dir, move=True)  # type: ignore[attr-defined]
+    assert again.moved == [busy.session_id]
+    assert manager.get_session(busy.session_id) == busy

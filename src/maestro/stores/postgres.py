@@ -1212,9 +1212,10 @@ class PostgresStore:
                     progress(number, len(entries))
         return result
 
-    def _put(self, session: Session) -> str:
-        """Store ``session`` as it is unless a same or higher revision is here:
-        ``created``, ``updated`` or ``unchanged``."""
+    def _put(self, session: Session, *, only_new: bool = False) -> str:
+        """Store ``session`` as it is unless a same or higher revision is here
+        (with ``only_new``, unless it is here at all): ``created``, ``updated``
+        or ``unchanged``."""
         session_id = session.session_id
         raw = encode_record(session)
         row = self._row(session, raw)
@@ -1227,7 +1228,7 @@ class PostgresStore:
                 + " LIMIT 1 FOR UPDATE",
                 self._one_args(session_id),
             ).fetchone()
-            if found is not None and found[1] >= session.revision:
+            if found is not None and (only_new or found[1] >= session.revision):
                 return "unchanged", str(found[0])
             if found is None:
                 project = self.project
@@ -1277,8 +1278,11 @@ class PostgresStore:
             target.mkdir(parents=True, exist_ok=True)
             for path in sorted(unpacked.rglob("*")):
                 relative = path.relative_to(unpacked)
-                if relative.as_posix() == "metadata.json" or path.is_symlink():
+                name = relative.as_posix()
+                if name in ("metadata.json", ".lock") or path.is_symlink():
                     continue
+                if name.startswith(".metadata.json."):
+                    continue  # a file store writer's leftover
                 if path.is_dir():
                     (target / relative).mkdir(parents=True, exist_ok=True)
                 elif path.is_file():
@@ -1290,8 +1294,89 @@ class PostgresStore:
             ) from None
 
     def adopt_sessions(self, sessions_dir: str | os.PathLike[str], *, move: bool) -> AdoptResult:
-        """Nothing: file-store sessions move into PostgreSQL by export and import."""
-        return AdoptResult()
+        """The session directories of a file store at ``sessions_dir`` (a linked
+        worktree's own, which ``doctor`` looks for); with ``move``, each comes in.
+
+        Moving one takes its lock there (a session whose lock is busy stays
+        for a later call), puts its record in the database as an import does
+        (same revision, history and request ids), its other files in its
+        directory on this host, and removes the directory.  An id the
+        database holds already is reported, never overwritten; an unreadable
+        record stays where it is (that store's ``doctor`` reports it).
+        Links are not followed, as the file store refuses them.
+        """
+        from maestro.ids import is_session_id
+
+        source = Path(sessions_dir).absolute()
+        result = AdoptResult()
+        if any(path.is_symlink() for path in (source.parent.parent, source.parent, source)):
+            return result
+        try:
+            names = sorted(os.listdir(source))
+        except OSError:
+            return result
+        ids = [
+            name
+            for name in names
+            if is_session_id(name) and not (source / name).is_symlink() and (source / name).is_dir()
+        ]
+        where, args = self._where_project()
+
+        def held(conn: Any) -> set[str]:
+            rows = conn.execute(
+                f"SELECT session_id FROM maestro_sessions WHERE {where} AND session_id = ANY(%s)",
+                [*args, ids],
+            ).fetchall()
+            return {str(row[0]) for row in rows}
+
+        here = self._run(None, "looking for sessions", held) if ids else set()
+        for session_id in ids:
+            result.found.append(session_id)
+            if session_id in here:
+                result.duplicates.append(session_id)
+            elif move:
+                outcome = self._adopt(source / session_id, session_id)
+                if outcome == "moved":
+                    result.moved.append(session_id)
+                elif outcome == "duplicate":
+                    result.duplicates.append(session_id)
+        return result
+
+    def _adopt(self, folder: Path, session_id: str) -> str:
+        """Move one file-store session directory in (see :meth:`adopt_sessions`):
+        ``moved``, ``duplicate`` (the database has it now) or ``stays``."""
+        import fcntl
+
+        try:
+            lock_fd = os.open(
+                folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666
+            )
+        except OSError:
+            return "stays"
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return "stays"  # a writer there has it now
+            record = folder / "metadata.json"
+            try:
+                if record.is_symlink():
+                    return "stays"
+                session = decode_record(session_id, record.read_bytes(), where=f"{record}")
+            except (OSError, ValueError):
+                return "stays"
+            if self._put(session, only_new=True) == "unchanged":
+                return "duplicate"  # it came in from elsewhere meanwhile
+            self._place_files(folder, session_id)
+            try:
+                shutil.rmtree(folder)
+            except OSError as error:
+                raise StorageError(
+                    session_id, f"removing the adopted directory {folder}", error, committed=True
+                ) from None
+            return "moved"
+        finally:
+            os.close(lock_fd)
 
     # ------------------------------------------------------------ reading many
 
