@@ -112,6 +112,18 @@ MIGRATIONS: list[list[str]] = [
             seq bigint NOT NULL
         )
         """,
+        # Records of a long history are compressed on every write: lz4 costs
+        # the server a fraction of pglz's time.  Records written before keep
+        # theirs; a server built without lz4 (or older than 14) keeps pglz.
+        """
+        DO $$
+        BEGIN
+            ALTER TABLE maestro_sessions ALTER COLUMN record SET COMPRESSION lz4;
+        EXCEPTION WHEN feature_not_supported OR syntax_error THEN
+            NULL;
+        END
+        $$
+        """,
     ],
 ]
 
