@@ -321,6 +321,10 @@ class FileSessionStore:
         self._index_retention = retention if index else None
         self._index: SessionIndex | None = None
         self._fallback_warned = False
+        #: The bytes this object last wrote for each of a few sessions: a
+        #: file still holding them was checked when encoded, so reading it
+        #: back under the lock skips the second check (see ``_load_signed``).
+        self._written: dict[str, bytes] = {}
         self._trash_left = False
         self._made_sessions_dir = False
         offered = {
@@ -498,7 +502,19 @@ class FileSessionStore:
 
     def _load_signed(self, sess_fd: int, session_id: str) -> tuple[Session, Signature]:
         raw, info = self._read(sess_fd, session_id)
+        if raw == self._written.get(session_id):
+            # Byte for byte the record this object encoded, after validating
+            # it against the schema: the same session, built without checks.
+            return session_from_owned_record(orjson.loads(raw)), Signature.of(info)
         return decode_record(session_id, raw, where=METADATA), Signature.of(info)
+
+    def _remember(self, session_id: str, data: bytes) -> None:
+        written = self._written
+        written.pop(session_id, None)
+        if len(written) >= _WRITTEN_KEPT:
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                del written[next(iter(written))]  # the oldest
+        written[session_id] = data
 
     def _write(self, sess_fd: int, session: Session) -> Signature:
         """Atomically replace ``metadata.json``: temp, fsync, rename, fsync dir.
@@ -511,6 +527,7 @@ class FileSessionStore:
         """:meth:`_write`, also returning the record written (``session.to_dict()``)."""
         data, record = encode_record_and_dict(session)
         session_id = session.session_id
+        self._written.pop(session_id, None)
         try:
             try:
                 info = replace_file(sess_fd, METADATA, data, temp=WRITE_TEMP, durable=self.durable)
@@ -530,6 +547,7 @@ class FileSessionStore:
             ) from error
         except OSError as error:
             raise StorageError(session_id, "writing the record", error) from error
+        self._remember(session_id, data)
         return Signature.of(info), record
 
     def _sweep_temp_files(self, sess_fd: int) -> None:
@@ -1673,6 +1691,9 @@ class FileSessionStore:
             elif not isinstance(entry.error, SessionNotFoundError):
                 log.warning("skipping %s", entry.error)
 
+
+#: How many sessions' last written bytes a store object keeps (see ``_load_signed``).
+_WRITTEN_KEPT = 64
 
 #: The signature of a session whose file the disk refused to read: no file has
 #: a negative size, so the next query's check of unreadable sessions re-reads it.

@@ -86,7 +86,7 @@ __all__ = [
 ]
 
 #: Bump when the tables change: an index of another format is rebuilt.
-INDEX_FORMAT = 4
+INDEX_FORMAT = 5
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
@@ -121,7 +121,7 @@ CREATE TABLE IF NOT EXISTS pending (
     session_id TEXT PRIMARY KEY,
     kind TEXT,
     request_id TEXT
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     at_us INTEGER NOT NULL,
