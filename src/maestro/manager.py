@@ -26,6 +26,7 @@ from maestro.errors import (
     CorruptSessionError,
     InvalidSessionIdError,
     InvalidTransitionError,
+    SessionError,
     SessionNotFoundError,
     SessionValidationError,
 )
@@ -62,6 +63,7 @@ from maestro.stores.base import (
 # Imported where they are used: most processes never call them, and each
 # costs start-up time (a command line call is one process).
 if TYPE_CHECKING:
+    from maestro.feedfilter import ChangeFilter
     from maestro.hooks import ChangeHook, Hooks, TransitionHook
     from maestro.pages import SessionPage
     from maestro.phases import Phase, RunState
@@ -904,6 +906,7 @@ class SessionManager:
         session_id: str | None = None,
         status: SessionStatus | str | Iterable[SessionStatus | str] | None = None,
         kind: ChangeKind | str | Iterable[ChangeKind | str] | None = None,
+        **session_filters: Any,
     ) -> Generator[ChangeEvent, None, None]:
         """The committed changes, oldest first, as :class:`ChangeEvent` values.
 
@@ -913,30 +916,23 @@ class SessionManager:
         ``follow`` the iterator waits for new events until ``timeout``
         seconds have passed (``None``: forever); else it ends when it has
         given what there is.  ``session_id``, ``status`` (the status after
-        the change) and ``kind`` keep only some events; a ``reset`` event
+        the change) and ``kind`` keep only some events; so do the filters of
+        :meth:`query_sessions` (``phase``, ``branch``, ``worktree``, the
+        time bounds, ``text``), judged on each event's session as it is when
+        the event is read (see :meth:`change_filter`).  A ``reset`` event
         (the events after ``since`` are no longer kept: re-read what you
         need) always passes.  Needs a store with the change feed
         (``UnsupportedOperationError`` otherwise).
         """
         require(self.store, Capability.CHANGES, "reading the change feed")
         feed = cast(ChangeFeed, self.store)
-        if session_id is not None:
-            check_session_id(session_id)
-        statuses = None if status is None else _choices(status, SessionStatus, "status")
-        kinds = None if kind is None else _choices(kind, ChangeKind, "kind")
+        wanted = self.change_filter(
+            session_id=session_id, status=status, kind=kind, **session_filters
+        )
         if timeout is not None and not timeout >= 0:
             raise SessionValidationError("timeout must be a non-negative number of seconds")
         if since is not None and not isinstance(since, str):
             raise SessionValidationError("since must be a cursor string")
-
-        def wanted(event: ChangeEvent) -> bool:
-            if event.kind is ChangeKind.RESET:
-                return True
-            return (
-                (session_id is None or event.session_id == session_id)
-                and (statuses is None or event.to_status in statuses)
-                and (kinds is None or event.kind.value in kinds)
-            )
 
         def events() -> Generator[ChangeEvent, None, None]:
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -962,6 +958,61 @@ class SessionManager:
                         break
 
         return events()
+
+    def change_filter(
+        self,
+        *,
+        session_id: str | None = None,
+        status: SessionStatus | str | Iterable[SessionStatus | str] | None = None,
+        kind: ChangeKind | str | Iterable[ChangeKind | str] | None = None,
+        phase: SessionPhase | str | Iterable[SessionPhase | str] | None = None,
+        branch: str | None = None,
+        worktree: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        updated_after: datetime | str | None = None,
+        updated_before: datetime | str | None = None,
+        text: str | None = None,
+    ) -> ChangeFilter:
+        """The predicate :meth:`changes` keeps events with, for readers of the feed.
+
+        ``session_id``, ``status`` (after the change) and ``kind`` are
+        fields of the event.  The others are :meth:`query_sessions`' filters,
+        answered by reading the event's session as it is when the event is
+        judged: a session that matched before in this filter's life and no
+        longer does, or was deleted, passes once more, so a live view can drop
+        it.  The filter keeps that memory; use one per reader.
+        """
+        from maestro.feedfilter import ChangeFilter
+
+        if session_id is not None:
+            check_session_id(session_id)
+        statuses = None if status is None else _choices(status, SessionStatus, "status")
+        kinds = None if kind is None else _choices(kind, ChangeKind, "kind")
+        given = (phase, branch, worktree, created_after, created_before)
+        query = None
+        if any(value is not None for value in (*given, updated_after, updated_before, text)):
+            query = SessionQuery.build(
+                phase=phase,
+                branch=branch,
+                worktree=worktree,
+                created_after=created_after,
+                created_before=created_before,
+                updated_after=updated_after,
+                updated_before=updated_before,
+                text=text,
+                order_by="created",
+            )
+
+        def load(sid: str) -> Session | None:
+            try:
+                return self.store.load(sid)
+            except SessionError:
+                return None
+
+        return ChangeFilter(
+            load, session_id=session_id, statuses=statuses, kinds=kinds, query=query
+        )
 
     def changes_cursor(self) -> str:
         """The cursor of the newest change: ``changes(since=...)`` of it gives only later ones."""

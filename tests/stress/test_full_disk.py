@@ -375,6 +375,7 @@ API: dict[str, Api] = {
     "doctor(fix)": lambda m, ids, w, a: m.doctor(fix=True),
     "changes": lambda m, ids, w, a: list(m.changes(timeout=0.05, follow=True)) + list(m.changes()),
     "changes_cursor": lambda m, ids, w, a: m.changes_cursor(),
+    "change_filter": lambda m, ids, w, a: [m.change_filter(branch="main")(e) for e in m.changes()],
     "upgrade_schema": lambda m, ids, w, a: _unless_unsupported(m.upgrade_schema),
     "store.load": lambda m, ids, w, a: _store(m).load(ids["planning"]),
     "store.create": _store_create,
@@ -455,6 +456,7 @@ NEEDS_INDEX_CLI = {"doctor", "doctor --reindex", "doctor --fix"}
 FEED = {
     "changes",
     "changes_cursor",
+    "change_filter",
     "store.changes_after",
     "store.feed_end",
     "store.wait_for_change",

@@ -496,6 +496,17 @@ async def events(
     ] = None,
     kind: Annotated[list[str] | None, Query(description="created, transitioned, ...")] = None,
     session_id: Annotated[str | None, Query(max_length=36)] = None,
+    phase: Annotated[
+        list[SessionPhase] | None,
+        Query(description="Filters of the session, as it is when the event is sent."),
+    ] = None,
+    branch: Annotated[str | None, Query(max_length=1000)] = None,
+    worktree: Annotated[str | None, Query(max_length=1000)] = None,
+    created_after: Moment = None,
+    created_before: Moment = None,
+    updated_after: Moment = None,
+    updated_before: Moment = None,
+    q: Annotated[str | None, Query(max_length=500)] = None,
     since: Annotated[str | None, Query(description="A cursor; as Last-Event-ID.")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
@@ -511,21 +522,26 @@ async def events(
     sid = None
     if session_id is not None:
         sid = await anyio.to_thread.run_sync(_resolve, manager, session_id)
+    wanted = manager.change_filter(
+        session_id=sid,
+        status=status or None,
+        kind=kinds,
+        phase=phase or None,
+        branch=branch,
+        worktree=worktree,
+        created_after=created_after,
+        created_before=created_before,
+        updated_after=updated_after,
+        updated_before=updated_before,
+        text=q,
+    )
     if start is None:
         cursor = await anyio.to_thread.run_sync(manager.changes_cursor)
         first: list[Any] = []
     else:
         cursor = start
         first = await anyio.to_thread.run_sync(read_after, manager, start)
-    stream = event_stream(
-        hub,
-        cursor,
-        first,
-        session_id=sid,
-        statuses={s.value for s in status} if status else None,
-        kinds=kinds,
-        keepalive=request.app.state.keepalive,
-    )
+    stream = event_stream(hub, cursor, first, wanted=wanted, keepalive=request.app.state.keepalive)
     return StreamingResponse(
         stream,
         media_type="text/event-stream",

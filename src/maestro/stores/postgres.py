@@ -18,11 +18,13 @@ the commit, the outcome is unknown and :class:`StorageError` says so: retry
 with a ``request_id`` to make the retry safe.
 
 The change feed: events carry the id of the transaction that wrote them.
-Readers take only the events of transactions older than the oldest one
-still in flight (``pg_snapshot_xmin(pg_current_snapshot())``), in
-(transaction id, sequence) order: a transaction that commits later always
-has a higher id than everything already read, so a cursor never passes an
-event that is yet to commit, and no counter serialises the writers.
+Readers take only the events of transactions older than the oldest maestro
+writer still in flight (``_HORIZON``), in (transaction id, sequence) order:
+a writer that commits later always has a higher id than everything already
+read, so a cursor never passes an event that is yet to commit, and no
+counter serialises the writers.  Transactions of other programs, in this
+database or another one of the server, do not hold the feed back: a
+long-running or idle one elsewhere would otherwise stop every reader.
 ``LISTEN``/``NOTIFY`` only wakes waiting readers early; without it they
 would still see every event at their next poll.
 
@@ -1072,12 +1074,13 @@ class PostgresStore:
 
     def _visible(self, conn: Any, start: _Position, limit: int) -> list[ChangeEvent]:
         where, args = self._where_project()
+        # The horizon first, the events in a later statement (a later snapshot).
+        horizon = int(conn.execute(_HORIZON).fetchone()[0])
         rows = conn.execute(
             "SELECT xid, seq, kind, session_id, revision, from_status, to_status, at, "
             f"request_id FROM maestro_events WHERE {where} AND (xid, seq) > (%s, %s) "
-            "AND xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
-            "ORDER BY xid, seq LIMIT %s",
-            [*args, start.xid, start.seq, limit],
+            "AND xid < %s ORDER BY xid, seq LIMIT %s",
+            [*args, start.xid, start.seq, horizon, limit],
         ).fetchall()
         return [
             ChangeEvent(
@@ -1128,9 +1131,7 @@ class PostgresStore:
         """A cursor after every event committed so far; later ones follow it."""
 
         def body(conn: Any) -> _Position:
-            row = conn.execute(
-                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
-            ).fetchone()
+            row = conn.execute(_HORIZON).fetchone()
             return _Position(int(row[0]) - 1, _MAX_SEQ)
 
         return self._cursor(self._run(None, "reading the change feed", body))
@@ -1205,10 +1206,14 @@ class PostgresStore:
 
         def body(conn: Any) -> tuple[int, float, int]:
             version = postgres_schema.current_version(conn)
+            # The maestro writers in flight: those the feed's horizon waits for.
             row = conn.execute(
-                "SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0), "
-                "count(*) FROM pg_stat_activity WHERE backend_xid IS NOT NULL "
-                "AND pid <> pg_backend_pid()"
+                "SELECT coalesce(extract(epoch FROM now() - min(a.xact_start)), 0), "
+                "count(DISTINCT a.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'relation' AND l.database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND l.relation IN ('maestro_sessions'::regclass, 'maestro_events'::regclass) "
+                "AND a.backend_xid IS NOT NULL AND a.pid <> pg_backend_pid()"
             ).fetchone()
             return version, float(row[0]), int(row[1])
 
@@ -1266,6 +1271,33 @@ def _connection_lost(error: psycopg.OperationalError) -> bool:
 
 
 _CHECK = re.compile(r"pg:[0-9a-f]+:[0-9]+:[0-9]+")
+
+
+#: The feed's horizon: the id of the oldest transaction still in flight that
+#: holds a lock on maestro's sessions or events table (every maestro write
+#: takes one before it has a transaction id, and keeps it until it ends), or,
+#: with none, the id the next transaction will get.  Events of ids below it
+#: that will ever be committed are committed: a transaction in flight at the
+#: snapshot with a lower id either holds no such lock (it writes no event) or
+#: counts here.  ``pg_locks`` gives 32-bit ids; the snapshot's in-flight list
+#: gives them whole, and is matched on the low 32 bits.
+_HORIZON = """
+WITH now AS (SELECT pg_current_snapshot() AS snap),
+writers AS (
+    SELECT held.transactionid::text::bigint AS xid32
+    FROM pg_locks rel
+    JOIN pg_locks held
+      ON held.virtualtransaction = rel.virtualtransaction
+     AND held.locktype = 'transactionid' AND held.granted
+    WHERE rel.locktype = 'relation'
+      AND rel.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND rel.relation IN ('maestro_sessions'::regclass, 'maestro_events'::regclass)
+)
+SELECT coalesce(
+    (SELECT min(x::text::bigint) FROM now, pg_snapshot_xip(now.snap) AS x
+     WHERE (x::text::bigint & 4294967295) IN (SELECT xid32 FROM writers)),
+    (SELECT pg_snapshot_xmax(snap)::text::bigint FROM now))
+"""
 
 
 def _check_cursor(cursor: object) -> None:
