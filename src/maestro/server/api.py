@@ -522,19 +522,18 @@ async def events(
     sid = None
     if session_id is not None:
         sid = await anyio.to_thread.run_sync(_resolve, manager, session_id)
-    wanted = manager.change_filter(
-        session_id=sid,
-        status=status or None,
-        kind=kinds,
-        phase=phase or None,
-        branch=branch,
-        worktree=worktree,
-        created_after=created_after,
-        created_before=created_before,
-        updated_after=updated_after,
-        updated_before=updated_before,
-        text=q,
+    filters = _filters(
+        status,
+        phase,
+        branch,
+        worktree,
+        created_after,
+        created_before,
+        updated_after,
+        updated_before,
+        q,
     )
+    wanted = manager.change_filter(session_id=sid, kind=kinds, **filters)
     if start is None:
         cursor = await anyio.to_thread.run_sync(manager.changes_cursor)
         first: list[Any] = []
