@@ -10,6 +10,10 @@ session of the page was changed on disk (a ``stat`` each).  A fresh answer
 would then be the very same bytes; otherwise the route makes one.  That
 check is cheap enough to make in the event loop, without the thread hop of
 the route.
+
+Only a query string asked before has its answer kept: pages asked once
+(a script walking every page by cursor, a search typed once) would
+otherwise push out the few a dashboard asks again and again.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ __all__ = ["LIST_PATH", "PageCache"]
 
 #: The route whose answers are kept.
 LIST_PATH = "/api/v1/sessions"
-#: Query strings remembered, the most recently used kept.
+#: Query strings whose answers are kept, the most recently used.
 SIZE = 64
+#: Query strings remembered as asked once, the most recent.
+SEEN = 1024
 #: A larger answer (pages of hundreds of long requests) is not kept.
 MAX_KEPT_BYTES = 1024 * 1024
 
@@ -40,6 +46,7 @@ class PageCache:
         self._manager = manager
         self._size = size
         self._entries: OrderedDict[bytes, tuple[SessionPage, bytes]] = OrderedDict()
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, query_string: bytes) -> bytes | None:
@@ -56,19 +63,33 @@ class PageCache:
             with self._lock:
                 if self._entries.get(query_string) is entry:
                     del self._entries[query_string]
+                    self._remember(query_string)  # asked before: the next answer is kept
             return None
         return body
 
     def keep(self, query_string: bytes, page: SessionPage, body: bytes) -> None:
-        """Remember the answer ``body`` made of ``page`` (only a page with a stamp)."""
-        if page.stamp is None or len(body) > MAX_KEPT_BYTES:
-            return
-        entry = (dataclasses.replace(page, sessions=[]), body)  # the stamp is all it needs
+        """Remember the answer ``body`` made of ``page``, if its query string was asked before.
+
+        Only a page with a stamp, and not too large, is kept.
+        """
         with self._lock:
-            self._entries[query_string] = entry
+            if query_string not in self._entries and query_string not in self._seen:
+                self._remember(query_string)  # asked once so far: remembered, not kept
+                return
+            if page.stamp is None or len(body) > MAX_KEPT_BYTES:
+                return
+            self._seen.pop(query_string, None)
+            # The stamp is all the page is kept for.
+            self._entries[query_string] = (dataclasses.replace(page, sessions=[]), body)
             self._entries.move_to_end(query_string)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
+
+    def _remember(self, query_string: bytes) -> None:
+        self._seen[query_string] = None
+        self._seen.move_to_end(query_string)
+        while len(self._seen) > SEEN:
+            self._seen.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._entries)
