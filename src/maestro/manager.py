@@ -56,6 +56,7 @@ from maestro.stores.base import (
     Reindexable,
     SessionQuery,
     SessionStore,
+    StampedQueries,
     Transform,
     require,
 )
@@ -735,6 +736,7 @@ class SessionManager:
         order_by: str | None = None,
         descending: bool = True,
         cursor: str | None = None,
+        with_total: bool = False,
     ) -> SessionPage:
         """One page of :meth:`query_sessions`, and the cursor of the next one.
 
@@ -747,7 +749,9 @@ class SessionManager:
         says ``"updated"``, also with ``text``: a search rank is no stable key
         to page by, so ``order_by="rank"`` is refused.  A cursor that is
         damaged, or was made for other filters or another order, raises
-        ``SessionValidationError``.
+        ``SessionValidationError``.  ``with_total`` also counts every session
+        the filters match (``total``; :meth:`count_sessions` of them), with
+        the same look at how fresh the store's index is.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise SessionValidationError("limit must be a positive integer")
@@ -775,10 +779,33 @@ class SessionManager:
 
         if cursor is not None:
             query = dataclasses.replace(query, after=decode_cursor(cursor, query))
-        found = self.store.query(query)
+        if Capability.STAMPED_QUERIES in self.store.capabilities:
+            stamped = cast(StampedQueries, self.store)
+            found, total, stamp = stamped.query_stamped(query, count=with_total)
+        else:
+            found, stamp = self.store.query(query), None
+            every = dataclasses.replace(query, limit=None, after=None)
+            total = self.store.count(every) if with_total else None
         sessions = found[:limit]
         more = len(found) > limit
-        return SessionPage(sessions, encode_cursor(query, sessions[-1]) if more else None)
+        next_cursor = encode_cursor(query, sessions[-1]) if more else None
+        return SessionPage(sessions, next_cursor, total, stamp)
+
+    def page_is_current(self, page: SessionPage) -> bool:
+        """Whether :meth:`query_page`, called again as it was for ``page``, would return it.
+
+        True means the same sessions at the same revisions, the same
+        ``next_cursor`` and ``total``: nothing was written to them or to the
+        store's index since, from any process, and no session's file was
+        changed or added by hand.  The file store can tell at the cost of a
+        ``stat`` per session of the page, when its index was in step as the
+        page was made; otherwise, and on the other stores, this is False
+        (ask again).  A caller that keeps what it made of a page (its JSON)
+        can serve it again while this holds.
+        """
+        if page.stamp is None or Capability.STAMPED_QUERIES not in self.store.capabilities:
+            return False
+        return cast(StampedQueries, self.store).is_current(page.stamp)
 
     def iter_sessions(
         self,

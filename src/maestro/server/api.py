@@ -27,8 +27,9 @@ from maestro.lifecycle import ACTIVE_STATES
 from maestro.manager import SessionManager
 from maestro.server import schemas
 from maestro.server.events import FeedHub, event_stream, read_after
+from maestro.server.pagecache import PageCache
 
-__all__ = ["router"]
+__all__ = ["json_response", "router"]
 
 router = APIRouter(prefix="/api/v1")
 
@@ -87,8 +88,15 @@ def _manager(request: Request) -> SessionManager:
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return json_response(orjson.dumps(payload), status, headers)
+
+
+def json_response(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """The response of JSON already made: every JSON answer of the API has these headers."""
     return Response(
-        orjson.dumps(payload),
+        body,
         status_code=status,
         media_type="application/json",
         headers={"cache-control": "no-store", **(headers or {})},
@@ -196,15 +204,19 @@ def list_sessions(
         order_by=order.value.lstrip("-"),
         descending=order.value.startswith("-"),
         cursor=cursor,
+        with_total=True,
     )
-    total = manager.count_sessions(**filters)
-    return _json(
+    body = orjson.dumps(
         {
             "sessions": [s.to_dict() for s in page.sessions],
-            "total": total,
+            "total": page.total,
             "next_cursor": page.next_cursor,
         }
     )
+    # Answered again from these bytes while the page is current (see pagecache).
+    pages: PageCache = request.app.state.pages
+    pages.keep(request.scope.get("query_string", b""), page, body)
+    return json_response(body)
 
 
 @router.post(
