@@ -208,6 +208,39 @@ def test_a_record_naming_another_session_is_corruption(manager: SessionManager) 
         manager.get_session(second)
 
 
+def test_a_write_checks_a_record_changed_since_this_store_wrote_it(
+    manager: SessionManager,
+) -> None:
+    # The store trusts a record it reads back only while it holds the very
+    # bytes it wrote; an edit, a copy or another writer's bytes are checked.
+    sid = manager.create_session("x").session_id
+    other = manager.create_session("y").session_id
+    manager.update_session(sid, {"statistics": {"total_tasks": 1}})
+    path = metadata(manager, sid)
+    record = json.loads(path.read_text())
+    record["statistics"]["total_tasks"] = "many"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    with pytest.raises(CorruptSessionError, match=r"statistics\.total_tasks"):
+        manager.update_session(sid, {"statistics": {"total_tasks": 2}})
+    manager.update_session(other, {"statistics": {"total_tasks": 3}})
+    metadata(manager, other).write_bytes(metadata(manager, other).read_bytes() + b" ")
+    assert manager.update_session(other, {"statistics": {"completed_tasks": 1}}).revision == 3
+    metadata(manager, sid).write_bytes(metadata(manager, other).read_bytes())
+    with pytest.raises(CorruptSessionError, match="different session id"):
+        manager.update_session(sid, {"statistics": {"total_tasks": 2}})
+
+
+def test_a_write_keeps_what_another_writer_stored_since(tmp_path: Path) -> None:
+    first, second = SessionManager(tmp_path), SessionManager(tmp_path)
+    sid = first.create_session("x").session_id
+    first.update_session(sid, {"statistics": {"total_tasks": 5}})
+    second.update_session(sid, {"statistics": {"completed_tasks": 4}})
+    after = first.update_session(sid, {"statistics": {"failed_tasks": 1}})
+    assert (after.statistics.total_tasks, after.statistics.completed_tasks) == (5, 4)
+    assert after.statistics.failed_tasks == 1 and after.revision == 4
+    assert first.get_session(sid) == after == second.get_session(sid)
+
+
 def test_directory_without_metadata_is_normal(
     manager: SessionManager, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -141,6 +141,21 @@ def test_format_timestamp_is_utc_with_z_and_microseconds() -> None:
     assert format_timestamp(datetime(2026, 1, 7, 13, 2, 57, 5)) == "2026-01-07T13:02:57.000005Z"
 
 
+def test_format_timestamp_gives_one_text_per_instant_however_often_asked() -> None:
+    # Texts are kept for equal moments: the same instant in any zone, or a
+    # naive time taken as UTC, always gives the UTC text.
+    utc = datetime(2026, 3, 1, 8, 0, 0, 250, tzinfo=UTC)
+    zones = [utc, utc.astimezone(timezone(timedelta(hours=-5))), utc.replace(tzinfo=None)]
+    for _ in range(2):
+        for moment in [*zones, *reversed(zones)]:
+            assert format_timestamp(moment) == "2026-03-01T08:00:00.000250Z"
+    later = [utc + timedelta(microseconds=n) for n in range(1, 5000)]  # past what is kept
+    assert [format_timestamp(m)[20:26] for m in later[::1000]] == [
+        f"{250 + n:06d}" for n in range(1, 5000, 1000)
+    ]
+    assert format_timestamp(zones[1]) == "2026-03-01T08:00:00.000250Z"
+
+
 def test_state_change_serialises_with_from_to_at() -> None:
     change = StateChange("planning", "paused", "2026-01-07T13:02:57Z", "lunch")  # type: ignore[arg-type]
     assert change.to_dict() == {

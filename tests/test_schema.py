@@ -101,3 +101,29 @@ def test_every_valid_session_serialises_to_a_schema_valid_record(session: Sessio
     record = session.to_dict()
     record["revision"] = max(record["revision"], 1)
     assert schema_errors(record) is None
+
+
+def test_list_entries_checked_once_are_still_checked_exactly(manager: SessionManager) -> None:
+    # A history entry that passed is not checked again, but an entry that
+    # differs in any value, type or key is, and messages keep their positions.
+    sid = manager.create_session("x").session_id
+    for state in ("planning", "generating_tasks", "implementing"):
+        manager.transition_state(sid, state, reason="r")
+    record = json.loads((manager.sessions_dir / sid / "metadata.json").read_text())
+    assert schema_errors(record) is None and schema_errors(record) is None
+    bad_state = {**record, "history": [*record["history"], {**record["history"][0], "to": "x"}]}
+    assert "history[3].to must be one of" in str(schema_errors(bad_state))
+    extra = {**record["history"][1], "note": "n"}
+    assert "history[1] must not contain" in str(
+        schema_errors({**record, "history": [record["history"][0], extra]})
+    )
+    reason = {**record["history"][2], "reason": 7}
+    assert "history[0].reason must be string" in str(
+        schema_errors({**record, "history": [reason, *record["history"]]})
+    )
+    requests = [{"id": "k", "operation": "create", "fingerprint": "0" * 32, "revision": 1}]
+    assert schema_errors({**record, "requests": requests}) is None
+    as_bool = [{**requests[0], "revision": True}]
+    assert "requests[0].revision must be integer" in str(
+        schema_errors({**record, "requests": as_bool})
+    )

@@ -125,6 +125,37 @@ def test_filters_and_resuming_with_last_event_id(server: str, manager: SessionMa
         stream.close()
 
 
+def test_session_filters_keep_the_events_of_matching_sessions(
+    server: str, manager: SessionManager
+) -> None:
+    from tests.conftest import GIT
+
+    other = GIT.__class__(branch="feature/x", commit="1" * 40, repo_root="/repo", is_worktree=False)
+    on_x = Stream(f"{server}/api/v1/events?branch=feature/x")
+    searched = Stream(f"{server}/api/v1/events?q=cache&kind=created")
+    for stream in (on_x, searched):
+        stream.wait(lambda stream=stream: "connected" in stream.comments)
+    # Each event is judged by its session as it is when the event is sent:
+    # wait for each one, so the session is still there to be judged.
+    a = manager.create_session("Add OAuth login", git_context=GIT).session_id
+    b = manager.create_session("Fix the cache", git_context=other).session_id
+    on_x.wait(lambda: len(on_x.events()) >= 1)
+    searched.wait(lambda: len(searched.events()) >= 1)
+    manager.transition_state(a, S.PLANNING)
+    manager.transition_state(b, S.PLANNING)
+    on_x.wait(lambda: len(on_x.events()) >= 2)
+    manager.delete_session(b)
+    on_x.wait(lambda: len(on_x.events()) >= 3)
+    assert [(e["session_id"], e["kind"]) for e in on_x.events()] == [
+        (b, "created"),
+        (b, "transitioned"),
+        (b, "deleted"),
+    ]
+    assert [(e["session_id"], e["kind"]) for e in searched.events()] == [(b, "created")]
+    for stream in (on_x, searched):
+        stream.close()
+
+
 def test_an_idle_stream_gets_keep_alive_comments(server: str) -> None:
     stream = Stream(f"{server}/api/v1/events")
     stream.wait(lambda: stream.comments.count("keep-alive") >= 2)
@@ -133,7 +164,14 @@ def test_an_idle_stream_gets_keep_alive_comments(server: str) -> None:
 
 
 def test_a_bad_cursor_or_filter_is_a_400_before_the_stream(server: str) -> None:
-    for query in ("since=garbage", "status=flying", "kind=exploded", "session_id=xyz"):
+    for query in (
+        "since=garbage",
+        "status=flying",
+        "kind=exploded",
+        "session_id=xyz",
+        "phase=nowhere",
+        "created_after=yesterday",
+    ):
         answer = httpx.get(f"{server}/api/v1/events?{query}", timeout=10)
         assert 400 <= answer.status_code < 500, query
         assert answer.json()["error"]["type"].endswith("Error")

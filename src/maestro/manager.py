@@ -26,6 +26,7 @@ from maestro.errors import (
     CorruptSessionError,
     InvalidSessionIdError,
     InvalidTransitionError,
+    SessionError,
     SessionNotFoundError,
     SessionValidationError,
 )
@@ -55,6 +56,7 @@ from maestro.stores.base import (
     Reindexable,
     SessionQuery,
     SessionStore,
+    StampedQueries,
     Transform,
     require,
 )
@@ -62,6 +64,7 @@ from maestro.stores.base import (
 # Imported where they are used: most processes never call them, and each
 # costs start-up time (a command line call is one process).
 if TYPE_CHECKING:
+    from maestro.feedfilter import ChangeFilter
     from maestro.hooks import ChangeHook, Hooks, TransitionHook
     from maestro.pages import SessionPage
     from maestro.phases import Phase, RunState
@@ -733,6 +736,7 @@ class SessionManager:
         order_by: str | None = None,
         descending: bool = True,
         cursor: str | None = None,
+        with_total: bool = False,
     ) -> SessionPage:
         """One page of :meth:`query_sessions`, and the cursor of the next one.
 
@@ -745,7 +749,9 @@ class SessionManager:
         says ``"updated"``, also with ``text``: a search rank is no stable key
         to page by, so ``order_by="rank"`` is refused.  A cursor that is
         damaged, or was made for other filters or another order, raises
-        ``SessionValidationError``.
+        ``SessionValidationError``.  ``with_total`` also counts every session
+        the filters match (``total``; :meth:`count_sessions` of them), with
+        the same look at how fresh the store's index is.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise SessionValidationError("limit must be a positive integer")
@@ -773,10 +779,33 @@ class SessionManager:
 
         if cursor is not None:
             query = dataclasses.replace(query, after=decode_cursor(cursor, query))
-        found = self.store.query(query)
+        if Capability.STAMPED_QUERIES in self.store.capabilities:
+            stamped = cast(StampedQueries, self.store)
+            found, total, stamp = stamped.query_stamped(query, count=with_total)
+        else:
+            found, stamp = self.store.query(query), None
+            every = dataclasses.replace(query, limit=None, after=None)
+            total = self.store.count(every) if with_total else None
         sessions = found[:limit]
         more = len(found) > limit
-        return SessionPage(sessions, encode_cursor(query, sessions[-1]) if more else None)
+        next_cursor = encode_cursor(query, sessions[-1]) if more else None
+        return SessionPage(sessions, next_cursor, total, stamp)
+
+    def page_is_current(self, page: SessionPage) -> bool:
+        """Whether :meth:`query_page`, called again as it was for ``page``, would return it.
+
+        True means the same sessions at the same revisions, the same
+        ``next_cursor`` and ``total``: nothing was written to them or to the
+        store's index since, from any process, and no session's file was
+        changed or added by hand.  The file store can tell at the cost of a
+        ``stat`` per session of the page, when its index was in step as the
+        page was made; otherwise, and on the other stores, this is False
+        (ask again).  A caller that keeps what it made of a page (its JSON)
+        can serve it again while this holds.
+        """
+        if page.stamp is None or Capability.STAMPED_QUERIES not in self.store.capabilities:
+            return False
+        return cast(StampedQueries, self.store).is_current(page.stamp)
 
     def iter_sessions(
         self,
@@ -904,6 +933,7 @@ class SessionManager:
         session_id: str | None = None,
         status: SessionStatus | str | Iterable[SessionStatus | str] | None = None,
         kind: ChangeKind | str | Iterable[ChangeKind | str] | None = None,
+        **session_filters: Any,
     ) -> Generator[ChangeEvent, None, None]:
         """The committed changes, oldest first, as :class:`ChangeEvent` values.
 
@@ -913,30 +943,23 @@ class SessionManager:
         ``follow`` the iterator waits for new events until ``timeout``
         seconds have passed (``None``: forever); else it ends when it has
         given what there is.  ``session_id``, ``status`` (the status after
-        the change) and ``kind`` keep only some events; a ``reset`` event
+        the change) and ``kind`` keep only some events; so do the filters of
+        :meth:`query_sessions` (``phase``, ``branch``, ``worktree``, the
+        time bounds, ``text``), judged on each event's session as it is when
+        the event is read (see :meth:`change_filter`).  A ``reset`` event
         (the events after ``since`` are no longer kept: re-read what you
         need) always passes.  Needs a store with the change feed
         (``UnsupportedOperationError`` otherwise).
         """
         require(self.store, Capability.CHANGES, "reading the change feed")
         feed = cast(ChangeFeed, self.store)
-        if session_id is not None:
-            check_session_id(session_id)
-        statuses = None if status is None else _choices(status, SessionStatus, "status")
-        kinds = None if kind is None else _choices(kind, ChangeKind, "kind")
+        wanted = self.change_filter(
+            session_id=session_id, status=status, kind=kind, **session_filters
+        )
         if timeout is not None and not timeout >= 0:
             raise SessionValidationError("timeout must be a non-negative number of seconds")
         if since is not None and not isinstance(since, str):
             raise SessionValidationError("since must be a cursor string")
-
-        def wanted(event: ChangeEvent) -> bool:
-            if event.kind is ChangeKind.RESET:
-                return True
-            return (
-                (session_id is None or event.session_id == session_id)
-                and (statuses is None or event.to_status in statuses)
-                and (kinds is None or event.kind.value in kinds)
-            )
 
         def events() -> Generator[ChangeEvent, None, None]:
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -962,6 +985,61 @@ class SessionManager:
                         break
 
         return events()
+
+    def change_filter(
+        self,
+        *,
+        session_id: str | None = None,
+        status: SessionStatus | str | Iterable[SessionStatus | str] | None = None,
+        kind: ChangeKind | str | Iterable[ChangeKind | str] | None = None,
+        phase: SessionPhase | str | Iterable[SessionPhase | str] | None = None,
+        branch: str | None = None,
+        worktree: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        updated_after: datetime | str | None = None,
+        updated_before: datetime | str | None = None,
+        text: str | None = None,
+    ) -> ChangeFilter:
+        """The predicate :meth:`changes` keeps events with, for readers of the feed.
+
+        ``session_id``, ``status`` (after the change) and ``kind`` are
+        fields of the event.  The others are :meth:`query_sessions`' filters,
+        answered by reading the event's session as it is when the event is
+        judged: a session that matched before in this filter's life and no
+        longer does, or was deleted, passes once more, so a live view can drop
+        it.  The filter keeps that memory; use one per reader.
+        """
+        from maestro.feedfilter import ChangeFilter
+
+        if session_id is not None:
+            check_session_id(session_id)
+        statuses = None if status is None else _choices(status, SessionStatus, "status")
+        kinds = None if kind is None else _choices(kind, ChangeKind, "kind")
+        given = (phase, branch, worktree, created_after, created_before)
+        query = None
+        if any(value is not None for value in (*given, updated_after, updated_before, text)):
+            query = SessionQuery.build(
+                phase=phase,
+                branch=branch,
+                worktree=worktree,
+                created_after=created_after,
+                created_before=created_before,
+                updated_after=updated_after,
+                updated_before=updated_before,
+                text=text,
+                order_by="created",
+            )
+
+        def load(sid: str) -> Session | None:
+            try:
+                return self.store.load(sid)
+            except SessionError:
+                return None
+
+        return ChangeFilter(
+            load, session_id=session_id, statuses=statuses, kinds=kinds, query=query
+        )
 
     def changes_cursor(self) -> str:
         """The cursor of the newest change: ``changes(since=...)`` of it gives only later ones."""

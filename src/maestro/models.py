@@ -118,9 +118,22 @@ def parse_timestamp(value: str | datetime, *, name: str = "timestamp") -> dateti
 
 def format_timestamp(moment: datetime) -> str:
     """Write a timestamp as ISO 8601 UTC with microseconds and a ``Z``."""
-    if moment.tzinfo is not UTC:
-        moment = parse_timestamp(moment)
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    # Every write serialises the whole history again, so the texts of recent
+    # moments are kept.  Equal moments are the same instant (or the same
+    # naive time, taken as UTC), so they have one text.
+    text = _FORMATTED.get(moment)
+    if text is None:
+        utc = moment if moment.tzinfo is UTC else parse_timestamp(moment)
+        # In UTC the text always ends in "+00:00": cut it rather than copy the moment.
+        text = utc.isoformat(timespec="microseconds")[:-6] + "Z"
+        if len(_FORMATTED) >= _FORMATTED_KEPT:
+            _FORMATTED.clear()
+        _FORMATTED[moment] = text
+    return text
+
+
+_FORMATTED: dict[datetime, str] = {}
+_FORMATTED_KEPT = 4096
 
 
 def _optional_timestamp(value: object, name: str) -> datetime | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,17 +40,25 @@ _CHECK_BYTES = 8
 class SessionPage:
     """One page of a query: its sessions, and the cursor of the next page.
 
-    ``next_cursor`` is ``None`` on the last page.
+    ``next_cursor`` is ``None`` on the last page.  ``total`` is how many
+    sessions match the filters in all, when it was asked for.  ``stamp`` is
+    the store's proof of what the page was made from, when it keeps one
+    (see :meth:`SessionManager.page_is_current`).
     """
 
     sessions: list[Session]
     next_cursor: str | None
+    total: int | None = None
+    stamp: object | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "sessions": [s.to_dict() for s in self.sessions],
             "next_cursor": self.next_cursor,
         }
+        if self.total is not None:
+            found["total"] = self.total
+        return found
 
 
 def _fingerprint(query: SessionQuery) -> str:

@@ -74,13 +74,75 @@ def schema_errors(record: Any) -> str | None:
     validate = _validator()
     import fastjsonschema
 
+    trimmed, fresh = _without_seen_entries(record)
     try:
-        validate(record)
+        validate(trimmed)
     except fastjsonschema.JsonSchemaValueException as error:
+        problem = error
+        if trimmed is not record:
+            # Positions in the message must be those of the whole record.
+            try:
+                validate(record)
+            except fastjsonschema.JsonSchemaValueException as whole:
+                problem = whole
         # The library's message names the path ("data.statistics.total_tasks must be
         # bigger than or equal to 0"); the offending value is not part of it.
-        return str(error.message).replace("data.", "", 1).replace("data ", "record ", 1)
+        return str(problem.message).replace("data.", "", 1).replace("data ", "record ", 1)
+    for seen, key in fresh:
+        if len(seen) >= _SEEN_KEPT:
+            seen.clear()
+        seen.add(key)
     return None
+
+
+#: Entries of the top-level lists whose items the schema checks one by one,
+#: with nothing relating one item to another, that passed the check already.
+#: Every write serialises a session's whole history again; only its new
+#: entries need checking.  An entry is known by its keys and values (see
+#: ``_entry_key``).
+_SEEN: dict[str, set[tuple[tuple[str, Any], ...]]] = {"history": set(), "requests": set()}
+_SEEN_KEPT = 65536
+
+
+def _without_seen_entries(
+    record: Any,
+) -> tuple[Any, list[tuple[set[tuple[tuple[str, Any], ...]], tuple[Any, ...]]]]:
+    """``record`` less the list entries known valid, and the keys of the others."""
+    fresh: list[tuple[set[tuple[tuple[str, Any], ...]], tuple[Any, ...]]] = []
+    if type(record) is not dict:
+        return record, fresh
+    trimmed = record
+    for name, seen in _SEEN.items():
+        items = record.get(name)
+        if type(items) is not list or not items:
+            continue
+        unknown = []
+        for item in items:
+            key = _entry_key(item)
+            if key is None or key not in seen:
+                unknown.append(item)
+                if key is not None:
+                    fresh.append((seen, key))
+        if len(unknown) != len(items):
+            if trimmed is record:
+                trimmed = dict(record)
+            trimmed[name] = unknown
+    return trimmed, fresh
+
+
+def _entry_key(item: Any) -> tuple[tuple[str, Any], ...] | None:
+    """The entry's items, when every value is exactly a ``str``, an ``int`` or ``None``.
+
+    Values of those types are equal only when they are the same JSON value
+    (``True == 1``, but a ``bool`` is never taken), so equal keys are equal entries.
+    """
+    if type(item) is not dict:
+        return None
+    for value in item.values():
+        kind = type(value)
+        if kind is not str and kind is not int and value is not None:
+            return None
+    return tuple(item.items())
 
 
 def validate_record(record: Mapping[str, Any], *, session_id: str | None = None) -> None:

@@ -160,6 +160,67 @@ def test_filters_keep_some_events(manager: SessionManager) -> None:
     ]
 
 
+def test_session_filters_judge_each_event_by_its_session(manager: SessionManager) -> None:
+    other = GIT.__class__(branch="feature/x", commit="1" * 40, repo_root="/repo", is_worktree=False)
+    a = manager.create_session("Add OAuth login", git_context=GIT).session_id
+    b = manager.create_session("Fix the cache", git_context=other).session_id
+    manager.transition_state(a, S.PLANNING)
+    manager.transition_state(b, S.PLANNING)
+    manager.heartbeat(a)
+
+    assert [(e.session_id, e.kind) for e in manager.changes(branch="feature/x")] == [
+        (b, K.CREATED),
+        (b, K.TRANSITIONED),
+    ]
+    assert [e.session_id for e in manager.changes(text="oauth")] == [a, a, a]
+    assert [e.session_id for e in manager.changes(text="cach*", kind="created")] == [b]
+    plan = manager.get_session(a).current_phase
+    assert plan is not None
+    assert {e.session_id for e in manager.changes(phase=plan)} == {a, b}
+    assert [e.kind for e in manager.changes(phase=plan, branch="main")] == [
+        K.CREATED,
+        K.TRANSITIONED,
+        K.HEARTBEAT,
+    ]
+    with pytest.raises(SessionValidationError):
+        manager.changes(created_after="yesterday")
+
+
+def test_a_session_leaving_a_filtered_view_passes_once_more(manager: SessionManager) -> None:
+    # One filter judges a live stream: a session that stops matching (or is
+    # deleted) gives one more event, so a view of the filtered sessions can
+    # drop it; then nothing until it matches again.
+    sid = manager.create_session("Add OAuth login", git_context=GIT).session_id
+    manager.transition_state(sid, S.PLANNING)
+    plan = manager.get_session(sid).current_phase
+    assert plan is not None
+    wanted = manager.change_filter(phase=plan)
+    start = manager.changes_cursor()
+
+    def judged() -> list[tuple[ChangeKind, bool]]:
+        nonlocal start
+        events = list(manager.changes(start))
+        start = events[-1].cursor
+        return [(e.kind, wanted(e)) for e in events]
+
+    manager.heartbeat(sid)
+    assert judged() == [(K.HEARTBEAT, True)]
+    manager.transition_state(sid, S.GENERATING_TASKS)
+    assert manager.get_session(sid).current_phase != plan
+    manager.heartbeat(sid)
+    assert judged() == [(K.TRANSITIONED, True), (K.HEARTBEAT, False)]
+    manager.delete_session(sid)
+    assert judged() == [(K.DELETED, False)]
+    again = manager.create_session("Add OAuth login", git_context=GIT).session_id
+    manager.transition_state(again, S.PLANNING)
+    # Events read later are judged by the session as it is then: its
+    # creation passes too, as the session is in the phase now.
+    wanted = manager.change_filter(phase=plan)
+    assert judged() == [(K.CREATED, True), (K.TRANSITIONED, True)]
+    manager.delete_session(again)
+    assert judged() == [(K.DELETED, True)]
+
+
 def test_bad_arguments_are_refused_before_reading(manager: SessionManager) -> None:
     with pytest.raises(SessionValidationError):
         manager.changes(status="nope")

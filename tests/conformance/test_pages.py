@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from maestro import SessionManager, SessionQuery, SessionStatus, SessionValidationError
+from maestro import (
+    Capability,
+    SessionManager,
+    SessionQuery,
+    SessionStatus,
+    SessionValidationError,
+)
 from tests.conftest import GIT, Clock
 
 S = SessionStatus
@@ -185,3 +191,36 @@ def test_the_store_honours_the_keyset_bound_like_the_reference(
             s.session_id for s in query.apply(everything)
         ]
         assert manager.store.count(query) == len(query.apply(everything))
+
+
+def test_a_page_with_its_total_counts_every_match_on_every_page(
+    manager: SessionManager, clock: Clock
+) -> None:
+    _fill(manager, clock, 7)
+    wanted = manager.count_sessions(status="initializing")
+    assert wanted >= 4
+    cursor = None
+    for _ in range(5):
+        page = manager.query_page(limit=2, status="initializing", cursor=cursor, with_total=True)
+        assert page.total == wanted
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert cursor is None
+    assert manager.query_page(limit=2).total is None
+    assert manager.query_page(limit=2, with_total=True, text="nowhere").total == 0
+
+
+def test_a_page_stops_being_current_when_a_session_is_written(
+    manager: SessionManager, clock: Clock
+) -> None:
+    made = _fill(manager, clock, 4)
+    page = manager.query_page(limit=2, with_total=True)
+    if Capability.STAMPED_QUERIES not in manager.store.capabilities:
+        assert page.stamp is None and not manager.page_is_current(page)
+    clock.advance(1)
+    manager.heartbeat(made[0])  # not on the page: its order is by creation, newest first
+    assert not manager.page_is_current(page)
+    again = manager.query_page(limit=2, with_total=True)
+    assert again.total == page.total == 4
+    assert [s.session_id for s in again.sessions] == [s.session_id for s in page.sessions]

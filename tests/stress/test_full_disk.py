@@ -341,6 +341,8 @@ API: dict[str, Api] = {
     "query_sessions": lambda m, ids, w, a: m.query_sessions(status="planning", text="oauth"),
     "count_sessions": lambda m, ids, w, a: m.count_sessions(status=["planning", "paused"]),
     "query_page": lambda m, ids, w, a: m.query_page(limit=1, text="oauth"),
+    "query_page(with_total)": lambda m, ids, w, a: m.query_page(limit=2, with_total=True),
+    "page_is_current": lambda m, ids, w, a: m.page_is_current(m.query_page(limit=2)),
     "session_ids": lambda m, ids, w, a: m.session_ids(ids["planning"][:8]),
     "timeline": lambda m, ids, w, a: m.timeline(ids["planning"]),
     "rebuild_index": lambda m, ids, w, a: m.rebuild_index(),
@@ -375,6 +377,7 @@ API: dict[str, Api] = {
     "doctor(fix)": lambda m, ids, w, a: m.doctor(fix=True),
     "changes": lambda m, ids, w, a: list(m.changes(timeout=0.05, follow=True)) + list(m.changes()),
     "changes_cursor": lambda m, ids, w, a: m.changes_cursor(),
+    "change_filter": lambda m, ids, w, a: [m.change_filter(branch="main")(e) for e in m.changes()],
     "upgrade_schema": lambda m, ids, w, a: _unless_unsupported(m.upgrade_schema),
     "store.load": lambda m, ids, w, a: _store(m).load(ids["planning"]),
     "store.create": _store_create,
@@ -384,6 +387,12 @@ API: dict[str, Api] = {
     "store.scan": lambda m, ids, w, a: list(_store(m).scan()),
     "store.query": lambda m, ids, w, a: _store(m).query(SessionQuery(limit=2)),
     "store.count": lambda m, ids, w, a: _store(m).count(SessionQuery()),
+    "store.query_stamped": lambda m, ids, w, a: _store(m).query_stamped(
+        SessionQuery(limit=2), count=True
+    ),
+    "store.is_current": lambda m, ids, w, a: _store(m).is_current(
+        _store(m).query_stamped(SessionQuery(limit=2))[2]
+    ),
     "store.rebuild_index": lambda m, ids, w, a: _store(m).rebuild_index(),
     "store.reindex": lambda m, ids, w, a: _store(m).reindex([ids["planning"]]),
     "store.export_sessions": lambda m, ids, w, a: _store(m).export_sessions(
@@ -455,6 +464,7 @@ NEEDS_INDEX_CLI = {"doctor", "doctor --reindex", "doctor --fix"}
 FEED = {
     "changes",
     "changes_cursor",
+    "change_filter",
     "store.changes_after",
     "store.feed_end",
     "store.wait_for_change",

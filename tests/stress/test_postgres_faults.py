@@ -110,9 +110,9 @@ def test_a_writer_killed_mid_transaction_leaves_no_trace(tmp_path: Path) -> None
     url = store_url(tmp_path, pool_timeout="5")
     manager = SessionManager(tmp_path, store=url, lock_timeout=5)
     sid = manager.create_session("whole", git_context=GIT).session_id
-    # After the create's event, once it is readable: a transaction in flight
-    # anywhere on the server (xids are server-wide) holds events back, so a
-    # cursor taken now could still come before it.
+    # After the create's event, once it is readable: a maestro write in flight
+    # on this database (another test's) holds events back, so a cursor taken
+    # now could still come before it.
     deadline = time.monotonic() + 60
     while not (created := list(manager.changes(None, session_id=sid))):
         assert time.monotonic() < deadline, "the create's event never became readable"

@@ -27,8 +27,9 @@ from maestro.lifecycle import ACTIVE_STATES
 from maestro.manager import SessionManager
 from maestro.server import schemas
 from maestro.server.events import FeedHub, event_stream, read_after
+from maestro.server.pagecache import PageCache
 
-__all__ = ["router"]
+__all__ = ["json_response", "router"]
 
 router = APIRouter(prefix="/api/v1")
 
@@ -87,8 +88,15 @@ def _manager(request: Request) -> SessionManager:
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return json_response(orjson.dumps(payload), status, headers)
+
+
+def json_response(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """The response of JSON already made: every JSON answer of the API has these headers."""
     return Response(
-        orjson.dumps(payload),
+        body,
         status_code=status,
         media_type="application/json",
         headers={"cache-control": "no-store", **(headers or {})},
@@ -196,15 +204,19 @@ def list_sessions(
         order_by=order.value.lstrip("-"),
         descending=order.value.startswith("-"),
         cursor=cursor,
+        with_total=True,
     )
-    total = manager.count_sessions(**filters)
-    return _json(
+    body = orjson.dumps(
         {
             "sessions": [s.to_dict() for s in page.sessions],
-            "total": total,
+            "total": page.total,
             "next_cursor": page.next_cursor,
         }
     )
+    # Answered again from these bytes while the page is current (see pagecache).
+    pages: PageCache = request.app.state.pages
+    pages.keep(request.scope.get("query_string", b""), page, body)
+    return json_response(body)
 
 
 @router.post(
@@ -496,6 +508,17 @@ async def events(
     ] = None,
     kind: Annotated[list[str] | None, Query(description="created, transitioned, ...")] = None,
     session_id: Annotated[str | None, Query(max_length=36)] = None,
+    phase: Annotated[
+        list[SessionPhase] | None,
+        Query(description="Filters of the session, as it is when the event is sent."),
+    ] = None,
+    branch: Annotated[str | None, Query(max_length=1000)] = None,
+    worktree: Annotated[str | None, Query(max_length=1000)] = None,
+    created_after: Moment = None,
+    created_before: Moment = None,
+    updated_after: Moment = None,
+    updated_before: Moment = None,
+    q: Annotated[str | None, Query(max_length=500)] = None,
     since: Annotated[str | None, Query(description="A cursor; as Last-Event-ID.")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
@@ -511,21 +534,25 @@ async def events(
     sid = None
     if session_id is not None:
         sid = await anyio.to_thread.run_sync(_resolve, manager, session_id)
+    filters = _filters(
+        status,
+        phase,
+        branch,
+        worktree,
+        created_after,
+        created_before,
+        updated_after,
+        updated_before,
+        q,
+    )
+    wanted = manager.change_filter(session_id=sid, kind=kinds, **filters)
     if start is None:
         cursor = await anyio.to_thread.run_sync(manager.changes_cursor)
         first: list[Any] = []
     else:
         cursor = start
         first = await anyio.to_thread.run_sync(read_after, manager, start)
-    stream = event_stream(
-        hub,
-        cursor,
-        first,
-        session_id=sid,
-        statuses={s.value for s in status} if status else None,
-        kinds=kinds,
-        keepalive=request.app.state.keepalive,
-    )
+    stream = event_stream(hub, cursor, first, wanted=wanted, keepalive=request.app.state.keepalive)
     return StreamingResponse(
         stream,
         media_type="text/event-stream",

@@ -23,9 +23,10 @@ from maestro import errors
 from maestro.manager import SessionManager
 from maestro.netpolicy import allowed_host_names, check_bind
 from maestro.server import schemas
-from maestro.server.api import router
+from maestro.server.api import json_response, router
 from maestro.server.errors import describe, error_body
 from maestro.server.events import FeedHub
+from maestro.server.pagecache import PageCache, serve_kept
 from maestro.server.security import Guard, GuardSettings
 
 __all__ = ["create_app", "server"]
@@ -105,6 +106,8 @@ def create_app(
     app.state.manager = manager
     app.state.hub = hub
     app.state.keepalive = keepalive
+    pages = PageCache(manager)
+    app.state.pages = pages
     app.include_router(router)
 
     @app.exception_handler(errors.SessionError)
@@ -175,7 +178,7 @@ def create_app(
     settings = GuardSettings(
         allowed_hosts=allowed_host_names(host, allowed_hosts), token=token, max_body=max_body
     )
-    guard = Guard(app, settings)
+    guard = Guard(serve_kept(app, pages, json_response), settings)
     guard.on_shutdown.append(hub.close)
     return guard
 

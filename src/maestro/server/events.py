@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator
 
 import anyio.to_thread
 import orjson
 
-from maestro import ChangeEvent, ChangeKind
+from maestro import ChangeEvent
 from maestro.errors import SessionError
+from maestro.feedfilter import ChangeFilter
 from maestro.lazylog import LazyLogger
 from maestro.manager import SessionManager
 
@@ -130,21 +131,6 @@ class FeedHub:
                 self._stop.wait(self.poll)
 
 
-def _wanted(
-    event: ChangeEvent,
-    session_id: str | None,
-    statuses: Collection[str] | None,
-    kinds: Collection[str] | None,
-) -> bool:
-    if event.kind is ChangeKind.RESET:
-        return True
-    return (
-        (session_id is None or event.session_id == session_id)
-        and (statuses is None or event.to_status in statuses)
-        and (kinds is None or event.kind.value in kinds)
-    )
-
-
 def read_after(manager: SessionManager, cursor: str) -> list[ChangeEvent]:
     """Every event after ``cursor`` (what is there now; no waiting)."""
     events = manager.changes(cursor, follow=False)
@@ -152,6 +138,10 @@ def read_after(manager: SessionManager, cursor: str) -> list[ChangeEvent]:
         return list(events)
     finally:
         events.close()
+
+
+def _judged(wanted: ChangeFilter, batch: list[ChangeEvent]) -> list[ChangeEvent]:
+    return [event for event in batch if wanted(event)]
 
 
 def _frame(event: ChangeEvent) -> bytes:
@@ -163,12 +153,14 @@ async def event_stream(
     cursor: str,
     first: list[ChangeEvent],
     *,
-    session_id: str | None,
-    statuses: Collection[str] | None,
-    kinds: Collection[str] | None,
+    wanted: ChangeFilter,
     keepalive: float,
 ) -> AsyncIterator[bytes]:
-    """The stream of one client, from ``cursor`` (``first``: what was read already)."""
+    """The stream of one client, from ``cursor`` (``first``: what was read already).
+
+    ``wanted`` is the client's own filter; when it reads sessions, each batch
+    is judged in a worker thread.
+    """
     bell = hub.subscribe()
     manager = hub.manager
     try:
@@ -176,9 +168,13 @@ async def event_stream(
         yield b"retry: 2000\n: connected\n\n"
         batch = first
         while True:
-            for event in batch:
-                cursor = event.cursor
-                if _wanted(event, session_id, statuses, kinds):
+            if batch:
+                cursor = batch[-1].cursor
+                if wanted.needs_sessions:
+                    passed = await anyio.to_thread.run_sync(_judged, wanted, batch)
+                else:
+                    passed = [event for event in batch if wanted(event)]
+                for event in passed:
                     yield _frame(event)
             if hub.closed:
                 return

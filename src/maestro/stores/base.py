@@ -20,7 +20,9 @@ discovered by probing for methods:
 * ``DIRECTORY_EXPORT`` -- export and import of whole session directories
   (other files of a session travel with its record; :class:`DirectoryExport`);
 * ``MULTI_PROCESS`` -- safe for writers in several processes at once;
-* ``MIGRATIONS`` -- a database schema with numbered upgrades (:class:`Migratable`).
+* ``MIGRATIONS`` -- a database schema with numbered upgrades (:class:`Migratable`);
+* ``STAMPED_QUERIES`` -- a query answered with a stamp that later proves,
+  cheaply, that the same query would give the same answer (:class:`StampedQueries`).
 
 An operation a store does not declare raises
 :class:`~maestro.errors.UnsupportedOperationError`.
@@ -92,6 +94,7 @@ class Capability(StrEnum):
     DIRECTORY_EXPORT = "directory_export"
     MULTI_PROCESS = "multi_process"
     MIGRATIONS = "migrations"
+    STAMPED_QUERIES = "stamped_queries"
 
 
 def require(store: SessionStore, capability: Capability, operation: str) -> None:
@@ -548,6 +551,28 @@ class Doctor(Protocol):
         self, *, fix: bool = False, reindex: bool = False, progress: Progress | None = None
     ) -> DoctorReport:
         """What is wrong with the stored data; with ``fix``, repaired."""
+        ...
+
+
+class StampedQueries(Protocol):
+    """``Capability.STAMPED_QUERIES``: answers that can be proven current later.
+
+    ``query_stamped`` answers ``query`` (a window from its start: ``offset``
+    0), and with ``count`` how many sessions match its filters in all
+    (beyond the window and the keyset bound), after one look at how fresh
+    the store is; its stamp is ``None`` when it cannot vouch for the answer.
+    ``is_current(stamp)`` is True only if the same call would give the same
+    answer now, also after writes by other processes and edits by hand.
+    """
+
+    def query_stamped(
+        self, query: SessionQuery, *, count: bool = False
+    ) -> tuple[list[Session], int | None, object | None]:
+        """The sessions, the count if asked (else ``None``), and the stamp."""
+        ...
+
+    def is_current(self, stamp: object) -> bool:
+        """Whether the call that gave ``stamp`` would give the same answer now."""
         ...
 
 

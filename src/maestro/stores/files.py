@@ -321,8 +321,16 @@ class FileSessionStore:
         self._index_retention = retention if index else None
         self._index: SessionIndex | None = None
         self._fallback_warned = False
+        #: The bytes this object last wrote for each of a few sessions: a
+        #: file still holding them was checked when encoded, so reading it
+        #: back under the lock skips the second check (see ``_load_signed``).
+        self._written: dict[str, bytes] = {}
         self._trash_left = False
         self._made_sessions_dir = False
+        # The index's generation and the directory key at which a refresh last
+        # found the index in step with nothing to repair (see _refresh).
+        self._in_step: tuple[int, str] | None = None
+        self._stale_path = str(self.sessions_dir.parent / STALE_MARKER)
         offered = {
             Capability.PREFIX_LOOKUP,
             Capability.DOCTOR,
@@ -330,7 +338,7 @@ class FileSessionStore:
             Capability.MULTI_PROCESS,
         }
         if index:
-            offered |= {Capability.REINDEX}
+            offered |= {Capability.REINDEX, Capability.STAMPED_QUERIES}
             if retention > 0:
                 offered |= {Capability.CHANGES}
         self.capabilities: frozenset[Capability] = frozenset(offered)
@@ -498,7 +506,19 @@ class FileSessionStore:
 
     def _load_signed(self, sess_fd: int, session_id: str) -> tuple[Session, Signature]:
         raw, info = self._read(sess_fd, session_id)
+        if raw == self._written.get(session_id):
+            # Byte for byte the record this object encoded, after validating
+            # it against the schema: the same session, built without checks.
+            return session_from_owned_record(orjson.loads(raw)), Signature.of(info)
         return decode_record(session_id, raw, where=METADATA), Signature.of(info)
+
+    def _remember(self, session_id: str, data: bytes) -> None:
+        written = self._written
+        written.pop(session_id, None)
+        if len(written) >= _WRITTEN_KEPT:
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                del written[next(iter(written))]  # the oldest
+        written[session_id] = data
 
     def _write(self, sess_fd: int, session: Session) -> Signature:
         """Atomically replace ``metadata.json``: temp, fsync, rename, fsync dir.
@@ -511,6 +531,7 @@ class FileSessionStore:
         """:meth:`_write`, also returning the record written (``session.to_dict()``)."""
         data, record = encode_record_and_dict(session)
         session_id = session.session_id
+        self._written.pop(session_id, None)
         try:
             try:
                 info = replace_file(sess_fd, METADATA, data, temp=WRITE_TEMP, durable=self.durable)
@@ -530,6 +551,7 @@ class FileSessionStore:
             ) from error
         except OSError as error:
             raise StorageError(session_id, "writing the record", error) from error
+        self._remember(session_id, data)
         return Signature.of(info), record
 
     def _sweep_temp_files(self, sess_fd: int) -> None:
@@ -1029,6 +1051,97 @@ class FileSessionStore:
                 self._warn_fallback(error)
         return query.apply(self._readable())
 
+    def query_stamped(
+        self, query: SessionQuery, *, count: bool = False
+    ) -> tuple[list[Session], int | None, object | None]:
+        """:meth:`query`, with :meth:`count` if asked, after one freshness check; and a stamp.
+
+        The count is of every match, beyond the query's window and keyset
+        bound (``after``): a page's total.
+        The stamp (``None`` when it cannot be had) lets :meth:`is_current`
+        tell later, cheaply, whether the same call would give the same
+        answer.  It is given only when the index was in step with nothing to
+        repair, nothing was committed to it while the answer was made, and
+        the answer's sessions are the query's first rows as the index holds
+        them, none of them too recent to trust its file's signature.
+        """
+        index = self.index
+        every = dataclasses.replace(query, limit=None, offset=0, after=None)
+        if index is not None and query.limit is not None and query.offset == 0:
+            try:
+                root_fd = self._open_root(create=False)
+                if root_fd is None:
+                    return [], 0 if count else None, None
+                try:
+                    quiet = self._refresh(index, root_fd)
+                    with _collector_paused():
+                        found = self._collect(index, root_fd, query)
+                    total = index.count(every, every.text) if count else None
+                    stamp = None
+                    if quiet is not None and query.order_by != "rank":
+                        stamp = self._stamp(index, query, found, quiet)
+                    return found, total, stamp
+                finally:
+                    _close(root_fd)
+            except IndexUnavailable as error:
+                self._warn_fallback(error)
+        return self.query(query), self.count(every) if count else None, None
+
+    def _stamp(
+        self, index: SessionIndex, query: SessionQuery, found: list[Session], quiet: tuple[int, str]
+    ) -> _Stamp | None:
+        rows = index.window_rows(query)
+        if index.generation() != quiet[0]:
+            return None  # something was committed meanwhile: the answer may mix two states
+        if [sid for sid, _, _ in rows] != [session.session_id for session in found]:
+            return None  # a row was re-read, skipped or moved: the rows alone do not tell
+        if any(racy for _, _, racy in rows):
+            return None
+        return _Stamp(self, quiet[0], quiet[1], tuple((sid, sig) for sid, sig, _ in rows))
+
+    def is_current(self, stamp: object) -> bool:
+        """Whether the call that gave ``stamp`` (:meth:`query_stamped`) would answer the same now.
+
+        True only when nothing was committed to the index since, the
+        sessions directory and the stale marker are as they were, and every
+        session of the answer has the very ``metadata.json`` it had (one
+        ``stat`` each): then a query would skip its freshness repairs and
+        build the same sessions from the same rows.
+        """
+        if not isinstance(stamp, _Stamp) or stamp.store is not self:
+            return False
+        index = self.index
+        if index is None:
+            return False
+        try:
+            root_fd = self._open_root(create=False)
+            if root_fd is None:
+                return False
+            try:
+                if _directory_key(os.fstat(root_fd)) != stamp.directory:
+                    return False
+                if self._in_step != (stamp.generation, stamp.directory):
+                    return False
+                if index.generation() != stamp.generation or self._stale():
+                    return False
+                tail = f"/{METADATA}"
+                for sid, signature in stamp.rows:
+                    try:
+                        info = os.stat(sid + tail, dir_fd=root_fd, follow_symlinks=False)
+                    except OSError:
+                        return False
+                    if (
+                        info.st_mtime_ns != signature.mtime_ns
+                        or info.st_ino != signature.ino
+                        or info.st_size != signature.size
+                    ):
+                        return False
+                return True
+            finally:
+                _close(root_fd)
+        except (IndexUnavailable, StorageError):
+            return False
+
     def count(self, query: SessionQuery) -> int:
         """How many sessions match ``query`` (its window ignored), from the index."""
         query = dataclasses.replace(query, limit=None, offset=0)
@@ -1055,6 +1168,16 @@ class FileSessionStore:
 
     def _stale_marker(self) -> Path:
         return self.sessions_dir.parent / STALE_MARKER
+
+    def _stale(self) -> bool:
+        """Whether the stale marker exists (a write could not update the index)."""
+        try:
+            os.stat(self._stale_path)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: take the careful way
+        return True
 
     def _index_begin(
         self,
@@ -1322,9 +1445,23 @@ class FileSessionStore:
                 if index.has_pending() or self._stale_marker().exists():
                     return True
 
-    def _refresh(self, index: SessionIndex, root_fd: int) -> None:
-        """Bring the index in step with the files before it answers."""
+    def _refresh(self, index: SessionIndex, root_fd: int) -> tuple[int, str] | None:
+        """Bring the index in step with the files before it answers.
+
+        Returns the index's generation and the directory's key when the index
+        was found in step with nothing to repair and nothing to warn about
+        (no pending mark, no unreadable session); else ``None``.  Once so
+        found, the next refreshes are skipped while nothing is committed to
+        the index (:meth:`SessionIndex.generation`), the sessions directory
+        keeps its key and no stale marker appears: all they would do is read
+        the same rows and decide the same.
+        """
         here = os.fstat(root_fd)
+        key = _directory_key(here)
+        generation = index.generation()
+        in_step = self._in_step
+        if in_step == (generation, key) and not self._stale():
+            return in_step
         index.claim(here)  # an index of another root or history is emptied
         stale = self._stale_marker().exists()
         booted = index.get_meta("boot")
@@ -1341,12 +1478,21 @@ class FileSessionStore:
                     os.unlink(self._stale_marker())
         # One bound for all the locks this query may wait for, not one each.
         deadline = time.monotonic() + self.pending_wait
-        for session_id in index.pending():
+        pending = index.pending()
+        for session_id in pending:
             self._repair(index, session_id, deadline)
         seen = index.get_meta("directory")
-        if seen != _directory_key(here):
+        if seen != key:
             self._reconcile(index, root_fd)
-        self._recheck_unreadable(index, root_fd)
+        unreadable = self._recheck_unreadable(index, root_fd)
+        quiet = not stale and booted == boot_id() and not pending and seen == key
+        if quiet and not unreadable and index.generation() == generation:
+            # Nothing was committed while this looked (no repair, no claim):
+            # what it read holds for as long as the generation does.
+            in_step = (generation, key)
+            self._in_step = in_step
+            return in_step
+        return None
 
     def _repair(
         self, index: SessionIndex, session_id: str, deadline: float, *, quiet: bool = False
@@ -1623,9 +1769,13 @@ class FileSessionStore:
         except OSError:
             return None
 
-    def _recheck_unreadable(self, index: SessionIndex, root_fd: int) -> None:
-        """Warn again about each unreadable session, or index it once it is readable."""
-        for sid, signature, problem in index.unreadable():
+    def _recheck_unreadable(self, index: SessionIndex, root_fd: int) -> bool:
+        """Warn again about each unreadable session, or index it once it is readable.
+
+        Returns whether there were any.
+        """
+        unreadable = index.unreadable()
+        for sid, signature, problem in unreadable:
             if self._probe(root_fd, sid) == signature:
                 log.warning("skipping %s", problem)
                 continue
@@ -1637,6 +1787,7 @@ class FileSessionStore:
                 index.mark_unreadable(sid, outcome.signature, outcome.problem)
             else:
                 index.store([outcome], current=self._current(root_fd), clear_pending=False)
+        return bool(unreadable)
 
     def _verified(
         self, index: SessionIndex, root_fd: int, row: IndexRow, query: SessionQuery
@@ -1674,6 +1825,9 @@ class FileSessionStore:
                 log.warning("skipping %s", entry.error)
 
 
+#: How many sessions' last written bytes a store object keeps (see ``_load_signed``).
+_WRITTEN_KEPT = 64
+
 #: The signature of a session whose file the disk refused to read: no file has
 #: a negative size, so the next query's check of unreadable sessions re-reads it.
 _RETRY = Signature(0, -1, 0)
@@ -1684,6 +1838,16 @@ def _not_now(error: StorageError) -> IndexUnavailable:
     well be sound, so nothing about it is stored in the index; this query
     scans instead, and the next one tries again."""
     return IndexUnavailable(str(error), code=error.errno)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Stamp:
+    """What an answer of :meth:`FileSessionStore.query_stamped` was made from."""
+
+    store: FileSessionStore
+    generation: int
+    directory: str
+    rows: tuple[tuple[str, Signature], ...]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -86,7 +86,7 @@ __all__ = [
 ]
 
 #: Bump when the tables change: an index of another format is rebuilt.
-INDEX_FORMAT = 4
+INDEX_FORMAT = 5
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
@@ -121,7 +121,7 @@ CREATE TABLE IF NOT EXISTS pending (
     session_id TEXT PRIMARY KEY,
     kind TEXT,
     request_id TEXT
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     at_us INTEGER NOT NULL,
@@ -247,6 +247,11 @@ class SessionIndex:
         #: How many of the newest events the feed keeps; 0 writes none.
         self.retention = retention
         self._local = threading.local()
+        # See generation(): a connection that only watches for commits.
+        self._watch: tuple[int, sqlite3.Connection, tuple[int, int]] | None = None
+        self._watched: int | None = None
+        self._generation = 0
+        self._watch_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SessionIndex({str(self.path)!r})"
@@ -1028,6 +1033,75 @@ class SessionIndex:
 
     def has_pending(self) -> bool:
         return bool(self._read("SELECT 1 FROM pending LIMIT 1"))
+
+    def generation(self) -> int:
+        """A number that stays the same only while nothing is committed to the index.
+
+        Two calls, in any threads of this process, that return the same number
+        saw no commit between them, by any connection of any process, this
+        process's own included.  It is SQLite's ``PRAGMA data_version`` of a
+        connection kept for this alone, which never writes: the value moves
+        whenever another connection commits.  The number also moves when that
+        connection is opened anew (the index file was replaced, or this is a
+        forked process).  Costs a ``stat`` and one statement that reads shared
+        memory, under a lock; once open, it never waits for a writer.
+        """
+        with self._watch_lock:
+            try:
+                identity = _identity(self._path_text)
+                watch = self._watch
+                if watch is None or watch[0] != os.getpid() or watch[2] != identity:
+                    if watch is not None and watch[0] == os.getpid():
+                        watch[1].close()
+                    self._watch = None
+                    self.connection()  # made if missing, its format and owner checked
+                    identity = _identity(self._path_text)
+                    watch = (os.getpid(), self._open_watch(), identity)
+                    self._watch = watch
+                    self._watched = None
+                version = watch[1].execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error as error:
+                self._watch = None
+                raise IndexUnavailable.of(error) from error
+            if version != self._watched:
+                self._watched = version
+                self._generation += 1
+            return self._generation
+
+    def _open_watch(self) -> sqlite3.Connection:
+        """The connection of :meth:`generation` (made after :meth:`connection`: not a link)."""
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.islink(f"{self.path}{suffix}"):
+                raise IndexUnavailable(
+                    f"{self.path}{suffix} is a symlink; not followed", code=errno.ELOOP
+                )
+        return sqlite3.connect(
+            self.path,
+            timeout=self.timeout,
+            isolation_level=None,
+            check_same_thread=False,  # used under the lock only
+        )
+
+    def window_rows(self, query: SessionQuery) -> list[tuple[str, Signature, bool]]:
+        """The first ``offset + limit`` rows of a query, in order: id, file signature, racy.
+
+        The narrow columns only, no record: what proves later that a result
+        built from these rows is still the one a query would build.
+        """
+        assert query.limit is not None
+        body, params = _body(query, query.text)
+        sql = (
+            f"SELECT s.session_id, s.ino, s.size, s.mtime_ns, s.racy {body}"
+            f" ORDER BY {_order(query, query.text)} LIMIT ?"
+        )
+        try:
+            rows = self.connection().execute(sql, (*params, query.offset + query.limit))
+            return [
+                (sid, Signature(ino, size, mtime_ns), bool(racy))
+                for sid, ino, size, mtime_ns, racy in rows
+            ]
+        except sqlite3.Error as error:
+            raise IndexUnavailable.of(error) from error
 
     def data_version(self) -> tuple[int, int]:
         """Changes whenever another connection commits to the index (or it is replaced).

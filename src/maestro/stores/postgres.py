@@ -21,11 +21,13 @@ the commit, the outcome is unknown and :class:`StorageError` says so: retry
 with a ``request_id`` to make the retry safe.
 
 The change feed: events carry the id of the transaction that wrote them.
-Readers take only the events of transactions older than the oldest one
-still in flight (``pg_snapshot_xmin(pg_current_snapshot())``), in
-(transaction id, sequence) order: a transaction that commits later always
-has a higher id than everything already read, so a cursor never passes an
-event that is yet to commit, and no counter serialises the writers.
+Readers take only the events of transactions older than the oldest maestro
+writer still in flight (``_HORIZON``), in (transaction id, sequence) order:
+a writer that commits later always has a higher id than everything already
+read, so a cursor never passes an event that is yet to commit, and no
+counter serialises the writers.  Transactions of other programs, in this
+database or another one of the server, do not hold the feed back: a
+long-running or idle one elsewhere would otherwise stop every reader.
 ``LISTEN``/``NOTIFY`` only wakes waiting readers early; without it they
 would still see every event at their next poll.
 
@@ -138,12 +140,12 @@ _SAVE = (
 )
 #: The same with the change feed off.
 _SAVE_ONLY_ROW = _ROW
-#: Drop a project's events but the newest ``keep`` that readers can see (older
-#: than every transaction in flight), and move its horizon to the newest dropped.
+#: Drop a project's events but the newest ``keep`` that readers can see (below
+#: the writers' horizon, ``_HORIZON``, read in an earlier statement), and move
+#: the project's horizon to the newest dropped.
 _TRIM = (
     "WITH edge AS (SELECT xid, seq FROM maestro_events WHERE project = %(project)s "
-    "AND xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
-    "ORDER BY xid DESC, seq DESC OFFSET %(keep)s LIMIT 1), "
+    "AND xid < %(readable)s ORDER BY xid DESC, seq DESC OFFSET %(keep)s LIMIT 1), "
     "gone AS (DELETE FROM maestro_events AS e USING edge WHERE e.project = %(project)s "
     "AND (e.xid, e.seq) <= (edge.xid, edge.seq)) "
     "INSERT INTO maestro_feed_horizon AS h (project, xid, seq) "
@@ -784,12 +786,13 @@ class PostgresStore:
         every = min(max(keep // 100, 1), 1000)
         if not keep or random.random() * every >= 1:  # noqa: S311
             return
+
+        def body(conn: Any) -> None:
+            readable = int(conn.execute(_HORIZON).fetchone()[0])
+            conn.execute(_TRIM, {"project": project, "keep": keep, "readable": readable})
+
         with contextlib.suppress(StorageError, LockTimeoutError):
-            self._run(
-                None,
-                "trimming the change feed",
-                lambda conn: conn.execute(_TRIM, {"project": project, "keep": keep}),
-            )
+            self._run(None, "trimming the change feed", body)
 
     @staticmethod
     def _ring(conn: Any) -> None:
@@ -1509,9 +1512,14 @@ class PostgresStore:
     def _visible(
         self, conn: Any, start: _Position, limit: int
     ) -> tuple[_Position | None, list[ChangeEvent]]:
-        """The horizon (events at or before it may be gone) and up to ``limit``
-        readable events after both it and ``start``: one statement, one snapshot."""
+        """The retention's horizon (events at or before it may be gone) and up to
+        ``limit`` readable events after both it and ``start``.
+
+        The writers' horizon (``_HORIZON``) first, then the retention's horizon
+        and the events in one later statement (one later snapshot).
+        """
         where, args = self._where_project()
+        readable = int(conn.execute(_HORIZON).fetchone()[0])
         rows = conn.execute(
             '(SELECT true, xid, seq, NULL, NULL COLLATE "C", NULL::integer, NULL, NULL, '
             f"NULL::timestamptz, NULL FROM maestro_feed_horizon WHERE {where} "
@@ -1519,9 +1527,8 @@ class PostgresStore:
             "(SELECT false, xid, seq, kind, session_id, revision, from_status, to_status, at, "
             f"request_id FROM maestro_events WHERE {where} AND (xid, seq) > (%s, %s) "
             f"AND (xid, seq) > ALL (SELECT xid, seq FROM maestro_feed_horizon WHERE {where}) "
-            "AND xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
-            "ORDER BY xid, seq LIMIT %s)",
-            [*args, *args, start.xid, start.seq, *args, limit],
+            "AND xid < %s ORDER BY xid, seq LIMIT %s)",
+            [*args, *args, start.xid, start.seq, *args, readable, limit],
         ).fetchall()
         horizon = None
         events = []
@@ -1579,9 +1586,7 @@ class PostgresStore:
         """A cursor after every event committed so far; later ones follow it."""
 
         def body(conn: Any) -> _Position:
-            row = conn.execute(
-                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
-            ).fetchone()
+            row = conn.execute(_HORIZON).fetchone()
             return _Position(int(row[0]) - 1, _MAX_SEQ)
 
         return self._cursor(self._run(None, "reading the change feed", body))
@@ -1657,10 +1662,14 @@ class PostgresStore:
 
         def body(conn: Any) -> tuple[int, float, int]:
             version = postgres_schema.current_version(conn)
+            # The maestro writers in flight: those the feed's horizon waits for.
             row = conn.execute(
-                "SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0), "
-                "count(*) FROM pg_stat_activity WHERE backend_xid IS NOT NULL "
-                "AND pid <> pg_backend_pid()"
+                "SELECT coalesce(extract(epoch FROM now() - min(a.xact_start)), 0), "
+                "count(DISTINCT a.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'relation' AND l.database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND l.relation IN ('maestro_sessions'::regclass, 'maestro_events'::regclass) "
+                "AND a.backend_xid IS NOT NULL AND a.pid <> pg_backend_pid()"
             ).fetchone()
             return version, float(row[0]), int(row[1])
 
@@ -1742,6 +1751,33 @@ def _connection_lost(error: psycopg.OperationalError) -> bool:
 
 
 _CHECK = re.compile(r"pg:[0-9a-f]+:[0-9]+:[0-9]+")
+
+
+#: The feed's horizon: the id of the oldest transaction still in flight that
+#: holds a lock on maestro's sessions or events table (every maestro write
+#: takes one before it has a transaction id, and keeps it until it ends), or,
+#: with none, the id the next transaction will get.  Events of ids below it
+#: that will ever be committed are committed: a transaction in flight at the
+#: snapshot with a lower id either holds no such lock (it writes no event) or
+#: counts here.  ``pg_locks`` gives 32-bit ids; the snapshot's in-flight list
+#: gives them whole, and is matched on the low 32 bits.
+_HORIZON = """
+WITH now AS (SELECT pg_current_snapshot() AS snap),
+writers AS (
+    SELECT held.transactionid::text::bigint AS xid32
+    FROM pg_locks rel
+    JOIN pg_locks held
+      ON held.virtualtransaction = rel.virtualtransaction
+     AND held.locktype = 'transactionid' AND held.granted
+    WHERE rel.locktype = 'relation'
+      AND rel.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND rel.relation IN ('maestro_sessions'::regclass, 'maestro_events'::regclass)
+)
+SELECT coalesce(
+    (SELECT min(x::text::bigint) FROM now, pg_snapshot_xip(now.snap) AS x
+     WHERE (x::text::bigint & 4294967295) IN (SELECT xid32 FROM writers)),
+    (SELECT pg_snapshot_xmax(snap)::text::bigint FROM now))
+"""
 
 
 def _check_cursor(cursor: object) -> None:
