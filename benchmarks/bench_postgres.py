@@ -12,7 +12,9 @@ makes a scratch database there and drops it at the end.
   call.  Beside them, in the same run and with the same process counts:
   the **floor**, the SQL statements a maestro write sends (advisory lock,
   row lock, update of the same columns and indexes, event insert, commit,
-  notify) sent through psycopg with precomputed parameters; and a bare
+  notify), in the same two round trips, sent through psycopg with
+  precomputed parameters (the trim of the change feed, one maestro write
+  in 1,000 at the default retention, is left out); and a bare
   one-column ``UPDATE`` per transaction, for scale.  Targets: >= 60 % of
   the floor at 8 processes, >= 1,000 writes/s.
 * **queries** at ``--sessions`` sessions (100,000 by default): a filtered
@@ -39,6 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -74,118 +77,168 @@ def _store(url: str, project: str = PROJECT) -> str:
 # ---------------------------------------------------------------- writers
 
 
-def _maestro_writer(url: str, sid: str, count: int, barrier: Any, results: Any) -> None:
+Write = Callable[[int], None]
+
+
+def _maestro_writer(url: str, sid: str) -> Write:
+    """``update_session``, then ``transition_state`` away from the status it returned
+    (the floor, writing its own copy of the record in between, may have changed it)."""
     manager = SessionManager(tempfile.gettempdir(), store=_store(url))
-    current = manager.get_session(sid).status  # connected before the start
-    target = S.VALIDATING if current is S.IMPLEMENTING else S.IMPLEMENTING
-    barrier.wait()
-    latencies = []
-    start = time.perf_counter()
-    for number in range(count):
-        began = time.perf_counter()
+    status = [manager.get_session(sid).status]  # connected before the start
+
+    def write(number: int) -> None:
         if number % 2:
+            target = S.VALIDATING if status[0] is S.IMPLEMENTING else S.IMPLEMENTING
             manager.transition_state(sid, target)
-            target = S.IMPLEMENTING if target is S.VALIDATING else S.VALIDATING
         else:
-            manager.update_session(sid, {"statistics": {"total_tasks": number}})
-        latencies.append(time.perf_counter() - began)
-    results.put((time.perf_counter() - start, latencies))
+            status[0] = manager.update_session(sid, {"statistics": {"total_tasks": number}}).status
+
+    return write
 
 
-def _floor_writer(url: str, sid: str, count: int, barrier: Any, results: Any) -> None:
-    """What a maestro write sends, with everything computed beforehand."""
-    conn = psycopg.connect(url)
+def _floor_writer(url: str, sid: str) -> Write:
+    """What a maestro write sends, with everything computed beforehand: the same
+    statements in the same two round trips (a pipeline: ``BEGIN``, session lock
+    and row read; then update and event in one statement, ``COMMIT`` and the
+    doorbell's ``NOTIFY``).
+
+    Like a maestro writer, it names the row version it wrote last, so that
+    the row read returns no record while that version is the current one.
+    """
+    conn = psycopg.connect(url, autocommit=True)
     row = conn.execute(
-        "SELECT record::text, words FROM maestro_sessions WHERE project = %s AND session_id = %s",
+        "SELECT record::text, words, revision FROM maestro_sessions "
+        "WHERE project = %s AND session_id = %s",
         (PROJECT, sid),
     ).fetchone()
     assert row is not None
-    record, folded = row
+    record, folded, revision = row
     now = datetime.now(UTC)
-    conn.commit()
-    barrier.wait()
-    latencies = []
-    start = time.perf_counter()
-    for number in range(count):
-        began = time.perf_counter()
-        with conn.transaction():
+    state: dict[str, Any] = {"known": (None, None, None), "revision": revision}
+
+    def write(number: int) -> None:
+        state["revision"] += 1
+        revision = state["revision"]
+        with conn.pipeline():
+            conn.execute(b"BEGIN")
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (sid,))
             conn.execute(
-                "SELECT project, record::text FROM maestro_sessions "
+                "SELECT project, xmin::text, CASE WHEN project = %s AND revision = %s "
+                "AND xmin::text = %s THEN NULL ELSE record::text END FROM maestro_sessions "
                 "WHERE project = %s AND session_id = %s LIMIT 1 FOR UPDATE",
-                (PROJECT, sid),
+                (*state["known"], PROJECT, sid),
             ).fetchone()
-            conn.execute(
-                "UPDATE maestro_sessions SET status = %s, phase = %s, branch = %s, "
-                "worktree = %s, created_at = %s, updated_at = %s, active_at = %s, words = %s, "
-                "revision = %s, record = %s::jsonb WHERE project = %s AND session_id = %s",
-                (
-                    "implementing",
-                    "implement",
-                    "main",
-                    None,
-                    now,
-                    now,
-                    now,
-                    folded,
-                    number + 2,
-                    record,
-                    PROJECT,
-                    sid,
-                ),
+            written = conn.execute(
+                "WITH written AS (UPDATE maestro_sessions SET status = %(status)s, "
+                "phase = %(phase)s, branch = %(branch)s, worktree = %(worktree)s, "
+                "created_at = %(created_at)s, updated_at = %(updated_at)s, "
+                "active_at = %(active_at)s, words = %(words)s, revision = %(revision)s, "
+                "record = %(record)s::jsonb "
+                "WHERE project = %(project)s AND session_id = %(session_id)s "
+                "RETURNING xmin::text AS version), "
+                "event AS (INSERT INTO maestro_events (project, kind, session_id, revision, "
+                "from_status, to_status, at, request_id) SELECT %(project)s, %(kind)s, "
+                "%(session_id)s, %(revision)s, %(from_status)s, %(status)s, %(updated_at)s, "
+                "%(request_id)s FROM written) "
+                "SELECT version FROM written",
+                {
+                    "status": "implementing",
+                    "phase": "implement",
+                    "branch": "main",
+                    "worktree": None,
+                    "created_at": now,
+                    "updated_at": now,
+                    "active_at": now,
+                    "words": folded,
+                    "revision": revision,
+                    "record": record,
+                    "project": PROJECT,
+                    "session_id": sid,
+                    "kind": "updated",
+                    "from_status": "implementing",
+                    "request_id": None,
+                },
             )
-            conn.execute(
-                "INSERT INTO maestro_events (project, kind, session_id, revision, from_status, "
-                "to_status, at, request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (PROJECT, "updated", sid, number + 2, "implementing", "implementing", now, None),
-            )
-        conn.execute("SELECT pg_notify('maestro_changes', '')")
-        conn.commit()
-        latencies.append(time.perf_counter() - began)
-    results.put((time.perf_counter() - start, latencies))
+            conn.execute(b"COMMIT")
+            conn.execute(b"SELECT pg_notify('maestro_changes', '')")
+        version = written.fetchone()
+        assert version is not None
+        state["known"] = (PROJECT, revision, str(version[0]))
+
+    return write
 
 
-def _bare_writer(url: str, sid: str, count: int, barrier: Any, results: Any) -> None:
+def _bare_writer(url: str, sid: str) -> Write:
     conn = psycopg.connect(url)
-    barrier.wait()
-    latencies = []
-    start = time.perf_counter()
-    for _ in range(count):
-        began = time.perf_counter()
+
+    def write(number: int) -> None:
         conn.execute(
             "UPDATE maestro_sessions SET revision = revision + 1 "
             "WHERE project = %s AND session_id = %s",
             (PROJECT, sid),
         )
         conn.commit()
-        latencies.append(time.perf_counter() - began)
-    results.put((time.perf_counter() - start, latencies))
+
+    return write
 
 
-WRITERS = {"maestro": _maestro_writer, "floor": _floor_writer, "bare UPDATE": _bare_writer}
+WRITERS: dict[str, Callable[[str, str], Write]] = {
+    "maestro": _maestro_writer,
+    "floor": _floor_writer,
+    "bare UPDATE": _bare_writer,
+}
+#: Each kind's writes, in turns: a burst of load on the (shared) machine then
+#: hits every kind alike instead of the one that happened to run.
+ROUNDS = 4
 
 
-def _run_writers(kind: str, url: str, sids: list[str], count: int) -> dict[str, float]:
+def _writer(kind: str, url: str, sid: str, count: int, go: Any, results: Any) -> None:
+    """One writer process: ``ROUNDS`` turns of its share of ``count`` writes."""
+    write = WRITERS[kind](url, sid)
+    number = 0
+    for turn in range(ROUNDS):
+        go.wait()
+        latencies = []
+        start = time.perf_counter()
+        # An even number of writes per turn: each starts with an update.
+        for _ in range(2 * ((count // 2) * (turn + 1) // ROUNDS - (count // 2) * turn // ROUNDS)):
+            began = time.perf_counter()
+            write(number)
+            number += 1
+            latencies.append(time.perf_counter() - began)
+        results.put((time.perf_counter() - start, latencies))
+
+
+def _run_writers(url: str, sids: list[str], count: int) -> dict[str, dict[str, float]]:
+    """Every kind with ``len(sids)`` processes, one session each, taking turns."""
     context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(len(sids) + 1)
-    results = context.Queue()
+    gates = {kind: context.Barrier(len(sids) + 1) for kind in WRITERS}
+    queues = {kind: context.Queue() for kind in WRITERS}
     children = [
-        context.Process(target=WRITERS[kind], args=(url, sid, count, barrier, results))
+        context.Process(target=_writer, args=(kind, url, sid, count, gates[kind], queues[kind]))
+        for kind in WRITERS
         for sid in sids
     ]
     for child in children:
         child.start()
-    barrier.wait()
-    start = time.perf_counter()
-    outcomes = [results.get(timeout=900) for _ in children]
-    wall = time.perf_counter() - start
+    walls = dict.fromkeys(WRITERS, 0.0)
+    latencies: dict[str, list[float]] = {kind: [] for kind in WRITERS}
+    for _ in range(ROUNDS):
+        for kind in WRITERS:
+            gates[kind].wait()
+            start = time.perf_counter()
+            outcomes = [queues[kind].get(timeout=900) for _ in sids]
+            walls[kind] += time.perf_counter() - start
+            latencies[kind].extend(value for _, values in outcomes for value in values)
     for child in children:
         child.join()
-    latencies = [value for _, values in outcomes for value in values]
     return {
-        "writes_per_s": len(latencies) / wall,
-        "p50_ms": _percentile(latencies, 0.5) * 1000,
-        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        kind: {
+            "writes_per_s": len(latencies[kind]) / walls[kind],
+            "p50_ms": _percentile(latencies[kind], 0.5) * 1000,
+            "p99_ms": _percentile(latencies[kind], 0.99) * 1000,
+        }
+        for kind in WRITERS
     }
 
 
@@ -199,9 +252,8 @@ def bench_writes(url: str, writes: int) -> dict[str, dict[int, dict[str, float]]
         sids.append(sid)
     table: dict[str, dict[int, dict[str, float]]] = {kind: {} for kind in WRITERS}
     for processes in PROCESS_COUNTS:
-        # Interleaved per process count, so that load on the machine hits all alike.
-        for kind in WRITERS:
-            table[kind][processes] = _run_writers(kind, url, sids[:processes], writes)
+        for kind, figures in _run_writers(url, sids[:processes], writes).items():
+            table[kind][processes] = figures
     return table
 
 

@@ -8,11 +8,13 @@ they skip without one, and fail under ``CI=true``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import secrets
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,15 +26,16 @@ from click.testing import CliRunner
 from maestro import (
     Capability,
     ChangeKind,
+    Session,
     SessionManager,
     SessionStatus,
     UnsupportedOperationError,
 )
 from maestro.cli import cli
-from maestro.errors import StoreUnavailableError
+from maestro.errors import SessionValidationError, StoreUnavailableError
 from maestro.project import normalise_remote, project_identity
 from tests.conftest import GIT
-from tests.postgres_server import ADMIN_URL, database_url, store_url
+from tests.postgres_server import ADMIN_URL, database_url, project_of, store_url
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -163,21 +166,22 @@ def test_processes_starting_at_once_on_an_empty_database_migrate_once(
     for child in children:
         child.join(timeout=60)
     assert all(kind == "ok" for kind, _ in outcomes), outcomes
-    assert {tuple(found) for _, found in outcomes} <= {(0, 1), (1, 1)}
+    # Each step is a transaction of its own: an opener may find some applied.
+    assert {tuple(found) for _, found in outcomes} <= {(0, 2), (1, 2), (2, 2)}
     with psycopg.connect(empty_database) as conn:
-        rows = conn.execute("SELECT version FROM maestro_schema").fetchall()
-    assert rows == [(1,)]
+        rows = conn.execute("SELECT version FROM maestro_schema ORDER BY version").fetchall()
+    assert rows == [(1,), (2,)]
 
 
 def test_db_upgrade_says_what_it_found(empty_database: str, tmp_path: Path) -> None:
     result = _runner().invoke(cli, ["--store", empty_database, "--json", "db", "upgrade"])
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout) == {"found": 0, "version": 1, "upgraded": True}
+    assert json.loads(result.stdout) == {"found": 0, "version": 2, "upgraded": True}
     from maestro.stores import postgres
 
     postgres._close_all()
     again = _runner().invoke(cli, ["--store", empty_database, "db", "upgrade"])
-    assert again.exit_code == 0 and "up to date (version 1)" in again.stdout
+    assert again.exit_code == 0 and "up to date (version 2)" in again.stdout
     on_files = _runner().invoke(cli, ["--root", str(tmp_path), "db", "upgrade"])
     assert on_files.exit_code == 0 and "nothing to upgrade" in on_files.stdout
     with pytest.raises(UnsupportedOperationError):
@@ -194,14 +198,14 @@ def test_doctor_reports_schema_pool_and_feed_and_refuses_reindex(
     report = manager.doctor()
     assert report.healthy and report.sessions == 1
     assert set(report.engine) == {"schema", "pool", "feed"}
-    assert report.engine["schema"] == "version 1 of 1"
+    assert report.engine["schema"] == "version 2 of 2"
     with pytest.raises(UnsupportedOperationError):
         manager.doctor(reindex=True)
     with pytest.raises(UnsupportedOperationError):
         manager.rebuild_index()
     result = _runner().invoke(cli, ["--store", url, "doctor"])
     assert result.exit_code == 0, result.stderr
-    assert "schema: version 1 of 1" in result.stdout and "pool:" in result.stdout
+    assert "schema: version 2 of 2" in result.stdout and "pool:" in result.stdout
 
 
 # ---------------------------------------------------------------- projects
@@ -262,6 +266,96 @@ def test_projects_see_their_own_sessions_unless_all_are_asked_for(tmp_path: Path
     assert {a, b} <= {s["session_id"] for s in json.loads(both.stdout)}
     # The file store holds one project: the flag changes nothing there.
     assert SessionManager(tmp_path / "files", all_projects=True).query_sessions() == []
+
+
+# ---------------------------------------------------------------- writes
+
+
+def _elsewhere(tmp_path: Path) -> SessionManager:
+    """Another process's manager on the same project: a pool and memory of its own."""
+    return SessionManager(tmp_path, store=store_url(tmp_path, pool_max="3"))
+
+
+def test_a_write_builds_on_what_others_wrote_since_its_last_one(tmp_path: Path) -> None:
+    """A writer remembers the record it wrote last and is sent no record while the
+    row is still that version: every other write, an operator's edit that leaves
+    the revision alone, or a re-created session at the same revision, is a new
+    version, read and built on."""
+    here = SessionManager(tmp_path, store=store_url(tmp_path))
+    there = _elsewhere(tmp_path)
+    sid = here.create_session("first", git_context=GIT).session_id
+    here.transition_state(sid, SessionStatus.PLANNING)
+    there.update_session(sid, {"statistics": {"total_tasks": 5}})
+    moved = here.transition_state(sid, SessionStatus.GENERATING_TASKS)
+    assert moved.statistics.total_tasks == 5
+    assert [entry.to_status for entry in moved.history] == [
+        SessionStatus.PLANNING,
+        SessionStatus.GENERATING_TASKS,
+    ]
+    assert there.get_session(sid) == moved
+
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        conn.execute(
+            "UPDATE maestro_sessions SET record = jsonb_set(record, '{feature_request}', "
+            "'\"edited by hand\"') WHERE session_id = %s",
+            (sid,),
+        )
+    edited = here.update_session(sid, {"current_phase": "plan"})
+    assert (edited.feature_request, edited.revision) == ("edited by hand", 5)
+
+    # Deleted and made again elsewhere, up to the revision this writer last wrote.
+    there.delete_session(sid)
+    again = dataclasses.replace(
+        edited,
+        feature_request="made again",
+        status=SessionStatus.INITIALIZING,
+        current_phase=None,
+        history=[],
+        revision=0,
+        requests=[],
+    )
+    there.store.create(again)
+    for state in (SessionStatus.PLANNING, SessionStatus.GENERATING_TASKS):
+        there.transition_state(sid, state)
+    there.update_session(sid, {"statistics": {"total_tasks": 1}})
+    there.heartbeat(sid)
+    assert there.get_session(sid).revision == edited.revision
+    after = here.heartbeat(sid)
+    assert after.feature_request == "made again"
+    assert after.statistics.total_tasks == 1
+    assert len(after.history) == 2
+    assert there.get_session(sid) == after
+
+
+def test_a_change_to_the_history_read_is_stored_and_checked(
+    manager: SessionManager, tmp_path: Path
+) -> None:
+    """Entries the write leaves as they were keep their stored form; one changed in
+    place, dropped or invalid is encoded and checked like any other field."""
+    sid = manager.create_session("history", git_context=GIT).session_id
+    for state in (SessionStatus.PLANNING, SessionStatus.GENERATING_TASKS):
+        manager.transition_state(sid, state)
+
+    def amend(session: Session) -> Session:
+        session.history[0].reason = "amended"
+        del session.history[1]
+        return session
+
+    amended = manager.store.modify(sid, amend)
+    stored = _elsewhere(tmp_path).get_session(sid)
+    assert stored == amended
+    assert [(e.to_status, e.reason) for e in stored.history] == [
+        (SessionStatus.PLANNING, "amended")
+    ]
+
+    def spoil(session: Session) -> Session:
+        session.history[0].reason = 5  # type: ignore[assignment]
+        return session
+
+    with pytest.raises(SessionValidationError, match="history"):
+        manager.store.modify(sid, spoil)
+    assert _elsewhere(tmp_path).get_session(sid) == stored
+    assert manager.heartbeat(sid).history == stored.history
 
 
 # ---------------------------------------------------------------- the change feed
@@ -366,6 +460,94 @@ def test_a_cursor_of_another_database_is_answered_with_a_reset(
     assert [e.kind for e in events[1:]] == [ChangeKind.CREATED]
 
 
+def _events_kept(project: str) -> int:
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM maestro_events WHERE project = %s", (project,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_the_feed_keeps_its_newest_events_and_a_reader_behind_them_is_reset(
+    tmp_path: Path,
+) -> None:
+    url = store_url(tmp_path, feed_retention="3")
+    manager = SessionManager(tmp_path, store=url)
+    sid = manager.create_session("kept", git_context=GIT).session_id
+    behind = manager.changes_cursor()
+    revisions = [manager.heartbeat(sid).revision for _ in range(8)]
+    # Each write trims the feed down to the 3 newest events readers can see;
+    # a maestro write in flight elsewhere (another test's) may hold some back.
+    deadline = time.monotonic() + 60
+    while _events_kept(project_of(tmp_path)) > 3:
+        assert time.monotonic() < deadline, "the feed was never trimmed"
+        revisions.append(manager.heartbeat(sid).revision)
+    events = list(manager.changes(behind))
+    assert events[0].kind is ChangeKind.RESET
+    assert [e.revision for e in events[1:]] == revisions[-3:]
+    # Reading on from the reset's cursor gives the same events, without a reset.
+    assert list(manager.changes(events[0].cursor)) == events[1:]
+    # A reader that starts at the beginning starts at the oldest event kept.
+    assert [e.revision for e in manager.changes()] == revisions[-3:]
+    # A reader that kept up is never reset.
+    current = events[-1].cursor
+    manager.heartbeat(sid)
+    assert [e.kind for e in manager.changes(current)] == [ChangeKind.HEARTBEAT]
+    # Another project's feed is its own.
+    other = SessionManager(tmp_path / "other", store=store_url(tmp_path / "other"))
+    first = other.create_session("other", git_context=GIT)
+    assert [e.session_id for e in other.changes()] == [first.session_id]
+
+
+def test_a_feed_retention_of_zero_turns_the_feed_off(tmp_path: Path) -> None:
+    manager = SessionManager(tmp_path, store=store_url(tmp_path, feed_retention="0"))
+    sid = manager.create_session("quiet", git_context=GIT).session_id
+    manager.transition_state(sid, SessionStatus.PLANNING)
+    manager.delete_session(sid)
+    assert _events_kept(project_of(tmp_path)) == 0
+    assert Capability.CHANGES not in manager.store.capabilities
+    with pytest.raises(UnsupportedOperationError):
+        list(manager.changes())
+
+
+@pytest.mark.parametrize("value", ["-1", "many", "1.5"])
+def test_a_bad_feed_retention_is_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(SessionValidationError, match="feed_retention"):
+        SessionManager(tmp_path, store=store_url(tmp_path, feed_retention=value))
+
+
+def test_the_feed_retention_comes_from_the_environment_without_a_parameter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAESTRO_FEED_RETENTION", "7")
+    assert SessionManager(tmp_path, store=store_url(tmp_path)).store.feed_retention == 7
+    url = store_url(tmp_path, feed_retention="9")
+    assert SessionManager(tmp_path, store=url).store.feed_retention == 9
+    monkeypatch.setenv("MAESTRO_FEED_RETENTION", "seven")
+    with pytest.raises(SessionValidationError, match="MAESTRO_FEED_RETENTION"):
+        SessionManager(tmp_path, store=store_url(tmp_path))
+
+
+def test_a_version_1_database_is_upgraded_with_its_events(
+    empty_database: str, tmp_path: Path
+) -> None:
+    from maestro.stores import postgres_schema
+
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        real = postgres_schema.MIGRATIONS
+        postgres_schema.MIGRATIONS = real[:1]
+        postgres_schema.LATEST = 1
+        try:
+            postgres_schema.upgrade(conn)
+        finally:
+            postgres_schema.MIGRATIONS = real
+            postgres_schema.LATEST = len(real)
+    manager = SessionManager(tmp_path, store=empty_database + "?project=old")
+    assert manager.store.schema_found == 1
+    sid = manager.create_session("after the upgrade", git_context=GIT).session_id
+    assert [e.session_id for e in manager.changes()] == [sid]
+
+
 # ---------------------------------------------------------------- the pool
 
 
@@ -455,3 +637,45 @@ def test_capabilities_declared() -> None:
     assert {Capability.CHANGES, Capability.MULTI_PROCESS, Capability.MIGRATIONS} <= (
         PostgresStore.capabilities
     )
+
+
+def test_a_worktree_file_store_s_sessions_are_adopted_whole(tmp_path: Path, url: str) -> None:
+    """What ``doctor`` does with a linked worktree's own sessions: found, and with
+    ``move`` brought in (record as an import brings it, other files to this
+    host's directory) unless the database has the id or a writer holds it."""
+    import fcntl
+
+    worktree = SessionManager(tmp_path / "worktree")
+    stray = worktree.create_session("made in a worktree", git_context=GIT)
+    worktree.transition_state(stray.session_id, SessionStatus.PLANNING)
+    stray = worktree.update_session(stray.session_id, {"statistics": {"total_tasks": 2}})
+    folder = worktree.sessions_dir / stray.session_id
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "one.json").write_text("{}")
+    twin = worktree.create_session("also here", git_context=GIT)
+    busy = worktree.create_session("being written", git_context=GIT)
+    manager = SessionManager(tmp_path / "host", store=url)
+    manager.store._put(twin)  # type: ignore[attr-defined]
+
+    seen = manager.store.adopt_sessions(worktree.sessions_dir, move=False)  # type: ignore[attr-defined]
+    assert sorted(seen.found) == sorted([stray.session_id, twin.session_id, busy.session_id])
+    assert (seen.duplicates, seen.moved) == ([twin.session_id], [])
+    with pytest.raises(FileNotFoundError):
+        manager.get_session(stray.session_id)
+
+    lock = (worktree.sessions_dir / busy.session_id / ".lock").open("a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        moved = manager.store.adopt_sessions(worktree.sessions_dir, move=True)  # type: ignore[attr-defined]
+    finally:
+        lock.close()
+    assert (moved.moved, moved.duplicates) == ([stray.session_id], [twin.session_id])
+    assert manager.get_session(stray.session_id) == stray
+    assert not folder.exists()
+    local = manager.store.session_directory(stray.session_id)  # type: ignore[attr-defined]
+    assert (local / "checkpoints" / "one.json").read_text() == "{}"
+    assert not (local / ".lock").exists()
+    assert (worktree.sessions_dir / twin.session_id).is_dir()  # never overwritten
+    again = manager.store.adopt_sessions(worktree.sessions_dir, move=True)  # type: ignore[attr-defined]
+    assert again.moved == [busy.session_id]
+    assert manager.get_session(busy.session_id) == busy

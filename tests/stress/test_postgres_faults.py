@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from maestro import GitContext, SessionManager
+from maestro import ChangeKind, GitContext, SessionManager
 from maestro.errors import StoreUnavailableError
 from tests.postgres_server import database_url, store_url
 
@@ -28,20 +28,24 @@ psycopg = pytest.importorskip("psycopg")
 GIT = GitContext(branch="main", commit="0" * 40, repo_root="/repo", is_worktree=False)
 
 #: Stops inside the write's transaction, after its row and event are written
-#: and before the commit, and says so.
+#: and before the commit, and says so.  The write's statements are pipelined:
+#: fetching a result of a later one makes the server run them first.
 MID_TRANSACTION = """
 import sys, time
 from maestro import SessionManager
 from maestro.stores import postgres
 
-real_event = postgres.PostgresStore._event
+real_save = postgres.PostgresStore._save
 
-def stalled_event(self, conn, *args, **kwargs):
-    real_event(self, conn, *args, **kwargs)
+def stalled_save(self, conn, *args, **kwargs):
+    written = real_save(self, conn, *args, **kwargs)
+    assert conn.execute("SELECT count(*) FROM maestro_events WHERE xid = "
+                        "pg_current_xact_id()::text::bigint").fetchone()[0] == 1
     print("inside", flush=True)
     time.sleep(600)
+    return written
 
-postgres.PostgresStore._event = stalled_event
+postgres.PostgresStore._save = stalled_save
 manager = SessionManager(sys.argv[1], store=sys.argv[2])
 manager.update_session(sys.argv[3], {"feature_request": "half-written"})
 """
@@ -106,7 +110,15 @@ def test_a_writer_killed_mid_transaction_leaves_no_trace(tmp_path: Path) -> None
     url = store_url(tmp_path, pool_timeout="5")
     manager = SessionManager(tmp_path, store=url, lock_timeout=5)
     sid = manager.create_session("whole", git_context=GIT).session_id
-    cursor = manager.changes_cursor()
+    # After the create's event, once it is readable: a maestro write in flight
+    # on this database (another test's) holds events back, so a cursor taken
+    # now could still come before it.
+    deadline = time.monotonic() + 60
+    while not (created := list(manager.changes(None, session_id=sid))):
+        assert time.monotonic() < deadline, "the create's event never became readable"
+        time.sleep(0.05)
+    assert [event.kind for event in created] == [ChangeKind.CREATED]
+    cursor = created[0].cursor
     writer = _python(MID_TRANSACTION, str(tmp_path), url, sid)
     try:
         assert writer.stdout is not None

@@ -11,7 +11,10 @@ Writes are one transaction each: ``modify`` takes the session's advisory
 lock and reads the row ``FOR UPDATE`` (bounded by ``lock_timeout``), runs
 the manager's transform on the record, writes the row and appends a change
 event in the same transaction; after the commit it rings the ``NOTIFY``
-doorbell.  Every statement is bounded by
+doorbell.  The statements go in two round trips (pipeline mode): lock and
+read; then update, event, commit and ring.  A process remembers the record
+it last wrote of a session, and the row is read without its record while it
+is still that version (:class:`_Written`).  Every statement is bounded by
 ``statement_timeout``.  A connection lost before the commit is retried once
 on a fresh connection (the server rolled the transaction back); lost during
 the commit, the outcome is unknown and :class:`StorageError` says so: retry
@@ -38,9 +41,12 @@ disk of the host that works on it, under ``local_root``: ``create`` makes it,
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import dataclasses
+import operator
 import os
+import random
 import re
 import shutil
 import tempfile
@@ -58,7 +64,7 @@ import psycopg.errors
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
-from maestro.codec import decode_record, encode_record
+from maestro.codec import decode_record, encode_record, encode_record_and_dict
 from maestro.errors import (
     ConflictError,
     LockTimeoutError,
@@ -70,8 +76,15 @@ from maestro.errors import (
     UnsafePathError,
 )
 from maestro.ids import check_session_id
-from maestro.models import SCHEMA_VERSION, Session, session_from_trusted_record, utcnow
+from maestro.models import (
+    SCHEMA_VERSION,
+    Session,
+    StateChange,
+    session_from_trusted_record,
+    utcnow,
+)
 from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
+from maestro.schema import validate_record
 from maestro.search import words
 from maestro.stores import postgres_schema
 from maestro.stores.base import (
@@ -101,8 +114,46 @@ OPTIONS = (
     "prepare_threshold",
     "statement_timeout",
     "connect_timeout",
+    "feed_retention",
 )
+#: How many of a project's newest change events to keep when the URL does not
+#: say (``feed_retention``): the file store's variable, and its default.
+FEED_RETENTION = "MAESTRO_FEED_RETENTION"
+DEFAULT_RETENTION = 100_000
 _CHANNEL = "maestro_changes"
+_ROW = (
+    "UPDATE maestro_sessions SET status = %(status)s, phase = %(phase)s, "
+    "branch = %(branch)s, worktree = %(worktree)s, created_at = %(created_at)s, "
+    "updated_at = %(updated_at)s, active_at = %(active_at)s, words = %(words)s, "
+    "revision = %(revision)s, record = %(record)s::jsonb "
+    "WHERE project = %(project)s AND session_id = %(session_id)s "
+    "RETURNING xmin::text AS version"
+)
+#: A changed session's row and its event, in one statement.
+_SAVE = (
+    f"WITH written AS ({_ROW}), "
+    "event AS (INSERT INTO maestro_events (project, kind, session_id, revision, "
+    "from_status, to_status, at, request_id) SELECT %(project)s, %(kind)s, "
+    "%(session_id)s, %(revision)s, %(from_status)s, %(status)s, %(updated_at)s, "
+    "%(request_id)s FROM written) "
+    "SELECT version FROM written"
+)
+#: The same with the change feed off.
+_SAVE_ONLY_ROW = _ROW
+#: Drop a project's events but the newest ``keep`` that readers can see (below
+#: the writers' horizon, ``_HORIZON``, read in an earlier statement), and move
+#: the project's horizon to the newest dropped.
+_TRIM = (
+    "WITH edge AS (SELECT xid, seq FROM maestro_events WHERE project = %(project)s "
+    "AND xid < %(readable)s ORDER BY xid DESC, seq DESC OFFSET %(keep)s LIMIT 1), "
+    "gone AS (DELETE FROM maestro_events AS e USING edge WHERE e.project = %(project)s "
+    "AND (e.xid, e.seq) <= (edge.xid, edge.seq)) "
+    "INSERT INTO maestro_feed_horizon AS h (project, xid, seq) "
+    "SELECT %(project)s, xid, seq FROM edge "
+    "ON CONFLICT (project) DO UPDATE SET xid = excluded.xid, seq = excluded.seq "
+    "WHERE (h.xid, h.seq) < (excluded.xid, excluded.seq)"
+)
+_NOTIFY = b"SELECT pg_notify('maestro_changes', '')"
 _MAX_SEQ = 2**63 - 1
 _CURSOR = re.compile(r"pg:([0-9a-f]+):([0-9]+):([0-9]+)")
 _SWITCHES = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
@@ -134,6 +185,19 @@ def _number(options: dict[str, str], name: str, default: float, *, whole: bool =
         kind = "a whole number" if whole else "a number"
         raise SessionValidationError(f"the {name} parameter of a postgresql: URL is {kind}")
     return value
+
+
+def _retention(given: str | None) -> int:
+    """The URL's ``feed_retention``, else ``$MAESTRO_FEED_RETENTION``, else the default."""
+    where = "the feed_retention parameter of a postgresql: URL"
+    if given is None:
+        given = os.environ.get(FEED_RETENTION, "").strip() or None
+        where = FEED_RETENTION
+    if given is None:
+        return DEFAULT_RETENTION
+    if not given.isdigit():
+        raise SessionValidationError(f"{where} must be a non-negative integer")
+    return int(given)
 
 
 def unavailable(error: BaseException) -> StoreUnavailableError:
@@ -231,6 +295,9 @@ class _Database:
         ) = key
         self.store_id = "0"
         self.schema_found = 0
+        #: The record this process last wrote of each session (see :class:`_Written`).
+        self.written: collections.OrderedDict[str, _Written] = collections.OrderedDict()
+        self.written_lock = threading.Lock()
         self.schema_version = self._prepare(migrate)
         self.doorbell = _Doorbell(self.conninfo, self.connect_timeout)
         self.pool: ConnectionPool[Any] = ConnectionPool(
@@ -240,11 +307,11 @@ class _Database:
             timeout=self.pool_timeout,
             max_waiting=self.max_waiting,
             kwargs={
+                "autocommit": True,
                 "prepare_threshold": prepare_threshold,
                 "connect_timeout": int(self.connect_timeout),
             },
             configure=self._configure,
-            check=ConnectionPool.check_connection,
             reconnect_timeout=max(self.pool_timeout, 1.0),
             name="maestro",
             open=False,
@@ -296,6 +363,116 @@ class _Database:
         )
         conn.commit()
 
+    def recall(self, session_id: str) -> _Written | None:
+        with self.written_lock:
+            return self.written.get(session_id)
+
+    def remember(self, session_id: str, written: _Written | None) -> None:
+        with self.written_lock:
+            if written is None:
+                self.written.pop(session_id, None)
+                return
+            self.written[session_id] = written
+            self.written.move_to_end(session_id)
+            while len(self.written) > _WRITTEN_KEPT:
+                self.written.popitem(last=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Written:
+    """A record this process wrote, and the version of the row that holds it.
+
+    A write reads the row ``FOR UPDATE`` and asks for its record only if the
+    row is no longer the one written here: same project, same revision and
+    the same ``xmin`` (the id of the transaction that wrote that row
+    version; any later write, import or re-creation of the session makes a
+    new row version with another; ``xmin`` is the id's low 32 bits, so a
+    false match would take a rewrite of the row at the same revision 2**32
+    transactions later).  Otherwise the record is this one, which
+    the codec validated before it was written: the session is rebuilt from
+    it without a second check, and the history entries the write leaves as
+    they were are neither encoded nor validated again.
+    """
+
+    project: str
+    xmin: str
+    revision: int
+    #: JSON-ready and validated; never changed (later versions share its history entries).
+    record: dict[str, Any]
+    #: The values of each history entry (immutable), in the order of the record's.
+    marks: tuple[tuple[Any, ...], ...]
+
+    def session(self) -> tuple[Session, list[StateChange]]:
+        """A session of this record, with objects of its own, and its history entries."""
+        current = session_from_trusted_record({**self.record, "history": ()})
+        new = object.__new__
+        read: list[StateChange] = []
+        for from_status, to_status, at, reason in self.marks:
+            entry = new(StateChange)
+            entry.__dict__ = {
+                "from_status": from_status,
+                "to_status": to_status,
+                "at": at,
+                "reason": reason,
+            }
+            read.append(entry)
+        current.history = list(read)
+        return current, read
+
+    def encode(
+        self, updated: Session, read: list[StateChange]
+    ) -> tuple[dict[str, Any], tuple[tuple[Any, ...], ...]]:
+        """The validated record of ``updated``, made from :meth:`session`'s ``read``.
+
+        An entry of ``updated`` that is still the one read at its place, with
+        the values it was read with, keeps its encoded form (validated when
+        this record was written); every other part of the record is encoded
+        and validated: the result is what ``encode_record_and_dict`` gives
+        (the schema puts no constraint between history entries).  Also the
+        values of its history entries, for the next :class:`_Written`.
+        """
+        rest = object.__new__(Session)
+        rest.__dict__ = {**updated.__dict__, "history": []}
+        record = rest.to_dict()
+        entries = self.record["history"]
+        marks = self.marks
+        history = updated.history
+        kept = len(read)
+        fresh: list[dict[str, Any]] = []
+        if (
+            len(history) >= kept
+            and all(map(operator.is_, history[:kept], read))
+            and tuple(map(tuple, map(dict.values, map(vars, read)))) == marks
+        ):
+            # The usual change: the entries read, all in place and as they were,
+            # and perhaps new ones after them.
+            fresh = [entry.to_dict() for entry in history[kept:]]
+            merged = entries + fresh
+            values = marks + tuple(_mark(entry) for entry in history[kept:])
+        else:
+            merged, collected = [], []
+            for place, entry in enumerate(history):
+                if (
+                    place < kept
+                    and entry is read[place]
+                    and tuple(vars(entry).values()) == marks[place]
+                ):
+                    merged.append(entries[place])
+                    collected.append(marks[place])
+                    continue
+                encoded = entry.to_dict()
+                fresh.append(encoded)
+                merged.append(encoded)
+                collected.append(_mark(entry))
+            values = tuple(collected)
+        record["history"] = fresh
+        validate_record(record, session_id=updated.session_id)
+        record["history"] = merged
+        return record, tuple(values)
+
+
+#: Sessions whose last written record a process keeps (writers mostly write their own few).
+_WRITTEN_KEPT = 256
 
 _databases_lock = threading.Lock()
 _databases: dict[tuple[Any, ...], _Database] = {}
@@ -334,7 +511,7 @@ def _close_all() -> None:
         _databases.clear()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, order=True)
 class _Position:
     xid: int
     seq: int
@@ -390,6 +567,9 @@ class PostgresStore:
         self.max_waiting = int(_number(options, "max_waiting", 64, whole=True))
         self.statement_timeout = _number(options, "statement_timeout", 30.0)
         self.connect_timeout = _number(options, "connect_timeout", 5.0)
+        self.feed_retention = _retention(options.get("feed_retention"))
+        if self.feed_retention == 0:
+            self.capabilities = self.capabilities - {Capability.CHANGES}
         threshold = options.get("prepare_threshold", "5")
         if threshold.lower() == "none":
             self.prepare_threshold: int | None = None
@@ -461,29 +641,34 @@ class PostgresStore:
             ) from None
 
     def _run(
-        self, session_id: str | None, action: str, body: Callable[[Any], T], *, ring: bool = False
+        self,
+        session_id: str | None,
+        action: str,
+        body: Callable[[Any], T],
+        *,
+        write: bool = False,
     ) -> T:
-        """Run ``body(conn)`` in one transaction; retried once if the connection was lost
-        before the commit (the server then rolled it back).
+        """Run ``body(conn)``; retried once if the connection was lost before the
+        commit (the server then rolled it back).
 
-        With ``ring``, the doorbell is rung after the commit, in a transaction
-        of its own: PostgreSQL holds its notification queue lock through the
-        commit of a transaction that notifies, WAL flush included, so
-        notifying inside the write would make every writer's commit wait for
-        the previous one's disk flush.
+        A read runs as it is: connections are in autocommit mode, so a body
+        of one statement is that statement alone, one round trip.  A
+        ``write`` runs in one transaction, and then rings the doorbell (see
+        :meth:`_write`).
         """
         for attempt in (1, 2):
             committing = False
             try:
                 with self._connection() as conn:
                     try:
+                        if not write:
+                            return body(conn)
                         with conn.transaction():
                             result = body(conn)
                             committing = True
                     except psycopg.errors.LockNotAvailable:
                         raise LockTimeoutError(session_id or "", self.lock_timeout) from None
-                    if ring:
-                        self._ring(conn)
+                    self._ring(conn)
                     return result
             except psycopg.OperationalError as error:
                 if committing:
@@ -495,6 +680,7 @@ class PostgresStore:
                     ) from error
                 if attempt == 2 or not _connection_lost(error):
                     raise StorageError(session_id, action, error) from error
+                self._drop_lost()
             except psycopg.DataError as error:
                 raise SessionValidationError(
                     f"PostgreSQL cannot store this record ({_first_line(error)})",
@@ -504,15 +690,117 @@ class PostgresStore:
                 raise StorageError(session_id, action, error) from error
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _write(
+        self,
+        session_id: str,
+        action: str,
+        body: Callable[[Any], tuple[T, Callable[[], None] | None]],
+    ) -> T:
+        """Run ``body(conn)`` in one transaction in pipeline mode: two round trips.
+
+        ``body`` queues its statements after ``BEGIN``; fetching the one
+        result it needs (the row read ``FOR UPDATE``) sends everything queued
+        so far and waits, once.  It returns its result and, if it wrote, what
+        to do once the commit is confirmed.  Its writes then go with
+        ``COMMIT`` and the doorbell's ``NOTIFY`` in a second round trip.  The
+        ``NOTIFY`` is a transaction of its own after the commit: PostgreSQL
+        holds its notification queue lock through the commit of a transaction
+        that notifies, WAL flush included, so notifying inside the write
+        would make every writer's commit wait for the previous one's flush.
+
+        Retried once if the connection was lost before the ``COMMIT`` was
+        sent; lost after, the outcome is unknown and the error says so.
+        """
+        for attempt in (1, 2):
+            committing = False
+            commit: Any = None
+            try:
+                with self._connection() as conn:
+                    try:
+                        with conn.pipeline():
+                            conn.execute(b"BEGIN")
+                            result, committed = body(conn)
+                            committing = True
+                            commit = conn.execute(b"COMMIT")
+                            if committed is not None:
+                                conn.execute(_NOTIFY)
+                    except psycopg.Error as error:
+                        if commit is not None and commit.statusmessage == "COMMIT":
+                            # Only the ring failed: watchers poll anyway.
+                            if committed is not None:
+                                committed()
+                            return result
+                        _roll_back(conn)
+                        if isinstance(error, psycopg.errors.LockNotAvailable):
+                            raise LockTimeoutError(session_id, self.lock_timeout) from None
+                        if committing and not conn.broken:
+                            committing = False  # the server refused: nothing was committed
+                        raise
+                    except BaseException:
+                        _roll_back(conn)
+                        raise
+                    if committed is not None:
+                        committed()
+                    return result
+            except psycopg.OperationalError as error:
+                if committing:
+                    raise StorageError(
+                        session_id,
+                        f"{action} (the outcome is unknown: the connection was lost "
+                        "while committing)",
+                        error,
+                    ) from error
+                if attempt == 2 or not _connection_lost(error):
+                    raise StorageError(session_id, action, error) from error
+                self._drop_lost()
+            except psycopg.DataError as error:
+                raise SessionValidationError(
+                    f"PostgreSQL cannot store this record ({_first_line(error)})",
+                    session_id=session_id,
+                ) from None
+            except psycopg.Error as error:
+                raise StorageError(session_id, action, error) from error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _drop_lost(self) -> None:
+        """Before a retry: test the idle connections, replacing the lost ones.
+
+        Connections are not tested each time they are taken (a round trip
+        per call); when one turns out lost (a restarted server, a terminated
+        backend), its idle siblings likely are too.
+        """
+        with contextlib.suppress(Exception):
+            self._pool.check()
+
+    def _trim(self, project: str) -> None:
+        """After a write: now and then, the project's change feed down to its newest
+        ``feed_retention`` events.
+
+        One write in ``feed_retention // 100`` does it (at random, so that
+        short-lived processes take their turn; every write below 200, at
+        most one in 1,000): the feed holds a little more than it keeps, and
+        finding the oldest event kept costs an index walk of about a
+        hundred entries per write.  A trim that fails is left for a later
+        write; the write itself is done.
+        """
+        keep = self.feed_retention
+        # Not for secrets: spreads the trims over the writers.
+        every = min(max(keep // 100, 1), 1000)
+        if not keep or random.random() * every >= 1:  # noqa: S311
+            return
+
+        def body(conn: Any) -> None:
+            readable = int(conn.execute(_HORIZON).fetchone()[0])
+            conn.execute(_TRIM, {"project": project, "keep": keep, "readable": readable})
+
+        with contextlib.suppress(StorageError, LockTimeoutError):
+            self._run(None, "trimming the change feed", body)
+
     @staticmethod
     def _ring(conn: Any) -> None:
         """Wake the watchers; a lost ring only delays them until their next poll."""
-        try:
-            conn.execute("SELECT pg_notify(%s, '')", (_CHANNEL,))
-            conn.commit()
-        except psycopg.Error:
-            with contextlib.suppress(psycopg.Error):
-                conn.rollback()
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(_NOTIFY)
 
     # ------------------------------------------------------------ records
 
@@ -544,7 +832,7 @@ class PostgresStore:
         return self._run(session_id, "reading", body)
 
     @staticmethod
-    def _row(session: Session, raw: bytes) -> dict[str, object]:
+    def _row(session: Session, raw: bytes | str) -> dict[str, object]:
         git = session.git_context
         return {
             "session_id": session.session_id,
@@ -557,7 +845,7 @@ class PostgresStore:
             "active_at": session.last_activity,
             "words": sorted(set(words(session.feature_request))),
             "revision": session.revision,
-            "record": raw.decode(),
+            "record": raw if isinstance(raw, str) else raw.decode(),
         }
 
     def _event(
@@ -571,6 +859,8 @@ class PostgresStore:
         at: datetime,
         request_id: str | None,
     ) -> None:
+        if not self.feed_retention:
+            return  # the change feed is off
         conn.execute(
             "INSERT INTO maestro_events (project, kind, session_id, revision, from_status, "
             "to_status, at, request_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -584,6 +874,32 @@ class PostgresStore:
                 at,
                 request_id,
             ),
+        )
+
+    def _save(
+        self,
+        conn: Any,
+        project: str,
+        session: Session,
+        record: str,
+        kind: ChangeKind,
+        from_status: str,
+        request_id: str | None,
+    ) -> Any:
+        """Write a changed session's row and its event, in one statement.
+
+        The cursor returned gives, once the pipeline has run, the ``xmin`` of
+        the row version written: this transaction's id.
+        """
+        return conn.execute(
+            _SAVE if self.feed_retention else _SAVE_ONLY_ROW,
+            {
+                **self._row(session, record),
+                "project": project,
+                "kind": kind.value,
+                "from_status": from_status,
+                "request_id": request_id,
+            },
         )
 
     def create(self, session: Session, *, request_id: str | None = None) -> Session:
@@ -630,7 +946,8 @@ class PostgresStore:
             )
             return session_from_trusted_record(orjson.loads(raw))
 
-        created = self._run(session_id, "creating the session", body, ring=True)
+        created = self._run(session_id, "creating the session", body, write=True)
+        self._trim(self.project)
         if created.session_id == session_id:
             self._make_directory(session_id)
         return created
@@ -655,43 +972,74 @@ class PostgresStore:
         check_session_id(session_id)
         check_request_id_type(request_id)
 
-        def body(conn: Any) -> Session:
+        database = self._database
+        wrote: list[str] = []
+
+        def body(conn: Any) -> tuple[Session, Callable[[], None] | None]:
             _lock(conn, session_id)
+            known = database.recall(session_id)
             found = conn.execute(
-                "SELECT project, record::text FROM maestro_sessions "
+                "SELECT project, xmin::text, CASE WHEN project = %s AND revision = %s "
+                "AND xmin::text = %s THEN NULL ELSE record::text END FROM maestro_sessions "
                 "WHERE " + self._one() + " LIMIT 1 FOR UPDATE",
-                self._one_args(session_id),
+                (
+                    *((None, None, None) if known is None else _token(known)),
+                    *self._one_args(session_id),
+                ),
             ).fetchone()
             if found is None:
                 raise SessionNotFoundError(session_id)
-            project, text = found
-            current = self._decode(session_id, text)
+            project, _, text = found
+            read: list[StateChange] = []
+            if text is None:
+                assert known is not None
+                current, read = known.session()
+            else:
+                known = None
+                current = self._decode(session_id, text)
             before = current.status.value
             updated = apply_change(session_id, current, change, expected_revision)
             if updated is None:
-                return self._decode(session_id, text)
-            raw = encode_record(updated)
-            conn.execute(
-                "UPDATE maestro_sessions SET status = %(status)s, phase = %(phase)s, "
-                "branch = %(branch)s, worktree = %(worktree)s, created_at = %(created_at)s, "
-                "updated_at = %(updated_at)s, active_at = %(active_at)s, words = %(words)s, "
-                "revision = %(revision)s, record = %(record)s::jsonb "
-                "WHERE project = %(project)s AND session_id = %(session_id)s",
-                {**self._row(updated, raw), "project": project},
-            )
-            self._event(
+                if known is not None:
+                    return known.session()[0], None
+                return self._decode(session_id, text), None
+            if known is None:
+                raw, record = encode_record_and_dict(updated)
+                stored = raw.decode()
+                marks = tuple(_mark(entry) for entry in updated.history)
+            else:
+                record, marks = known.encode(updated, read)
+                stored = _dumps(record, session_id)
+            written = self._save(
                 conn,
                 project,
-                reported_kind(kind, before, updated.status.value),
                 updated,
+                stored,
+                reported_kind(kind, before, updated.status.value),
                 before,
-                updated.status.value,
-                updated.updated_at or updated.created_at,
                 request_id,
             )
-            return session_from_trusted_record(orjson.loads(raw))
 
-        return self._run(session_id, "saving the session", body, ring=True)
+            def committed() -> None:
+                row = written.fetchone()
+                database.remember(
+                    session_id,
+                    # A record with fields of another version (``extra``) may share
+                    # values with the session returned: it is not kept.
+                    None
+                    if row is None or updated.extra
+                    else _Written(project, str(row[0]), updated.revision, record, marks),
+                )
+
+            wrote.append(project)
+            # ``current`` was read for this call alone, so what ``change`` made
+            # of it is the caller's (as the file store returns it).
+            return updated, committed
+
+        written = self._write(session_id, "saving the session", body)
+        if wrote:
+            self._trim(wrote[0])
+        return written
 
     def delete(
         self,
@@ -703,7 +1051,7 @@ class PostgresStore:
         check_session_id(session_id)
         check_request_id_type(request_id)
 
-        def body(conn: Any) -> None:
+        def body(conn: Any) -> str:
             _lock(conn, session_id)
             found = conn.execute(
                 "SELECT project, record::text, revision FROM maestro_sessions "
@@ -724,14 +1072,18 @@ class PostgresStore:
                 "DELETE FROM maestro_sessions WHERE project = %s AND session_id = %s",
                 (project, session_id),
             )
-            conn.execute(
-                "INSERT INTO maestro_events (project, kind, session_id, revision, "
-                "from_status, to_status, at, request_id) "
-                "VALUES (%s, 'deleted', %s, %s, %s, NULL, %s, %s)",
-                (project, session_id, revision, status, utcnow(), request_id),
-            )
+            if self.feed_retention:
+                conn.execute(
+                    "INSERT INTO maestro_events (project, kind, session_id, revision, "
+                    "from_status, to_status, at, request_id) "
+                    "VALUES (%s, 'deleted', %s, %s, %s, NULL, %s, %s)",
+                    (project, session_id, revision, status, utcnow(), request_id),
+                )
+            return str(project)
 
-        self._run(session_id, "deleting the session", body, ring=True)
+        project = self._run(session_id, "deleting the session", body, write=True)
+        self._database.remember(session_id, None)
+        self._trim(project)
         self._remove_directory(session_id)
 
     # ------------------------------------------------------------ local directories
@@ -865,14 +1217,15 @@ class PostgresStore:
                     progress(number, len(entries))
         return result
 
-    def _put(self, session: Session) -> str:
-        """Store ``session`` as it is unless a same or higher revision is here:
-        ``created``, ``updated`` or ``unchanged``."""
+    def _put(self, session: Session, *, only_new: bool = False) -> str:
+        """Store ``session`` as it is unless a same or higher revision is here
+        (with ``only_new``, unless it is here at all): ``created``, ``updated``
+        or ``unchanged``."""
         session_id = session.session_id
         raw = encode_record(session)
         row = self._row(session, raw)
 
-        def body(conn: Any) -> str:
+        def body(conn: Any) -> tuple[str, str]:
             _lock(conn, session_id)
             found = conn.execute(
                 "SELECT project, revision FROM maestro_sessions WHERE "
@@ -880,8 +1233,8 @@ class PostgresStore:
                 + " LIMIT 1 FOR UPDATE",
                 self._one_args(session_id),
             ).fetchone()
-            if found is not None and found[1] >= session.revision:
-                return "unchanged"
+            if found is not None and (only_new or found[1] >= session.revision):
+                return "unchanged", str(found[0])
             if found is None:
                 project = self.project
                 conn.execute(
@@ -914,9 +1267,11 @@ class PostgresStore:
                 session.updated_at or session.created_at,
                 None,
             )
-            return "created" if found is None else "updated"
+            return ("created" if found is None else "updated"), str(project)
 
-        return self._run(session_id, "importing the session", body, ring=True)
+        outcome, project = self._run(session_id, "importing the session", body, write=True)
+        self._trim(project)
+        return outcome
 
     def _place_files(self, unpacked: Path, session_id: str) -> None:
         """The files of an imported session, other than its record, into its local directory."""
@@ -928,8 +1283,11 @@ class PostgresStore:
             target.mkdir(parents=True, exist_ok=True)
             for path in sorted(unpacked.rglob("*")):
                 relative = path.relative_to(unpacked)
-                if relative.as_posix() == "metadata.json" or path.is_symlink():
+                name = relative.as_posix()
+                if name in ("metadata.json", ".lock") or path.is_symlink():
                     continue
+                if name.startswith(".metadata.json."):
+                    continue  # a file store writer's leftover
                 if path.is_dir():
                     (target / relative).mkdir(parents=True, exist_ok=True)
                 elif path.is_file():
@@ -941,8 +1299,89 @@ class PostgresStore:
             ) from None
 
     def adopt_sessions(self, sessions_dir: str | os.PathLike[str], *, move: bool) -> AdoptResult:
-        """Nothing: file-store sessions move into PostgreSQL by export and import."""
-        return AdoptResult()
+        """The session directories of a file store at ``sessions_dir`` (a linked
+        worktree's own, which ``doctor`` looks for); with ``move``, each comes in.
+
+        Moving one takes its lock there (a session whose lock is busy stays
+        for a later call), puts its record in the database as an import does
+        (same revision, history and request ids), its other files in its
+        directory on this host, and removes the directory.  An id the
+        database holds already is reported, never overwritten; an unreadable
+        record stays where it is (that store's ``doctor`` reports it).
+        Links are not followed, as the file store refuses them.
+        """
+        from maestro.ids import is_session_id
+
+        source = Path(sessions_dir).absolute()
+        result = AdoptResult()
+        if any(path.is_symlink() for path in (source.parent.parent, source.parent, source)):
+            return result
+        try:
+            names = sorted(os.listdir(source))
+        except OSError:
+            return result
+        ids = [
+            name
+            for name in names
+            if is_session_id(name) and not (source / name).is_symlink() and (source / name).is_dir()
+        ]
+        where, args = self._where_project()
+
+        def held(conn: Any) -> set[str]:
+            rows = conn.execute(
+                f"SELECT session_id FROM maestro_sessions WHERE {where} AND session_id = ANY(%s)",
+                [*args, ids],
+            ).fetchall()
+            return {str(row[0]) for row in rows}
+
+        here = self._run(None, "looking for sessions", held) if ids else set()
+        for session_id in ids:
+            result.found.append(session_id)
+            if session_id in here:
+                result.duplicates.append(session_id)
+            elif move:
+                outcome = self._adopt(source / session_id, session_id)
+                if outcome == "moved":
+                    result.moved.append(session_id)
+                elif outcome == "duplicate":
+                    result.duplicates.append(session_id)
+        return result
+
+    def _adopt(self, folder: Path, session_id: str) -> str:
+        """Move one file-store session directory in (see :meth:`adopt_sessions`):
+        ``moved``, ``duplicate`` (the database has it now) or ``stays``."""
+        import fcntl
+
+        try:
+            lock_fd = os.open(
+                folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666
+            )
+        except OSError:
+            return "stays"
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return "stays"  # a writer there has it now
+            record = folder / "metadata.json"
+            try:
+                if record.is_symlink():
+                    return "stays"
+                session = decode_record(session_id, record.read_bytes(), where=f"{record}")
+            except (OSError, ValueError):
+                return "stays"
+            if self._put(session, only_new=True) == "unchanged":
+                return "duplicate"  # it came in from elsewhere meanwhile
+            self._place_files(folder, session_id)
+            try:
+                shutil.rmtree(folder)
+            except OSError as error:
+                raise StorageError(
+                    session_id, f"removing the adopted directory {folder}", error, committed=True
+                ) from None
+            return "moved"
+        finally:
+            os.close(lock_fd)
 
     # ------------------------------------------------------------ reading many
 
@@ -1072,60 +1511,78 @@ class PostgresStore:
             return None
         return _Position(int(match.group(2)), int(match.group(3)))
 
-    def _visible(self, conn: Any, start: _Position, limit: int) -> list[ChangeEvent]:
+    def _visible(
+        self, conn: Any, start: _Position, limit: int
+    ) -> tuple[_Position | None, list[ChangeEvent]]:
+        """The retention's horizon (events at or before it may be gone) and up to
+        ``limit`` readable events after both it and ``start``.
+
+        The writers' horizon (``_HORIZON``) first, then the retention's horizon
+        and the events in one later statement (one later snapshot).
+        """
         where, args = self._where_project()
-        # The horizon first, the events in a later statement (a later snapshot).
-        horizon = int(conn.execute(_HORIZON).fetchone()[0])
+        readable = int(conn.execute(_HORIZON).fetchone()[0])
         rows = conn.execute(
-            "SELECT xid, seq, kind, session_id, revision, from_status, to_status, at, "
+            '(SELECT true, xid, seq, NULL, NULL COLLATE "C", NULL::integer, NULL, NULL, '
+            f"NULL::timestamptz, NULL FROM maestro_feed_horizon WHERE {where} "
+            "ORDER BY xid DESC, seq DESC LIMIT 1) UNION ALL "
+            "(SELECT false, xid, seq, kind, session_id, revision, from_status, to_status, at, "
             f"request_id FROM maestro_events WHERE {where} AND (xid, seq) > (%s, %s) "
-            "AND xid < %s ORDER BY xid, seq LIMIT %s",
-            [*args, start.xid, start.seq, horizon, limit],
+            f"AND (xid, seq) > ALL (SELECT xid, seq FROM maestro_feed_horizon WHERE {where}) "
+            "AND xid < %s ORDER BY xid, seq LIMIT %s)",
+            [*args, *args, start.xid, start.seq, *args, readable, limit],
         ).fetchall()
-        return [
-            ChangeEvent(
-                cursor=self._cursor(_Position(int(xid), int(seq))),
-                kind=ChangeKind(kind),
-                session_id=session_id,
-                revision=revision,
-                from_status=from_status,
-                to_status=to_status,
-                at=at,
-                request_id=request_id,
+        horizon = None
+        events = []
+        for edge, xid, seq, kind, session_id, revision, before, after, at, request in rows:
+            if edge:
+                horizon = _Position(int(xid), int(seq))
+                continue
+            events.append(
+                ChangeEvent(
+                    cursor=self._cursor(_Position(int(xid), int(seq))),
+                    kind=ChangeKind(kind),
+                    session_id=session_id,
+                    revision=revision,
+                    from_status=before,
+                    to_status=after,
+                    at=at,
+                    request_id=request,
+                )
             )
-            for xid, seq, kind, session_id, revision, from_status, to_status, at, request_id in rows
-        ]
+        return horizon, events
 
     def changes_after(self, cursor: str | None, *, limit: int = 1000) -> list[ChangeEvent]:
-        """Up to ``limit`` events after ``cursor``, oldest first (``CHANGES``)."""
+        """Up to ``limit`` events after ``cursor``, oldest first (``CHANGES``).
+
+        A ``reset`` comes first when ``cursor`` is another database's, or
+        older than the project's horizon (events after it were dropped by
+        the retention); reading goes on from its cursor.
+        """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise SessionValidationError("limit must be a positive integer")
-        start = _Position(0, 0)
-        reset: list[ChangeEvent] = []
+        start, foreign = _Position(0, 0), False
         if cursor is not None:
             _check_cursor(cursor)
             position = self._position(cursor)
-            if position is None:
-                reset = [
-                    ChangeEvent(
-                        cursor=self._cursor(start),
-                        kind=ChangeKind.RESET,
-                        session_id=None,
-                        revision=None,
-                        from_status=None,
-                        to_status=None,
-                        at=utcnow(),
-                    )
-                ]
-            else:
-                start = position
-        wanted = limit - len(reset)
-        if wanted == 0:
-            return reset
-        events = self._run(
-            None, "reading the change feed", lambda conn: self._visible(conn, start, wanted)
+            foreign = position is None
+            start = position or start
+        horizon, events = self._run(
+            None, "reading the change feed", lambda conn: self._visible(conn, start, limit)
         )
-        return reset + events
+        behind = cursor is not None and horizon is not None and start < horizon
+        if not (foreign or behind):
+            return events
+        reset = ChangeEvent(
+            cursor=self._cursor(max(start, horizon) if horizon is not None else start),
+            kind=ChangeKind.RESET,
+            session_id=None,
+            revision=None,
+            from_status=None,
+            to_status=None,
+            at=utcnow(),
+        )
+        return [reset, *events[: limit - 1]]
 
     def feed_end(self) -> str:
         """A cursor after every event committed so far; later ones follow it."""
@@ -1152,9 +1609,10 @@ class PostgresStore:
         while True:
             with doorbell.rung:
                 seen = doorbell.count
-            if self._run(
+            horizon, events = self._run(
                 None, "reading the change feed", lambda conn: self._visible(conn, position, 1)
-            ):
+            )
+            if events or (horizon is not None and position < horizon):
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -1252,6 +1710,30 @@ def _lock(conn: Any, session_id: str) -> None:
     before it waits, and waiters may then be granted the row out of id order.)
     """
     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (session_id,))
+
+
+def _token(known: _Written) -> tuple[str, int, str]:
+    return (known.project, known.revision, known.xmin)
+
+
+def _mark(entry: StateChange) -> tuple[object, ...]:
+    return (entry.from_status, entry.to_status, entry.at, entry.reason)
+
+
+def _dumps(record: dict[str, Any], session_id: str) -> str:
+    try:
+        return orjson.dumps(record).decode()
+    except TypeError as error:  # only reachable through ``extra``
+        raise SessionValidationError(
+            f"the record holds a value JSON cannot store ({error})", session_id=session_id
+        ) from None
+
+
+def _roll_back(conn: Any) -> None:
+    """End a failed write's transaction (a lost connection has none left to end)."""
+    with contextlib.suppress(psycopg.Error):
+        if not conn.broken:
+            conn.rollback()
 
 
 def _first_line(error: BaseException) -> str:

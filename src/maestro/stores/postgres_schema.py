@@ -101,6 +101,30 @@ MIGRATIONS: list[list[str]] = [
         """,
         "CREATE INDEX maestro_events_order ON maestro_events (xid, seq)",
     ],
+    # 2: the change feed's retention.  Events at or before a project's
+    # horizon may have been removed: a reader whose cursor is older is told
+    # so (a ``reset``) and goes on from the horizon.
+    [
+        """
+        CREATE TABLE maestro_feed_horizon (
+            project text PRIMARY KEY,
+            xid bigint NOT NULL,
+            seq bigint NOT NULL
+        )
+        """,
+        # Records of a long history are compressed on every write: lz4 costs
+        # the server a fraction of pglz's time.  Records written before keep
+        # theirs; a server built without lz4 (or older than 14) keeps pglz.
+        """
+        DO $$
+        BEGIN
+            ALTER TABLE maestro_sessions ALTER COLUMN record SET COMPRESSION lz4;
+        EXCEPTION WHEN feature_not_supported OR syntax_error THEN
+            NULL;
+        END
+        $$
+        """,
+    ],
 ]
 
 #: The schema version this code writes.
