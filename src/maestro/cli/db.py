@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from maestro import Capability
-from maestro.cli import _EPILOG, Context, cli, handled, pass_ctx
+from maestro.cli.context import _EPILOG, Context, handled, pass_ctx
+from maestro.cli.group import cli
 
 
 @cli.group(epilog=_EPILOG)
