@@ -12,9 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from maestro import errors
-from maestro.ages import parse_age
 from maestro.cli.context import _open_manager
-from maestro.lifecycle import ACTIVE_STATES
 from maestro.models import (
     TERMINAL_STATES,
     PRDReference,
@@ -44,6 +42,8 @@ def _age_callback(
     """An option holding a positive duration: ``30m``, ``2h``, ``2d``, ``1w``."""
     if value is None:
         return None
+    from maestro.ages import parse_age
+
     age = parse_age(value)
     if age is None:
         raise click.BadParameter(
@@ -60,6 +60,8 @@ def _moment_callback(
     """An option holding a point in time: an age before now (``2d``) or an ISO date or time."""
     if value is None:
         return None
+    from maestro.ages import parse_age
+
     age = parse_age(value)
     if age is not None:
         try:
@@ -79,7 +81,8 @@ def _moment_callback(
         ) from None
 
 
-_DATE_ONLY = re.compile(r"\s*\d{4}-\d{2}-\d{2}\s*")
+#: A date alone, such as 2026-11-30.
+_DATE_ONLY = r"\s*\d{4}-\d{2}-\d{2}\s*"
 
 
 def _until_callback(
@@ -91,7 +94,7 @@ def _until_callback(
     leave out the whole day.
     """
     moment = _moment_callback(ctx, param, value)
-    if moment is not None and value is not None and _DATE_ONLY.fullmatch(value):
+    if moment is not None and value is not None and re.fullmatch(_DATE_ONLY, value):
         try:
             return moment + timedelta(days=1, microseconds=-1)
         except OverflowError:
@@ -307,6 +310,8 @@ def _filters(
         )
     filters: dict[str, Any] = {}
     if active:
+        from maestro.lifecycle import ACTIVE_STATES
+
         filters["status"] = sorted(s.value for s in ACTIVE_STATES)
     elif statuses:
         filters["status"] = list(statuses)

@@ -30,7 +30,6 @@ from maestro.cli.options import (
     session_id_argument,
     wide_option,
 )
-from maestro.gitctx import DETACHED, describe_branch
 from maestro.models import Session, utcnow
 from maestro.textsafe import visible
 
@@ -99,6 +98,8 @@ def create(
         click.echo(session.session_id)
     else:
         git = session.git_context
+        from maestro.gitctx import DETACHED, describe_branch
+
         where = describe_branch(git)
         if git.branch != DETACHED:  # "(detached at 3f01b54)" stands alone
             where = f"on branch {where}"
