@@ -16,7 +16,6 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from maestro.ages import as_age
 from maestro.errors import (
     AmbiguousSessionIdError,
     ConflictError,
@@ -1352,6 +1351,8 @@ class SessionManager:
         from maestro.models import SessionStatus
 
         if older_than is not None:
+            from maestro.ages import as_age
+
             older_than = as_age(older_than, "older_than")
         now = self._now()
         bound = now - (older_than or timedelta(minutes=1))  # the shortest timeout allowed
@@ -1477,6 +1478,7 @@ class SessionManager:
         A session changed meanwhile is kept.  ``older_than`` takes a
         ``timedelta``, a number of seconds or an age such as ``"30d"``.
         """
+        from maestro.ages import as_age
         from maestro.lifecycle import TERMINAL_STATES
 
         age = as_age(older_than, "older_than")
