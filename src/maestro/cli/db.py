@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from maestro import Capability
 from maestro.cli.context import _EPILOG, Context, handled, pass_ctx
 from maestro.cli.group import cli
 
@@ -36,6 +35,8 @@ def upgrade(ctx: Context) -> None:
       maestro --store postgresql://maestro@db.internal/maestro db upgrade
       maestro --store postgresql://maestro@db.internal/maestro --json db upgrade
     """
+    from maestro import Capability
+
     manager = ctx.manager()
     if Capability.MIGRATIONS not in manager.store.capabilities:
         # Nothing to do: records of older versions are migrated as they are read.
