@@ -343,3 +343,19 @@ def test_a_command_module_is_loaded_when_its_command_is_looked_up() -> None:
     assert "maestro.cli.changes" in loaded
     assert _among(loaded, tuple(m for m in OTHER_COMMANDS if m != "maestro.cli.changes")) == []
     assert "maestro.cli.sessions" not in loaded
+
+
+def test_help_lists_every_command_of_the_table_with_its_short_help() -> None:
+    from click.testing import CliRunner
+
+    from maestro.cli import cli
+    from maestro.cli.group import COMMAND_MODULES
+
+    listed = CliRunner().invoke(cli, ["--help"], terminal_width=200)
+    assert listed.exit_code == 0, listed.output
+    commands = listed.output.split("Commands:\n", 1)[1].split("\n\n", 1)[0]  # the epilog follows
+    rows = {line.split()[0]: line for line in commands.splitlines() if line.startswith("  ")}
+    assert set(rows) == set(COMMAND_MODULES) == set(cli.commands)
+    for name in COMMAND_MODULES:
+        short = cli.commands[name].get_short_help_str(limit=150)
+        assert short and short in rows[name], name
