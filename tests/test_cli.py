@@ -22,7 +22,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-import maestro.cli as cli_module
+import maestro.cli.changes as cli_module
 from maestro import GitContext, Session, SessionManager, SessionStatus
 from maestro.cli import cli, parse_age, parse_assignments
 from maestro.models import utcnow

@@ -154,7 +154,8 @@ def test_faces_import_no_store_module() -> None:
 
 
 #: Never loaded by ``import maestro``: the faces, optional engines, and
-#: modules only an export or import needs.
+#: modules only an export or import needs; nor the models, the stores and
+#: what they are built with (``from maestro import Session`` loads them).
 NOT_ON_IMPORT = (
     "rich",
     "click",
@@ -162,10 +163,16 @@ NOT_ON_IMPORT = (
     "maestro.render",
     "maestro.server",
     "maestro.mcp",
+    "maestro.stores",
+    "maestro.models",
     "maestro.stores.files_maintenance",
     "psycopg",
     "tarfile",
     "asyncio",  # only an ``async with manager.phase(...)`` needs it
+    "dataclasses",
+    "inspect",
+    "typing",
+    "orjson",
 )
 
 
@@ -187,7 +194,8 @@ def test_importing_maestro_loads_no_face() -> None:
 
 #: Loaded only by the operations that need them, never to start: the JSON
 #: Schema compiler (writes), SQLite (queries), Rich (a terminal), logging
-#: (a warning), subprocess (git), hashlib (request ids, page cursors), tarfile.
+#: (a warning), subprocess (git), hashlib (request ids, page cursors), tarfile,
+#: the search (a query with text), the reports (export, import, doctor).
 LAZY = (
     "fastjsonschema",
     "sqlite3",
@@ -197,8 +205,27 @@ LAZY = (
     "logging",
     "subprocess",
     "hashlib",
+    "unicodedata",
     "maestro.stores.index",
     "maestro.render",
+    "maestro.search",
+    "maestro.reports",
+)
+
+#: Not even loaded by ``from maestro import SessionManager``, only by the
+#: calls that use them: the models and the stores, :mod:`dataclasses` (and
+#: the :mod:`inspect` it brings), :mod:`typing`, orjson.
+NOT_FOR_THE_MANAGER = (
+    "maestro.models",
+    "maestro.stores",
+    "maestro.lifecycle",
+    "maestro.gitctx",
+    "maestro.idempotency",
+    "dataclasses",
+    "inspect",
+    "typing",
+    "orjson",
+    "threading",
 )
 
 
@@ -241,6 +268,10 @@ def test_importing_the_manager_loads_nothing_it_does_not_use() -> None:
     loaded = _loaded_by("from maestro import SessionManager")
     assert "maestro.manager" in loaded
     assert _among(loaded, LAZY) == []
+    assert _among(loaded, NOT_FOR_THE_MANAGER) == []
+    # The models come with the first name that needs them.
+    loaded = _loaded_by("from maestro import SessionManager, SessionStatus")
+    assert "maestro.models" in loaded and "dataclasses" in loaded
 
 
 def test_reading_a_session_loads_no_sqlite_no_schema_compiler(tmp_path: Path) -> None:
@@ -277,8 +308,54 @@ def test_a_piped_command_loads_no_rich(tmp_path: Path) -> None:
     command = "from maestro.cli import main\nmain(sys.argv[2:])\n"
     clean = {"MAESTRO_ROOT": str(tmp_path), "NO_COLOR": "1"}
     shown = _loaded_by(command, "--json", "show", sid, env=clean)
-    assert "maestro.cli" in shown
+    assert "maestro.cli.sessions" in shown
     assert _among(shown, ("rich", "sqlite3", "fastjsonschema", "maestro.render")) == []
+    # Nor what only other commands, writes, queries or pages need.
+    not_needed = (*OTHER_COMMANDS, *(m for m in LAZY if m != "click"), "maestro.pages")
+    assert _among(shown, (*not_needed, "maestro.idempotency")) == []
     listed = _loaded_by(command, "list", env=clean)
     assert "sqlite3" in listed  # the query ran
-    assert _among(listed, ("rich", "maestro.render")) == []
+    assert _among(listed, ("rich", "maestro.render", "maestro.reports", *OTHER_COMMANDS)) == []
+
+
+#: The modules of the commands ``show`` and ``list`` are not.
+OTHER_COMMANDS = (
+    "maestro.cli.changes",
+    "maestro.cli.maintenance",
+    "maestro.cli.watch",
+    "maestro.cli.demo",
+    "maestro.cli.db",
+    "maestro.cli.mcp",
+    "maestro.cli.serve",
+    "maestro.netpolicy",
+)
+
+
+def test_a_command_module_is_loaded_when_its_command_is_looked_up() -> None:
+    code = (
+        "from maestro.cli import cli\n"
+        "names = set(cli.commands)\n"  # listing the names imports nothing
+        "assert 'delete' in names and 'serve' in names, names\n"
+        "assert 'maestro.cli.changes' not in sys.modules\n"
+        "assert cli.commands['delete'].name == 'delete'\n"
+    )
+    loaded = _loaded_by(code)
+    assert "maestro.cli.changes" in loaded
+    assert _among(loaded, tuple(m for m in OTHER_COMMANDS if m != "maestro.cli.changes")) == []
+    assert "maestro.cli.sessions" not in loaded
+
+
+def test_help_lists_every_command_of_the_table_with_its_short_help() -> None:
+    from click.testing import CliRunner
+
+    from maestro.cli import cli
+    from maestro.cli.group import COMMAND_MODULES
+
+    listed = CliRunner().invoke(cli, ["--help"], terminal_width=200)
+    assert listed.exit_code == 0, listed.output
+    commands = listed.output.split("Commands:\n", 1)[1].split("\n\n", 1)[0]  # the epilog follows
+    rows = {line.split()[0]: line for line in commands.splitlines() if line.startswith("  ")}
+    assert set(rows) == set(COMMAND_MODULES) == set(cli.commands)
+    for name in COMMAND_MODULES:
+        short = cli.commands[name].get_short_help_str(limit=150)
+        assert short and short in rows[name], name

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-import maestro.cli as cli_module
+import maestro.cli.changes as cli_module
 from maestro import GitContext, SessionManager
 from maestro.cli import cli
 

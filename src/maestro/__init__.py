@@ -13,8 +13,6 @@ session under ``<root>/.flow/maestro/sessions/<id>/metadata.json``::
     page = manager.query_page(limit=50)          # next: cursor=page.next_cursor
 """
 
-from typing import TYPE_CHECKING
-
 from maestro.errors import (
     AmbiguousSessionIdError,
     ConflictError,
@@ -31,40 +29,56 @@ from maestro.errors import (
     UnsupportedOperationError,
 )
 from maestro.manager import SessionManager
-from maestro.models import (
-    GitContext,
-    PRDReference,
-    Session,
-    SessionConfiguration,
-    SessionPhase,
-    SessionStatistics,
-    SessionStatus,
-    StateChange,
-)
-from maestro.stores.base import (
-    Capability,
-    ChangeEvent,
-    ChangeKind,
-    SessionQuery,
-    SessionStore,
-)
 
+#: Set by type checkers only (:mod:`typing` itself is not loaded to start).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from maestro.models import (
+        GitContext,
+        PRDReference,
+        Session,
+        SessionConfiguration,
+        SessionPhase,
+        SessionStatistics,
+        SessionStatus,
+        StateChange,
+    )
     from maestro.pages import SessionPage
     from maestro.phases import Phase, RunState, Terminated, WorkerAliveError
+    from maestro.stores.base import (
+        Capability,
+        ChangeEvent,
+        ChangeKind,
+        SessionQuery,
+        SessionStore,
+    )
     from maestro.stores.files import FileSessionStore
     from maestro.timeline import SessionTimeline
 
 __version__ = "0.1.0"
 
 #: Public names loaded on first use, so that ``from maestro import
-#: SessionManager`` does not pay for them (a command line call is a process).
+#: SessionManager`` does not pay for them (a command line call is a process):
+#: the models and the store contract load :mod:`dataclasses` and :mod:`typing`.
 _LAZY = {
+    "Capability": "maestro.stores.base",
+    "ChangeEvent": "maestro.stores.base",
+    "ChangeKind": "maestro.stores.base",
     "FileSessionStore": "maestro.stores.files",
+    "GitContext": "maestro.models",
+    "PRDReference": "maestro.models",
     "Phase": "maestro.phases",
     "RunState": "maestro.phases",
+    "Session": "maestro.models",
+    "SessionConfiguration": "maestro.models",
     "SessionPage": "maestro.pages",
+    "SessionPhase": "maestro.models",
+    "SessionQuery": "maestro.stores.base",
+    "SessionStatistics": "maestro.models",
+    "SessionStatus": "maestro.models",
+    "SessionStore": "maestro.stores.base",
     "SessionTimeline": "maestro.timeline",
+    "StateChange": "maestro.models",
     "Terminated": "maestro.phases",
     "WorkerAliveError": "maestro.phases",
 }

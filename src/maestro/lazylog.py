@@ -10,11 +10,12 @@ first sent and then hands every call to ``logging.getLogger(name)``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+#: Set by type checkers only: this module loads nothing to start.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Callable
 
 __all__ = ["LazyLogger", "when_loaded"]
 

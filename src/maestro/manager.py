@@ -9,17 +9,13 @@ updates and a transition is checked against the state read under the lock.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from maestro import idempotency, lifecycle
-from maestro.ages import as_age
 from maestro.errors import (
     AmbiguousSessionIdError,
     ConflictError,
@@ -30,47 +26,49 @@ from maestro.errors import (
     SessionNotFoundError,
     SessionValidationError,
 )
-from maestro.gitctx import capture_git_context, find_repository_root, linked_worktrees
 from maestro.ids import check_session_id, is_session_id, new_session_id
 from maestro.lazylog import LazyLogger
-from maestro.models import (
-    GitContext,
-    PRDReference,
-    Session,
-    SessionConfiguration,
-    SessionPhase,
-    SessionStatistics,
-    SessionStatus,
-    utcnow,
-)
-from maestro.stores import select_store
-from maestro.stores.base import (
-    Capability,
-    ChangeEvent,
-    ChangeFeed,
-    ChangeKind,
-    DirectoryExport,
-    Doctor,
-    Migratable,
-    PrefixLookup,
-    Reindexable,
-    SessionQuery,
-    SessionStore,
-    StampedQueries,
-    Transform,
-    require,
-)
 
-# Imported where they are used: most processes never call them, and each
-# costs start-up time (a command line call is one process).
+#: Set by type checkers only.  The models, the lifecycle, the stores and the
+#: rest are imported where they are used: ``from maestro import
+#: SessionManager`` then loads neither :mod:`dataclasses` nor :mod:`typing`,
+#: and each call loads what it needs once (a command line call is a process).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from maestro.feedfilter import ChangeFilter
     from maestro.hooks import ChangeHook, Hooks, TransitionHook
+    from maestro.models import (
+        GitContext,
+        PRDReference,
+        Session,
+        SessionConfiguration,
+        SessionPhase,
+        SessionStatistics,
+        SessionStatus,
+    )
     from maestro.pages import SessionPage
     from maestro.phases import Phase, RunState
     from maestro.reports import DoctorReport, ExportResult, ImportResult, Progress
     from maestro.stats import SessionStats
+    from maestro.stores.base import (
+        ChangeEvent,
+        ChangeFeed,
+        ChangeKind,
+        DirectoryExport,
+        Doctor,
+        Migratable,
+        PrefixLookup,
+        Reindexable,
+        SessionQuery,
+        SessionStore,
+        StampedQueries,
+        Transform,
+    )
     from maestro.timeline import SessionTimeline
+
+    _Nested = GitContext | PRDReference | SessionStatistics | SessionConfiguration
 
 __all__ = [
     "READ_ONLY_FIELDS",
@@ -122,8 +120,6 @@ READ_ONLY_FIELDS = frozenset(
 #: context, configuration and measured duration.
 TERMINAL_EDITABLE_FIELDS = frozenset({"statistics", "prd_reference"})
 
-_Nested = GitContext | PRDReference | SessionStatistics | SessionConfiguration
-
 
 def resolve_root(repo_root: str | os.PathLike[str] | None = None) -> Path:
     """The directory holding ``.flow/``: explicit, ``MAESTRO_ROOT``, repository, cwd.
@@ -137,6 +133,8 @@ def resolve_root(repo_root: str | os.PathLike[str] | None = None) -> Path:
     from_env = os.environ.get("MAESTRO_ROOT")
     if from_env:
         return Path(from_env).expanduser().absolute()
+    from maestro.gitctx import find_repository_root
+
     cwd = Path.cwd()
     # The main checkout, not the worktree: every worktree shares one store.
     return find_repository_root(cwd) or cwd
@@ -171,6 +169,8 @@ def _prd(current: PRDReference | None, value: object) -> PRDReference:
 
     The file name defaults to the path's last part, whichever way it is given.
     """
+    from maestro.models import PRDReference
+
     if isinstance(value, str | os.PathLike):
         path = os.fspath(value)
         if not isinstance(path, str) or not path.strip():
@@ -236,6 +236,18 @@ def _check_task_counts(
         )
 
 
+class _Transitions:
+    """``SessionManager.STATE_TRANSITIONS``: :data:`maestro.lifecycle.TRANSITIONS`,
+    loaded when first asked for."""
+
+    def __get__(
+        self, instance: object, owner: type | None = None
+    ) -> Mapping[SessionStatus, tuple[SessionStatus, ...]]:
+        from maestro.lifecycle import TRANSITIONS
+
+        return TRANSITIONS
+
+
 class SessionManager:
     """Create, read, update, transition, query and delete sessions.
 
@@ -261,9 +273,7 @@ class SessionManager:
     """
 
     #: The whitelist of state transitions (see :mod:`maestro.lifecycle`).
-    STATE_TRANSITIONS: ClassVar[Mapping[SessionStatus, tuple[SessionStatus, ...]]] = (
-        lifecycle.TRANSITIONS
-    )
+    STATE_TRANSITIONS = _Transitions()
 
     def __init__(
         self,
@@ -279,6 +289,9 @@ class SessionManager:
     ) -> None:
         # Only what the caller changed is passed on, so that a store which
         # does not take an option refuses it instead of ignoring it.
+        from maestro.models import utcnow
+        from maestro.stores import select_store
+
         file_options: dict[str, Any] = {}
         if not durable:
             file_options["durable"] = False
@@ -305,6 +318,8 @@ class SessionManager:
         A session made in a linked worktree is stored at the main checkout
         but records the worktree (its branch, commit and name).
         """
+        from maestro.gitctx import capture_git_context, find_repository_root
+
         try:
             cwd = Path.cwd()
             same = find_repository_root(cwd) == Path(os.path.realpath(self.repo_root))
@@ -332,6 +347,8 @@ class SessionManager:
         guarded by it (see :mod:`maestro.idempotency`), which checks
         ``expected_revision`` itself.
         """
+        from maestro import idempotency
+
         if request_id is None:
             return change, expected_revision
         idempotency.check_request_id(request_id)
@@ -402,6 +419,9 @@ class SessionManager:
         ``rerun_of`` names the finished (completed or failed) session this
         one runs again; see :meth:`rerun_session`.
         """
+        from maestro import idempotency
+        from maestro.models import Session, SessionConfiguration, SessionStatus
+
         if request_id is not None:
             idempotency.check_request_id(request_id)
         if rerun_of is not None:
@@ -518,8 +538,12 @@ class SessionManager:
         Cheap on a store that declares ``Capability.PREFIX_LOOKUP``; any other
         store answers by a query.
         """
+        from typing import cast
+
+        from maestro.stores.base import Capability
+
         if Capability.PREFIX_LOOKUP in self.store.capabilities:
-            return cast(PrefixLookup, self.store).session_ids(prefix)
+            return cast("PrefixLookup", self.store).session_ids(prefix)
         return sorted(
             s.session_id for s in self.query_sessions() if s.session_id.startswith(prefix)
         )
@@ -545,6 +569,17 @@ class SessionManager:
         read-only fields raise ``SessionValidationError`` before anything is read.
         ``request_id`` makes a retry a no-op (see :meth:`create_session`).
         """
+        import dataclasses
+
+        from maestro import lifecycle
+        from maestro.models import (
+            GitContext,
+            SessionConfiguration,
+            SessionStatistics,
+            SessionStatus,
+        )
+        from maestro.stores.base import ChangeKind
+
         check_session_id(session_id)
         _check_reason(reason, session_id)
         if not isinstance(updates, Mapping):
@@ -631,6 +666,10 @@ class SessionManager:
         writes that leave the status alone (a heartbeat) do not stop it, as
         ``expected_revision`` would.
         """
+        from maestro import lifecycle
+        from maestro.models import SessionStatus
+        from maestro.stores.base import ChangeKind
+
         check_session_id(session_id)
         _check_reason(reason, session_id)
         try:
@@ -701,6 +740,8 @@ class SessionManager:
         ``"updated"``, ``"rank"``).  ``limit`` and ``offset`` page through the
         results.  Unreadable sessions are skipped with a logged warning.
         """
+        from maestro.stores.base import SessionQuery
+
         query = SessionQuery.build(
             status=status,
             phase=phase,
@@ -753,6 +794,11 @@ class SessionManager:
         the filters match (``total``; :meth:`count_sessions` of them), with
         the same look at how fresh the store's index is.
         """
+        import dataclasses
+        from typing import cast
+
+        from maestro.stores.base import Capability, SessionQuery
+
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise SessionValidationError("limit must be a positive integer")
         if order_by == "rank":
@@ -780,7 +826,7 @@ class SessionManager:
         if cursor is not None:
             query = dataclasses.replace(query, after=decode_cursor(cursor, query))
         if Capability.STAMPED_QUERIES in self.store.capabilities:
-            stamped = cast(StampedQueries, self.store)
+            stamped = cast("StampedQueries", self.store)
             found, total, stamp = stamped.query_stamped(query, count=with_total)
         else:
             found, stamp = self.store.query(query), None
@@ -803,9 +849,13 @@ class SessionManager:
         (ask again).  A caller that keeps what it made of a page (its JSON)
         can serve it again while this holds.
         """
+        from typing import cast
+
+        from maestro.stores.base import Capability
+
         if page.stamp is None or Capability.STAMPED_QUERIES not in self.store.capabilities:
             return False
-        return cast(StampedQueries, self.store).is_current(page.stamp)
+        return cast("StampedQueries", self.store).is_current(page.stamp)
 
     def iter_sessions(
         self,
@@ -836,6 +886,8 @@ class SessionManager:
         ``order_by``) has no key to page by: its matches are gathered first.
         The arguments are checked at the call, before the first session.
         """
+        from maestro.stores.base import SessionQuery
+
         query = SessionQuery.build(
             status=status,
             phase=phase,
@@ -855,6 +907,8 @@ class SessionManager:
         return self._iter_query(query)
 
     def _iter_query(self, query: SessionQuery) -> Generator[Session, None, None]:
+        import dataclasses
+
         if query.order_by == "rank":
             yield from self.store.query(query)
             return
@@ -891,6 +945,8 @@ class SessionManager:
         text: str | None = None,
     ) -> int:
         """How many sessions match the filters of :meth:`query_sessions`, without loading them."""
+        from maestro.stores.base import SessionQuery
+
         query = SessionQuery.build(
             status=status,
             phase=phase,
@@ -912,8 +968,12 @@ class SessionManager:
         sessions written through the library, and session directories added
         or removed by other means, are picked up on their own.
         """
+        from typing import cast
+
+        from maestro.stores.base import Capability, require
+
         require(self.store, Capability.REINDEX, "rebuilding the index")
-        return cast(Reindexable, self.store).rebuild_index()
+        return cast("Reindexable", self.store).rebuild_index()
 
     def upgrade_schema(self) -> tuple[int, int]:
         """Bring the store's database schema up to date (``maestro db upgrade``).
@@ -921,8 +981,12 @@ class SessionManager:
         Returns (the version found when the store was opened, the version
         now).  Needs a store with a schema (``Capability.MIGRATIONS``).
         """
+        from typing import cast
+
+        from maestro.stores.base import Capability, require
+
         require(self.store, Capability.MIGRATIONS, "upgrading the schema")
-        return cast(Migratable, self.store).upgrade_schema()
+        return cast("Migratable", self.store).upgrade_schema()
 
     def changes(
         self,
@@ -951,8 +1015,12 @@ class SessionManager:
         need) always passes.  Needs a store with the change feed
         (``UnsupportedOperationError`` otherwise).
         """
+        from typing import cast
+
+        from maestro.stores.base import Capability, require
+
         require(self.store, Capability.CHANGES, "reading the change feed")
-        feed = cast(ChangeFeed, self.store)
+        feed = cast("ChangeFeed", self.store)
         wanted = self.change_filter(
             session_id=session_id, status=status, kind=kind, **session_filters
         )
@@ -1011,6 +1079,8 @@ class SessionManager:
         it.  The filter keeps that memory; use one per reader.
         """
         from maestro.feedfilter import ChangeFilter
+        from maestro.models import SessionStatus
+        from maestro.stores.base import ChangeKind, SessionQuery
 
         if session_id is not None:
             check_session_id(session_id)
@@ -1043,12 +1113,18 @@ class SessionManager:
 
     def changes_cursor(self) -> str:
         """The cursor of the newest change: ``changes(since=...)`` of it gives only later ones."""
+        from typing import cast
+
+        from maestro.stores.base import Capability, require
+
         require(self.store, Capability.CHANGES, "reading the change feed")
-        return cast(ChangeFeed, self.store).feed_end()
+        return cast("ChangeFeed", self.store).feed_end()
 
     def list_active_sessions(self) -> list[Session]:
         """Every session not in a terminal state, newest first."""
-        return self.query_sessions(status=sorted(lifecycle.ACTIVE_STATES))
+        from maestro.lifecycle import ACTIVE_STATES
+
+        return self.query_sessions(status=sorted(ACTIVE_STATES))
 
     def get_recent_sessions(self, count: int = 10) -> list[Session]:
         """The ``count`` most recently created sessions, newest first."""
@@ -1069,6 +1145,8 @@ class SessionManager:
         through.  A ``request_id`` the session already recorded for another
         write raises ``ConflictError``.
         """
+        from maestro import idempotency
+
         check_session_id(session_id)
         if request_id is None:
             self.store.delete(session_id, expected_revision=expected_revision)
@@ -1100,6 +1178,8 @@ class SessionManager:
         request_id: str | None = None,
     ) -> Session:
         """Pause an active session; it remembers where it was (``paused_from``)."""
+        from maestro.models import SessionStatus
+
         return self.transition_state(
             session_id,
             SessionStatus.PAUSED,
@@ -1117,6 +1197,10 @@ class SessionManager:
         request_id: str | None = None,
     ) -> Session:
         """Return a paused session to the state it was paused from."""
+        from maestro import lifecycle
+        from maestro.models import SessionStatus
+        from maestro.stores.base import ChangeKind
+
         check_session_id(session_id)
         _check_reason(reason, session_id)
 
@@ -1164,6 +1248,11 @@ class SessionManager:
 
         Deltas may be negative, but no counter may drop below zero.
         """
+        import dataclasses
+
+        from maestro.models import SessionStatistics
+        from maestro.stores.base import ChangeKind
+
         check_session_id(session_id)
         if not deltas:
             raise SessionValidationError("no counter given", session_id=session_id)
@@ -1225,6 +1314,8 @@ class SessionManager:
 
         A heartbeat is not a change of the session's data: ``updated_at`` stays.
         """
+        from maestro.stores.base import ChangeKind
+
         check_session_id(session_id)
 
         def change(session: Session) -> Session:
@@ -1256,11 +1347,16 @@ class SessionManager:
         purpose and never stale.  Oldest activity first.  ``older_than``
         takes a ``timedelta``, a number of seconds or an age such as ``"30m"``.
         """
+        from maestro.lifecycle import ACTIVE_STATES
+        from maestro.models import SessionStatus
+
         if older_than is not None:
+            from maestro.ages import as_age
+
             older_than = as_age(older_than, "older_than")
         now = self._now()
         bound = now - (older_than or timedelta(minutes=1))  # the shortest timeout allowed
-        running = sorted(lifecycle.ACTIVE_STATES - {SessionStatus.PAUSED})
+        running = sorted(ACTIVE_STATES - {SessionStatus.PAUSED})
         candidates = self.query_sessions(status=running, active_before=bound)
         if older_than is None:
             candidates = [
@@ -1278,6 +1374,8 @@ class SessionManager:
         A session that shows a sign of life between the check and the reaping
         (its revision moved) is left alone.
         """
+        from maestro.models import SessionStatus
+
         reaped = []
         for stale in self.find_stale_sessions(older_than):
             try:
@@ -1369,19 +1467,23 @@ class SessionManager:
         self,
         older_than: timedelta | float | str,
         *,
-        status: Iterable[SessionStatus | str] = lifecycle.TERMINAL_STATES,
+        status: Iterable[SessionStatus | str] | None = None,
         dry_run: bool = False,
         progress: Progress | None = None,
     ) -> list[Session]:
-        """Delete sessions in ``status`` whose last activity is older than ``older_than``.
+        """Delete sessions in ``status`` (default: completed and failed) whose last
+        activity is older than ``older_than``.
 
         Returns the sessions removed (or, with ``dry_run``, that would be).
         A session changed meanwhile is kept.  ``older_than`` takes a
         ``timedelta``, a number of seconds or an age such as ``"30d"``.
         """
+        from maestro.ages import as_age
+        from maestro.lifecycle import TERMINAL_STATES
+
         age = as_age(older_than, "older_than")
         chosen = self.query_sessions(
-            status=list(status),
+            status=list(TERMINAL_STATES if status is None else status),
             active_before=self._now() - age,
             order_by="created",
             descending=False,
@@ -1418,8 +1520,12 @@ class SessionManager:
     # ------------------------------------------------------------ whole directories
 
     def _directory_export(self, action: str) -> DirectoryExport:
+        from typing import cast
+
+        from maestro.stores.base import Capability, require
+
         require(self.store, Capability.DIRECTORY_EXPORT, action)
-        return cast(DirectoryExport, self.store)
+        return cast("DirectoryExport", self.store)
 
     def export_sessions(
         self,
@@ -1467,6 +1573,10 @@ class SessionManager:
         (never deletes them), removes leftovers and rebuilds the index;
         ``reindex`` only rebuilds the index.
         """
+        from typing import cast
+
+        from maestro.stores.base import Capability, require
+
         require(self.store, Capability.DOCTOR, "doctor")
         # Sessions a linked worktree kept in its own .flow before one store
         # served the whole repository: moved first, so the check sees them here.
@@ -1474,13 +1584,13 @@ class SessionManager:
         adopted: dict[str, str] = {}
         duplicates: dict[str, str] = {}
         for worktree, sessions_dir in self._worktree_stores():
-            result = cast(DirectoryExport, self.store).adopt_sessions(sessions_dir, move=fix)
+            result = cast("DirectoryExport", self.store).adopt_sessions(sessions_dir, move=fix)
             found |= dict.fromkeys(result.found, str(worktree))
             adopted |= dict.fromkeys(result.moved, str(worktree))
             duplicates |= dict.fromkeys(result.duplicates, str(worktree))
-        report = cast(Doctor, self.store).doctor(fix=fix, reindex=reindex, progress=progress)
+        report = cast("Doctor", self.store).doctor(fix=fix, reindex=reindex, progress=progress)
         if Capability.MIGRATIONS in self.store.capabilities:
-            report.engine = cast(Migratable, self.store).health()
+            report.engine = cast("Migratable", self.store).health()
         report.in_worktrees = found
         report.duplicates = duplicates
         for session_id, origin in adopted.items():
@@ -1494,6 +1604,9 @@ class SessionManager:
         Only a store of whole session directories at the repository's main
         checkout looks; a worktree without a ``.flow`` of its own is skipped.
         """
+        from maestro.gitctx import linked_worktrees
+        from maestro.stores.base import Capability
+
         if Capability.DIRECTORY_EXPORT not in self.store.capabilities:
             return []
         if not (self.repo_root / ".git").is_dir():
@@ -1515,7 +1628,9 @@ def _choices(
     value: object, enum: type[SessionStatus] | type[ChangeKind], name: str
 ) -> frozenset[str]:
     """One value or several of ``enum`` (members or their strings), as strings."""
-    items: Iterable[object] = [value] if isinstance(value, str) else cast(Iterable[object], value)
+    from typing import cast
+
+    items: Iterable[object] = [value] if isinstance(value, str) else cast("Iterable[object]", value)
     chosen: set[str] = set()
     try:
         for item in items:
@@ -1527,6 +1642,8 @@ def _choices(
 
 
 def _status(value: object) -> str:
+    from maestro.models import SessionStatus
+
     if isinstance(value, SessionStatus):
         return value.value
     if isinstance(value, str):

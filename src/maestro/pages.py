@@ -15,8 +15,6 @@ catch damage and mix-ups, not attackers.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -81,6 +79,7 @@ def _fingerprint(query: SessionQuery) -> str:
         query.order_by,
         query.descending,
     ]
+    import base64
     import hashlib  # OpenSSL's loader only when a page is asked for
 
     digest = hashlib.blake2b(orjson.dumps(shape), digest_size=_CHECK_BYTES).digest()
@@ -104,6 +103,8 @@ def encode_cursor(query: SessionQuery, last: Session) -> str:
             "q": _fingerprint(query),
         }
     )
+    import base64  # only when a page has a next one
+
     return base64.urlsafe_b64encode(payload + _check(payload)).decode("ascii").rstrip("=")
 
 
@@ -115,6 +116,9 @@ def decode_cursor(cursor: object, query: SessionQuery) -> tuple[datetime, str]:
     """The keyset bound a cursor of ``query`` holds; ``SessionValidationError`` if not one."""
     if not isinstance(cursor, str) or not cursor or len(cursor) > 512:
         raise _refuse("not a cursor string")
+    import base64
+    import binascii
+
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     except (binascii.Error, ValueError):

@@ -16,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
-from maestro.reports import Progress
+if TYPE_CHECKING:
+    from maestro.reports import Progress
 
 __all__ = ["current", "reporting"]
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from rich import box
 from rich.console import Group, RenderableType
@@ -23,12 +23,13 @@ from rich.table import Table
 from rich.text import Text
 
 from maestro.gitctx import DETACHED, UNKNOWN, describe_branch
-from maestro.lifecycle import Segment
 from maestro.models import Session, SessionStatus, utcnow
-from maestro.reports import DoctorReport
-from maestro.stats import SessionStats
 from maestro.textsafe import visible
-from maestro.timeline import SessionTimeline
+
+if TYPE_CHECKING:  # the views that draw them load them
+    from maestro.lifecycle import Segment
+    from maestro.reports import DoctorReport
+    from maestro.stats import SessionStats
 
 __all__ = [
     "ASCII_GLYPHS",
@@ -180,6 +181,8 @@ def _duration(session: Session, now: datetime | None) -> str:
     """
     if session.is_terminal or now is None:
         return format_duration(session.statistics.duration_seconds)
+    from maestro.timeline import SessionTimeline
+
     return format_duration(SessionTimeline.of(session, now).active_seconds) + " so far"
 
 
@@ -350,6 +353,8 @@ def timeline(
     The right-hand columns give the time spent in each state and its share
     of the session's life.  The chart never exceeds ``width`` columns.
     """
+    from maestro.timeline import SessionTimeline
+
     life_line = SessionTimeline.of(session, now)
     pieces = list(life_line.segments)
     origin = life_line.start
@@ -425,6 +430,8 @@ def timeline(
 
 def session_statistics(session: Session, now: datetime) -> Table:
     """The counters of a session, and its working and paused time."""
+    from maestro.timeline import SessionTimeline
+
     stats = session.statistics
     life_line = SessionTimeline.of(session, now)
     paused = life_line.paused_seconds

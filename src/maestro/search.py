@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 import threading
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -115,6 +114,8 @@ class _Folding:
 
 def _approximate(char: str) -> str:
     """Without FTS5: letters, digits and marks form words; case and marks fold away."""
+    import unicodedata  # only without FTS5, a rare SQLite
+
     category = unicodedata.category(char)
     if category[0] == "M":
         return ""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from maestro import Capability
-from maestro.cli import _EPILOG, Context, cli, handled, pass_ctx
+from maestro.cli.context import _EPILOG, Context, handled, pass_ctx
+from maestro.cli.group import cli
 
 
 @cli.group(epilog=_EPILOG)
@@ -35,6 +35,8 @@ def upgrade(ctx: Context) -> None:
       maestro --store postgresql://maestro@db.internal/maestro db upgrade
       maestro --store postgresql://maestro@db.internal/maestro --json db upgrade
     """
+    from maestro import Capability
+
     manager = ctx.manager()
     if Capability.MIGRATIONS not in manager.store.capabilities:
         # Nothing to do: records of older versions are migrated as they are read.

@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from maestro.cli import (
+from maestro.cli.context import (
     EXIT_USAGE,
     CommandError,
     Context,
     _install_log_handler,
-    cli,
     handled,
     pass_ctx,
 )
+from maestro.cli.group import cli
 from maestro.netpolicy import (
     allowed_host_names,
     check_bind,

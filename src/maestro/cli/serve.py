@@ -6,7 +6,9 @@ import contextlib
 
 import click
 
-from maestro.cli import _EPILOG, EXIT_USAGE, CommandError, Context, _Number, cli, handled, pass_ctx
+from maestro.cli.context import _EPILOG, EXIT_USAGE, CommandError, Context, handled, pass_ctx
+from maestro.cli.group import cli
+from maestro.cli.options import _Number
 from maestro.netpolicy import check_bind, is_loopback, resolve_token
 
 __all__ = ["serve"]

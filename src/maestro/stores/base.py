@@ -54,10 +54,10 @@ from maestro.models import (
     format_timestamp,
     parse_timestamp,
 )
-from maestro.search import SearchTerms, parse_search
 
-if TYPE_CHECKING:  # the reports' module is loaded by the operations that make them
+if TYPE_CHECKING:  # the reports and the search are loaded by the operations that use them
     from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
+    from maestro.search import SearchTerms
 
 __all__ = [
     "Capability",
@@ -305,7 +305,12 @@ class SessionQuery:
         after: tuple[datetime, str] | None = None,
     ) -> SessionQuery:
         """Check and normalise user-supplied filters (strings, enums, lists)."""
-        terms = None if text is None else parse_search(text)
+        if text is None:
+            terms = None
+        else:
+            from maestro.search import parse_search
+
+            terms = parse_search(text)
         if order_by is None:
             order_by = "created" if terms is None else "rank"
         if order_by not in ("created", "updated", "rank"):

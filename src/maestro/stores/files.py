@@ -70,7 +70,6 @@ from maestro.ids import check_session_id, is_session_id
 from maestro.lazylog import LazyLogger
 from maestro.models import SCHEMA_VERSION, Session, session_from_owned_record
 from maestro.progress import current as current_progress
-from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
 from maestro.stores.base import (
     Capability,
     ChangeEvent,
@@ -91,6 +90,7 @@ from maestro.stores.signatures import (
 )
 
 if TYPE_CHECKING:
+    from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
     from maestro.stores.index import SessionIndex
 
 
@@ -1333,6 +1333,7 @@ class FileSessionStore:
 
     def adopt_sessions(self, sessions_dir: str | os.PathLike[str], *, move: bool) -> AdoptResult:
         """Session directories of another file store; with ``move``, moved here whole."""
+        from maestro.reports import AdoptResult
         from maestro.stores import files_maintenance
 
         result = AdoptResult()
