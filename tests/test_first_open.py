@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import uuid
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from maestro import SessionManager
 from maestro.progress import reporting
 from maestro.stores import files, files_fill
+from maestro.stores import index as index_module
 
 STATUSES = ["initializing", "planning", "implementing", "completed", "failed", "paused"]
 
@@ -164,3 +166,76 @@ def test_the_command_draws_a_bar_on_a_terminal_only(
     assert len(ok(piped).splitlines()) == 3  # plain rows
     assert "indexing" not in piped.stderr
     assert small_threshold == [40, 40]
+
+
+def _secondary_indexes(root: Path) -> set[str]:
+    with sqlite3.connect(root / ".flow" / "maestro" / "index.sqlite3") as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    return {name for (name,) in rows if not name.startswith("sqlite_autoindex")}
+
+
+class _Killed(BaseException):
+    """Stands for the process dying in the middle of a fill (nothing catches it)."""
+
+
+def test_a_bulk_load_makes_its_indexes_at_the_end(tmp_path: Path) -> None:
+    _prototype_store(tmp_path, 30)
+    indexed = _answers(SessionManager(tmp_path))
+    assert _secondary_indexes(tmp_path) == set(index_module._SECONDARY)
+    assert indexed == _answers(SessionManager(tmp_path, index=False))
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_fill_killed_half_way_is_finished_by_the_next_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_threshold: list[int], parallel: bool
+) -> None:
+    if not parallel:
+        monkeypatch.setattr(files, "PARALLEL_FROM", 10_000)
+    monkeypatch.setattr(index_module, "_BATCH", 2)  # inserts of 8 rows
+    _prototype_store(tmp_path, 40)
+    original = index_module.SessionIndex.load_fresh_rows
+
+    def killed_after_16(self: index_module.SessionIndex, rows: Any) -> int:
+        def some() -> Any:
+            for number, row in enumerate(rows):
+                if number == 16:
+                    raise _Killed
+                yield row
+
+        return original(self, some())
+
+    monkeypatch.setattr(index_module.SessionIndex, "load_fresh_rows", killed_after_16)
+    with pytest.raises(_Killed):
+        SessionManager(tmp_path).query_sessions(limit=1)
+    # Two batches went in, without their indexes or full-text entries.
+    assert _secondary_indexes(tmp_path) == set()
+    monkeypatch.setattr(index_module.SessionIndex, "load_fresh_rows", original)
+    indexed = _answers(SessionManager(tmp_path))
+    assert _secondary_indexes(tmp_path) == set(index_module._SECONDARY)
+    scanned = _answers(SessionManager(tmp_path, index=False))
+    # Rows stored one by one after the killed fill break ties in rank apart.
+    assert sorted(indexed.pop("search")) == sorted(scanned.pop("search"))
+    assert indexed == scanned
+
+
+def test_a_fill_that_fails_half_way_leaves_its_indexes_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(index_module, "_BATCH", 2)
+    _prototype_store(tmp_path, 30)
+    manager = SessionManager(tmp_path)
+    store = manager.store
+    assert isinstance(store, files.FileSessionStore) and store.index is not None
+
+    def failing() -> Any:
+        for number in range(20):
+            if number == 12:
+                raise index_module.IndexUnavailable("a reader process failed")
+            yield (
+                ("x" * 8 + str(number), "planning", None, "main", None, 1, 1, 1, 0, "t", b"{}"),
+                index_module.Signature(1, 1, 1),
+            )
+
+    with pytest.raises(index_module.IndexUnavailable):
+        store.index.load_fresh_rows(failing())
+    assert _secondary_indexes(tmp_path) == set(index_module._SECONDARY)

@@ -1586,7 +1586,11 @@ class FileSessionStore:
             index.remove(sid for sid in only if sid not in listed)
 
         def wanted() -> Iterator[str]:
-            for sid in listed if only is None else only & listed:
+            # An empty index is filled in id order, as the parallel fill does:
+            # its rows' order (which breaks ties in a ranked search) and the
+            # id index's inserts, each at its end, follow the names.
+            names = sorted(listed) if not known and only is None else listed
+            for sid in names if only is None else only & listed:
                 entry = known.get(sid)
                 if entry is None or reread or only is not None:
                     yield sid
@@ -1628,6 +1632,10 @@ class FileSessionStore:
                 clear_pending=False,
                 new_rows_are_changes=False,
             )
+            # A bulk load that stopped half-way (its process killed) left
+            # the secondary and full-text indexes unmade: made here, before
+            # the index is called filled.
+            index.finish_load()
         elif only is None and len(listed) >= PARALLEL_FROM and _cores() > 1:
             from maestro.stores import files_fill  # processes only for a large store
 
