@@ -394,3 +394,33 @@ def test_queries_fall_back_to_scanning_on_a_read_only_index(
     monkeypatch.undo()
     # writable again: the stale marker makes the next query catch up
     assert SessionManager(manager.repo_root).count_sessions(status="failed") == 2
+
+
+def test_a_window_walked_in_order_comes_in_one_statement(
+    manager: SessionManager, filled: list[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = store_of(manager).index
+    assert index is not None
+    statements: list[str] = []
+    scan = scan_of(manager)
+    queries: list[tuple[dict[str, Any], bool]] = [
+        ({"limit": 2}, True),
+        ({"status": "planning", "limit": 2}, True),
+        ({"branch": "main", "limit": 2}, True),
+        ({"order_by": "updated", "descending": False, "limit": 3}, True),
+        ({"status": ["planning", "failed", "paused"], "limit": 2}, False),  # sorted by SQLite
+        ({"branch": "main", "order_by": "updated", "limit": 2}, False),
+    ]
+    for query, streamed in queries:
+        manager.query_sessions(limit=1)  # the index up to date
+        conn = index.connection()
+        conn.set_trace_callback(statements.append)
+        try:
+            found = manager.query_sessions(**query)
+        finally:
+            conn.set_trace_callback(None)
+        assert found == scan.query_sessions(**query), query
+        selects = [s for s in statements if s.startswith("SELECT s.")]
+        assert selects, query
+        assert selects[-1].startswith("SELECT s.session_id") is streamed, query
+        statements.clear()

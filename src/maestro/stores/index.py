@@ -931,11 +931,14 @@ class SessionIndex:
     def select_plain(self, query: SessionQuery, terms: SearchTerms | None) -> Iterator[PlainRow]:
         """:meth:`select` as plain tuples, as SQLite gives them (cheaper by the 100,000).
 
-        Small windows and searches take two steps: the ids in order, from the
-        narrow columns and indexes alone, then the wide rows (the record
-        copies) a chunk at a time, as the caller consumes them; sorting only
-        ids keeps record copies out of SQLite's sorter, and a caller that
-        stops after ten rows fetches ten.  Large results come in one statement.
+        Large results, and any query SQLite answers by walking an index in
+        the wanted order (no sort: a caller that stops after ten rows has
+        stepped through ten), come in one statement.  Small windows it must
+        sort, and searches, take two steps: the ids in order, from the narrow
+        columns and indexes alone, then the wide rows (the record copies) a
+        chunk at a time, as the caller consumes them; sorting only ids keeps
+        record copies out of SQLite's sorter, and a caller that stops after
+        ten rows fetches ten.
         """
         wanted = None if query.limit is None else query.offset + query.limit
         if (
@@ -948,19 +951,24 @@ class SessionIndex:
             # joining every match (ties: the most recently indexed first).
             sql = "SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY bm25(fts), rowid DESC"
             params: tuple[object, ...] = (terms.fts_query(),)
-        elif terms is None and (wanted is None or wanted > _ONE_STEP):
-            # A large result walks the time index anyway: one statement, wide
-            # rows straight from it, is cheaper than two steps.
+        elif terms is None:
             body, params = _body(query, terms)
-            sql = (
+            order = _order(query, terms)
+            sql = f"SELECT s.id {body} ORDER BY {order}"
+            wide_sql = (
                 "SELECT s.session_id, s.ino, s.size, s.mtime_ns, s.racy, s.record,"
-                f" s.feature_request {body} ORDER BY {_order(query, terms)}"
+                f" s.feature_request {body} ORDER BY {order}"
             )
             try:
-                yield from self.connection().execute(sql, params)
+                conn = self.connection()
+                if wanted is None or wanted > _ONE_STEP or self._in_order(conn, wide_sql, params):
+                    # A large result walks the time index anyway, and one
+                    # walked in order stops where its caller does: one
+                    # statement, wide rows straight from it, costs less.
+                    yield from conn.execute(wide_sql, params)
+                    return
             except sqlite3.Error as error:
                 raise IndexUnavailable.of(error) from error
-            return
         else:
             body, params = _body(query, terms)
             sql = f"SELECT s.id {body} ORDER BY {_order(query, terms)}"
@@ -979,6 +987,27 @@ class SessionIndex:
                 size = min(size * 4, 4096)
         except sqlite3.Error as error:
             raise IndexUnavailable.of(error) from error
+
+    def _in_order(self, conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> bool:
+        """Whether SQLite answers ``sql`` without sorting (it walks an index in order).
+
+        Asked once per statement text and connection: only the text and the
+        indexes decide the plan (the index is never analysed, so the values
+        do not).  A wrong guess costs time, never a row: both ways of
+        fetching give the same rows in the same order.
+        """
+        plans: dict[str, bool] | None = getattr(self._local, "plans", None)
+        if plans is None or getattr(self._local, "plans_of", None) is not conn:
+            plans = self._local.plans = {}
+            self._local.plans_of = conn
+        known = plans.get(sql)
+        if known is None:
+            steps = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+            known = not any("TEMP B-TREE" in str(step[-1]) for step in steps)
+            if len(plans) >= 256:
+                plans.clear()
+            plans[sql] = known
+        return known
 
     def count(self, query: SessionQuery, terms: SearchTerms | None) -> int:
         body, params = _body(query, terms)
