@@ -431,3 +431,37 @@ def test_the_fast_path_makes_what_the_constructors_make(monkeypatch: pytest.Monk
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 taken += models._checked_session(json.loads(json.dumps(record))) == slow
     assert taken > 100  # most sound variants went the fast way
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 1, 7, 13, 2, 57, 119275, tzinfo=UTC),
+        datetime(2026, 1, 7, 13, 2, 57, tzinfo=UTC),  # no fraction: written as .000000
+        datetime(2026, 1, 7, 13, 2, 57, 1, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 1, 7, 15, 2, 57, 500000, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2026, 1, 7, 13, 2, 57),  # naive: taken as UTC
+    ],
+)
+def test_timestamps_are_written_with_microseconds_and_a_z(moment: datetime) -> None:
+    utc = parse_timestamp(moment)
+    expected = utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    assert format_timestamp(moment) == expected
+    assert len(expected) == len("2026-01-07T13:02:57.119275Z")
+    assert parse_timestamp(expected) == utc
+
+
+def test_last_activity_is_the_latest_moment() -> None:
+    start = datetime(2026, 1, 7, tzinfo=UTC)
+    session = Session(SID, "x", SessionStatus.PLANNING, start, GIT)
+    assert session.last_activity == start
+    session.updated_at = start + timedelta(minutes=2)
+    assert session.last_activity == session.updated_at
+    session.heartbeat_at = start + timedelta(minutes=1)
+    assert session.last_activity == session.updated_at
+    session.heartbeat_at = start + timedelta(minutes=3)
+    assert session.last_activity == session.heartbeat_at
+    session.updated_at = None
+    assert session.last_activity == session.heartbeat_at

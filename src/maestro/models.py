@@ -647,8 +647,11 @@ class Session:
     @property
     def last_activity(self) -> datetime:
         """The latest of creation, last update and last heartbeat."""
-        moments = [self.created_at, self.updated_at, self.heartbeat_at]
-        return max(m for m in moments if m is not None)
+        latest = self.created_at
+        for moment in (self.updated_at, self.heartbeat_at):
+            if moment is not None and moment > latest:
+                latest = moment
+        return latest
 
     def to_dict(self) -> dict[str, Any]:
         """The record as stored in ``metadata.json`` (JSON-ready, ``None`` left out)."""
@@ -908,7 +911,11 @@ def _checked_session(record: dict[str, Any]) -> Session:
             raise ValueError
         values: dict[str, Any] = {}
         for name in SessionStatistics.COUNTERS:
-            values[name] = number(stats.get(name, 0), "statistics", 0)
+            count = stats.get(name, 0)
+            # What _require_int(count, ..., 0) lets through, bool excluded by type.
+            if type(count) is not int or not 0 <= count <= MAX_INT:
+                raise ValueError
+            values[name] = count
         values["duration_seconds"] = _require_seconds(
             stats.get("duration_seconds", 0.0), "statistics.duration_seconds"
         )

@@ -202,10 +202,9 @@ def row_content(session: Session, record: dict[str, Any] | None = None) -> tuple
     ``record`` is ``session.to_dict()`` when the caller has it already (a
     write has just encoded it); it is not changed.
     """
-    if record is None:
-        record = session.to_dict()
     # The feature request is kept once, in its own column, for FTS5.
-    record = {key: value for key, value in record.items() if key != "feature_request"}
+    record = session.to_dict() if record is None else dict(record)
+    del record["feature_request"]
     return (
         session.session_id,
         session.status.value,
