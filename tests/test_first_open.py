@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import sqlite3
 import threading
 import uuid
@@ -181,7 +183,7 @@ class _Killed(BaseException):
 def test_a_bulk_load_makes_its_indexes_at_the_end(tmp_path: Path) -> None:
     _prototype_store(tmp_path, 30)
     indexed = _answers(SessionManager(tmp_path))
-    assert _secondary_indexes(tmp_path) == set(index_module._SECONDARY)
+    assert _secondary_indexes(tmp_path) == set(index_module._INDEXES)
     assert indexed == _answers(SessionManager(tmp_path, index=False))
 
 
@@ -211,7 +213,7 @@ def test_a_fill_killed_half_way_is_finished_by_the_next_query(
     assert _secondary_indexes(tmp_path) == set()
     monkeypatch.setattr(index_module.SessionIndex, "load_fresh_rows", original)
     indexed = _answers(SessionManager(tmp_path))
-    assert _secondary_indexes(tmp_path) == set(index_module._SECONDARY)
+    assert _secondary_indexes(tmp_path) == set(index_module._INDEXES)
     scanned = _answers(SessionManager(tmp_path, index=False))
     # Rows stored one by one after the killed fill break ties in rank apart.
     assert sorted(indexed.pop("search")) == sorted(scanned.pop("search"))
@@ -238,4 +240,41 @@ def test_a_fill_that_fails_half_way_leaves_its_indexes_made(
 
     with pytest.raises(index_module.IndexUnavailable):
         store.index.load_fresh_rows(failing())
-    assert _secondary_indexes(tmp_path) == set(index_module._SECONDARY)
+    assert _secondary_indexes(tmp_path) == set(index_module._INDEXES)
+
+
+def test_a_session_a_writer_stored_during_the_load_keeps_the_writers_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(index_module, "_BATCH", 2)  # inserts of 8 rows
+    made = _prototype_store(tmp_path, 30)
+    manager = SessionManager(tmp_path)
+    store = manager.store
+    assert isinstance(store, files.FileSessionStore) and store.index is not None
+    index = store.index
+    root_fd = store._open_root(create=False)
+    assert root_fd is not None
+    try:
+        read = [store._read_for_index(root_fd, sid) for sid in made if sid not in made[5:7]]
+    finally:
+        os.close(root_fd)
+    items = [item for item in read if isinstance(item, tuple)]
+    target, signature = items[20]
+    newer = dataclasses.replace(target, feature_request="changed by a writer", revision=1)
+
+    def rows() -> Any:
+        for number, (session, sig) in enumerate(items):
+            if number == 10:  # the indexes are gone: a writer stores its newer row
+                index.store([(newer, signature)])
+            yield index_module.row_content(session), sig
+
+    index.load_fresh_rows(rows())
+    with sqlite3.connect(tmp_path / ".flow" / "maestro" / "index.sqlite3") as conn:
+        kept = conn.execute(
+            "SELECT feature_request, revision FROM sessions WHERE session_id = ?",
+            (target.session_id,),
+        ).fetchall()
+        total = conn.execute("SELECT count(*), count(DISTINCT session_id) FROM sessions").fetchone()
+    assert kept == [("changed by a writer", 1)]
+    assert total == (len(items), len(items))
+    assert _secondary_indexes(tmp_path) == set(index_module._INDEXES)

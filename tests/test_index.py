@@ -135,6 +135,30 @@ def test_an_index_of_another_format_is_rebuilt(
     assert ids(fresh.query_sessions()) == ids(scan_of(manager).query_sessions())
 
 
+def test_an_index_of_format_4_is_rebuilt_with_its_unique_index(
+    manager: SessionManager, filled: list[Session]
+) -> None:
+    manager.query_sessions()
+    store_of(manager).index.close()  # type: ignore[union-attr]
+    with sqlite3.connect(index_path(manager)) as conn:
+        # Format 4 kept the ids unique by a column constraint, not an index.
+        conn.execute("UPDATE meta SET value = '4' WHERE key = 'format'")
+        conn.execute("DROP INDEX sessions_id")
+        conn.execute("DELETE FROM sessions")
+    fresh = SessionManager(manager.repo_root)
+    assert ids(fresh.query_sessions()) == ids(scan_of(manager).query_sessions())
+    with sqlite3.connect(index_path(manager)) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() == ("5",)
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "sessions_id" in names
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(
+                "INSERT INTO sessions SELECT NULL, session_id, status, phase, branch, worktree,"
+                " created_us, updated_us, active_us, revision, feature_request, record, ino,"
+                " size, mtime_ns, racy, indexed_ns FROM sessions LIMIT 1"
+            )
+
+
 def test_a_garbage_index_file_is_replaced(manager: SessionManager, filled: list[Session]) -> None:
     store_of(manager).index.close()  # type: ignore[union-attr]
     for suffix in ("-wal", "-shm"):

@@ -1575,7 +1575,18 @@ class FileSessionStore:
         here = os.fstat(root_fd)
         started_ns = time.time_ns()
         known = index.known()
-        listed = {name for name in os.listdir(root_fd) if is_session_id(name)}
+        made: dict[str, int] = {}
+        if not known and only is None:
+            # An empty index is filled in the order the session directories
+            # were made (their inode numbers, which the listing gives for
+            # free), mostly the order of their creation, which is the
+            # order listings walk: its rows are then read in the order they
+            # lie.  (Any order gives the same rows.)
+            with os.scandir(root_fd) as entries:
+                made = {e.name: e.inode() for e in entries if is_session_id(e.name)}
+            listed = set(made)
+        else:
+            listed = {name for name in os.listdir(root_fd) if is_session_id(name)}
         if only is None:
             index.remove(
                 sid
@@ -1586,10 +1597,7 @@ class FileSessionStore:
             index.remove(sid for sid in only if sid not in listed)
 
         def wanted() -> Iterator[str]:
-            # An empty index is filled in id order, as the parallel fill does:
-            # its rows' order (which breaks ties in a ranked search) and the
-            # id index's inserts, each at its end, follow the names.
-            names = sorted(listed) if not known and only is None else listed
+            names = sorted(made, key=made.__getitem__) if made else listed
             for sid in names if only is None else only & listed:
                 entry = known.get(sid)
                 if entry is None or reread or only is not None:
@@ -1644,7 +1652,7 @@ class FileSessionStore:
                 files_fill.fill_rows(
                     self,
                     root_fd,
-                    sorted(listed),
+                    sorted(made, key=made.__getitem__),
                     refused_is_unreadable=reread,
                     missing=missing,
                     broken=broken,

@@ -92,25 +92,28 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 _BATCH = 500
 
-#: The secondary indexes of ``sessions``: made with the table, dropped while an
-#: empty index is filled in bulk and made again at the end (one sort each is
-#: far cheaper than keeping four B-trees in step row by row).
-_SECONDARY = {
+#: The indexes of ``sessions``: made with the table, dropped while an empty
+#: index is filled in bulk and made again at the end (one sort each is far
+#: cheaper than keeping five B-trees in step row by row).  The first keeps
+#: session ids unique (an index, not a column constraint, so that it can go).
+_INDEXES = {
+    "sessions_id": "session_id",
     "sessions_created": "created_us, session_id",
     "sessions_updated": "updated_us, session_id",
     "sessions_status": "status, created_us, session_id",
     "sessions_branch": "branch, created_us, session_id",
 }
 _ORDERS = "\n".join(
-    f"CREATE INDEX IF NOT EXISTS {name} ON sessions ({columns});"
-    for name, columns in _SECONDARY.items()
+    f"CREATE {'UNIQUE ' if name == 'sessions_id' else ''}INDEX IF NOT EXISTS {name}"
+    f" ON sessions ({columns});"
+    for name, columns in _INDEXES.items()
 )
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY,
-    session_id TEXT NOT NULL UNIQUE,
+    session_id TEXT NOT NULL,
     status TEXT NOT NULL,
     phase TEXT,
     branch TEXT NOT NULL,
@@ -597,14 +600,14 @@ class SessionIndex:
         The columns may come from other processes, which read and check the
         records in parallel (see :mod:`maestro.stores.files_fill`).
 
-        If the table is empty when the first batch goes in, the secondary
-        indexes are dropped in that transaction and made again, by one sort
-        each, in the last one, with the full-text index; a load that stops
-        half-way leaves them to :meth:`finish_load`, which the next fill of
-        the index calls.  Meanwhile the rows are all there for any reader,
-        only slower to find.  Rows are inserted in the order given; the
-        store gives them in session id order, so the id's unique index grows
-        at its end.
+        If the table is empty when the first batch goes in, its indexes are
+        dropped in that transaction and made again, by one sort each, in the
+        last one, with the full-text index; a load that stops half-way leaves
+        them to :meth:`finish_load`, which the next fill of the index calls.
+        Meanwhile the rows are all there for any reader, only slower to find.
+        Rows go in the order given, which becomes the table's own: the store
+        gives them in the order their directories were made, mostly that of
+        their creation, which listings walk.
         """
         inserted = 0
         batch: list[tuple[object, ...]] = []
@@ -614,7 +617,7 @@ class SessionIndex:
             nonlocal inserted, first
             with self._transaction() as conn:
                 if first and conn.execute("SELECT 1 FROM sessions LIMIT 1").fetchone() is None:
-                    for name in _SECONDARY:
+                    for name in _INDEXES:
                         conn.execute(f"DROP INDEX IF EXISTS {name}")
                 first = False
                 before = conn.total_changes
@@ -642,11 +645,22 @@ class SessionIndex:
         """Make what a bulk load leaves out: the secondary indexes, the full-text index.
 
         Idempotent and safe at any time: an index that exists is kept, and the
-        full-text index is rebuilt from the rows as they are.
+        full-text index is rebuilt from the rows as they are.  Without the
+        unique index, a writer that stored a session during the load, before
+        the load's own row of it, left two rows: the writer's, the first, is
+        kept (both are checked against the file before use anyway).
         """
         with self._transaction() as conn:
             for statement in _ORDERS.split(";"):
-                if statement.strip():
+                if not statement.strip():
+                    continue
+                try:
+                    conn.execute(statement)
+                except sqlite3.IntegrityError:
+                    conn.execute(
+                        "DELETE FROM sessions WHERE id NOT IN"
+                        " (SELECT min(id) FROM sessions GROUP BY session_id)"
+                    )
                     conn.execute(statement)
             conn.execute("INSERT INTO fts (fts) VALUES ('rebuild')")
 
