@@ -176,6 +176,12 @@ def _secondary_indexes(root: Path) -> set[str]:
     return {name for (name,) in rows if not name.startswith("sqlite_autoindex")}
 
 
+def _check_search(root: Path) -> None:
+    """Raises unless the full-text index holds exactly the rows' texts."""
+    with sqlite3.connect(root / ".flow" / "maestro" / "index.sqlite3") as conn:
+        conn.execute("INSERT INTO fts (fts, rank) VALUES ('integrity-check', 1)")
+
+
 class _Killed(BaseException):
     """Stands for the process dying in the middle of a fill (nothing catches it)."""
 
@@ -209,8 +215,9 @@ def test_a_fill_killed_half_way_is_finished_by_the_next_query(
     monkeypatch.setattr(index_module.SessionIndex, "load_fresh_rows", killed_after_16)
     with pytest.raises(_Killed):
         SessionManager(tmp_path).query_sessions(limit=1)
-    # Two batches went in, without their indexes or full-text entries.
+    # Two batches went in, with their full-text entries but without the indexes.
     assert _secondary_indexes(tmp_path) == set()
+    _check_search(tmp_path)
     monkeypatch.setattr(index_module.SessionIndex, "load_fresh_rows", original)
     indexed = _answers(SessionManager(tmp_path))
     assert _secondary_indexes(tmp_path) == set(index_module._INDEXES)
@@ -278,3 +285,4 @@ def test_a_session_a_writer_stored_during_the_load_keeps_the_writers_row(
     assert kept == [("changed by a writer", 1)]
     assert total == (len(items), len(items))
     assert _secondary_indexes(tmp_path) == set(index_module._INDEXES)
+    _check_search(tmp_path)  # the dropped row's entry left with it

@@ -1632,6 +1632,10 @@ class FileSessionStore:
             # reported as ``replaced``, like other outside changes.
             written = index.store(fresh(), current=self._current(root_fd), clear_pending=False)
         elif known:
+            # A bulk load that stopped half-way (its process killed), or that
+            # another process is still running, has dropped the indexes:
+            # made first, so that each row below is found by its id.
+            index.finish_load()
             # Still filling a new index: its first rows are no news (its
             # readers were told to start over), only changes to known rows.
             written = index.store(
@@ -1640,10 +1644,6 @@ class FileSessionStore:
                 clear_pending=False,
                 new_rows_are_changes=False,
             )
-            # A bulk load that stopped half-way (its process killed) left
-            # the secondary and full-text indexes unmade: made here, before
-            # the index is called filled.
-            index.finish_load()
         elif only is None and len(listed) >= PARALLEL_FROM and _cores() > 1:
             from maestro.stores import files_fill  # processes only for a large store
 

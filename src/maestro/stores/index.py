@@ -601,13 +601,14 @@ class SessionIndex:
         records in parallel (see :mod:`maestro.stores.files_fill`).
 
         If the table is empty when the first batch goes in, its indexes are
-        dropped in that transaction and made again, by one sort each, in the
-        last one, with the full-text index; a load that stops half-way leaves
-        them to :meth:`finish_load`, which the next fill of the index calls.
-        Meanwhile the rows are all there for any reader, only slower to find.
-        Rows go in the order given, which becomes the table's own: the store
-        gives them in the order their directories were made, mostly that of
-        their creation, which listings walk.
+        dropped in that transaction and made again, by one sort each, at the
+        end; a load that stops half-way leaves them to :meth:`finish_load`,
+        which the next fill of the index calls first.  Meanwhile the rows are
+        all there for any reader, only slower to find.  Each batch adds its
+        rows' full-text entries in its own transaction, so that no committed
+        row lacks them.  Rows go in the order given, which becomes the
+        table's own: the store gives them in the order their directories
+        were made, mostly that of their creation, which listings walk.
         """
         inserted = 0
         batch: list[tuple[object, ...]] = []
@@ -620,9 +621,17 @@ class SessionIndex:
                     for name in _INDEXES:
                         conn.execute(f"DROP INDEX IF EXISTS {name}")
                 first = False
+                # This transaction holds the write lock: the rows numbered
+                # after the last one now are the ones it inserts.
+                last = conn.execute("SELECT coalesce(max(id), 0) FROM sessions").fetchone()[0]
                 before = conn.total_changes
                 conn.executemany(_LOAD, batch)
                 inserted += conn.total_changes - before
+                conn.execute(
+                    "INSERT INTO fts (rowid, feature_request)"
+                    " SELECT id, feature_request FROM sessions WHERE id > ?",
+                    (last,),
+                )
             batch.clear()
 
         now_ns = time.time_ns()
@@ -642,13 +651,12 @@ class SessionIndex:
         return inserted
 
     def finish_load(self) -> None:
-        """Make what a bulk load leaves out: the secondary indexes, the full-text index.
+        """Make the indexes a bulk load dropped (a no-op when they exist).
 
-        Idempotent and safe at any time: an index that exists is kept, and the
-        full-text index is rebuilt from the rows as they are.  Without the
-        unique index, a writer that stored a session during the load, before
-        the load's own row of it, left two rows: the writer's, the first, is
-        kept (both are checked against the file before use anyway).
+        Without the unique index, a writer that stored a session during the
+        load, before the load's own row of it, left two rows: the writer's,
+        the first, is kept (both are checked against the file before use
+        anyway), and the other leaves the full-text index with its row.
         """
         with self._transaction() as conn:
             for statement in _ORDERS.split(";"):
@@ -657,12 +665,16 @@ class SessionIndex:
                 try:
                     conn.execute(statement)
                 except sqlite3.IntegrityError:
-                    conn.execute(
-                        "DELETE FROM sessions WHERE id NOT IN"
+                    later = (
+                        " FROM sessions WHERE id NOT IN"
                         " (SELECT min(id) FROM sessions GROUP BY session_id)"
                     )
+                    conn.execute(
+                        "INSERT INTO fts (fts, rowid, feature_request)"
+                        f" SELECT 'delete', id, feature_request {later}"
+                    )
+                    conn.execute(f"DELETE {later}")
                     conn.execute(statement)
-            conn.execute("INSERT INTO fts (fts) VALUES ('rebuild')")
 
     def _store_batch(
         self,
