@@ -286,3 +286,40 @@ def test_a_session_a_writer_stored_during_the_load_keeps_the_writers_row(
     assert total == (len(items), len(items))
     assert _secondary_indexes(tmp_path) == set(index_module._INDEXES)
     _check_search(tmp_path)  # the dropped row's entry left with it
+
+
+def test_two_loads_at_once_leave_one_row_per_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(index_module, "_BATCH", 2)  # inserts of 8 rows
+    made = _prototype_store(tmp_path, 30)
+    manager = SessionManager(tmp_path)
+    store = manager.store
+    assert isinstance(store, files.FileSessionStore) and store.index is not None
+    first = store.index
+    first.connection()  # the index file made
+    second = index_module.SessionIndex(first.path, sessions_dir=store.sessions_dir)
+    root_fd = store._open_root(create=False)
+    assert root_fd is not None
+    try:
+        read = [store._read_for_index(root_fd, sid) for sid in made]
+    finally:
+        os.close(root_fd)
+    rows = [
+        (index_module.row_content(item[0]), item[1]) for item in read if isinstance(item, tuple)
+    ]
+
+    def interleaved() -> Any:
+        for number, row in enumerate(rows):
+            if number == 10:  # another process loads all of them meanwhile
+                second.load_fresh_rows(iter(rows))
+            yield row
+
+    first.load_fresh_rows(interleaved())
+    second.close()
+    with sqlite3.connect(first.path) as conn:
+        total = conn.execute("SELECT count(*), count(DISTINCT session_id) FROM sessions").fetchone()
+    assert total == (len(rows), len(rows))
+    assert _secondary_indexes(tmp_path) == set(index_module._INDEXES)
+    _check_search(tmp_path)
+    assert _answers(manager) == _answers(SessionManager(tmp_path, index=False))
