@@ -135,20 +135,21 @@ def test_an_index_of_another_format_is_rebuilt(
     assert ids(fresh.query_sessions()) == ids(scan_of(manager).query_sessions())
 
 
-def test_an_index_of_format_4_is_rebuilt_with_its_unique_index(
-    manager: SessionManager, filled: list[Session]
+@pytest.mark.parametrize("older", [4, 5])
+def test_an_index_of_an_older_format_is_rebuilt_with_its_unique_index(
+    manager: SessionManager, filled: list[Session], older: int
 ) -> None:
     manager.query_sessions()
     store_of(manager).index.close()  # type: ignore[union-attr]
     with sqlite3.connect(index_path(manager)) as conn:
-        # Format 4 kept the ids unique by a column constraint, not an index.
-        conn.execute("UPDATE meta SET value = '4' WHERE key = 'format'")
+        # Formats 4 and 5 kept the ids unique by a column constraint, not an index.
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'format'", (str(older),))
         conn.execute("DROP INDEX sessions_id")
         conn.execute("DELETE FROM sessions")
     fresh = SessionManager(manager.repo_root)
     assert ids(fresh.query_sessions()) == ids(scan_of(manager).query_sessions())
     with sqlite3.connect(index_path(manager)) as conn:
-        assert conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() == ("5",)
+        assert conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() == ("6",)
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert "sessions_id" in names
         with pytest.raises(sqlite3.IntegrityError):

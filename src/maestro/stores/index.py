@@ -86,7 +86,7 @@ __all__ = [
 ]
 
 #: Bump when the tables change: an index of another format is rebuilt.
-INDEX_FORMAT = 5
+INDEX_FORMAT = 6
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
