@@ -112,7 +112,8 @@ def test_a_large_result_leaves_the_young_generation(
     try:
         frozen = gc.get_freeze_count()
         assert manager.query_sessions() == found
-        assert gc.get_freeze_count() == frozen
+        # Frozen objects freed meanwhile leave the count; a thaw would empty it.
+        assert gc.get_freeze_count() > frozen // 2
         assert gc.isenabled()
     finally:
         gc.unfreeze()
