@@ -135,6 +135,31 @@ def test_an_index_of_another_format_is_rebuilt(
     assert ids(fresh.query_sessions()) == ids(scan_of(manager).query_sessions())
 
 
+@pytest.mark.parametrize("older", [4, 5])
+def test_an_index_of_an_older_format_is_rebuilt_with_its_unique_index(
+    manager: SessionManager, filled: list[Session], older: int
+) -> None:
+    manager.query_sessions()
+    store_of(manager).index.close()  # type: ignore[union-attr]
+    with sqlite3.connect(index_path(manager)) as conn:
+        # Formats 4 and 5 kept the ids unique by a column constraint, not an index.
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'format'", (str(older),))
+        conn.execute("DROP INDEX sessions_id")
+        conn.execute("DELETE FROM sessions")
+    fresh = SessionManager(manager.repo_root)
+    assert ids(fresh.query_sessions()) == ids(scan_of(manager).query_sessions())
+    with sqlite3.connect(index_path(manager)) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() == ("6",)
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "sessions_id" in names
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(
+                "INSERT INTO sessions SELECT NULL, session_id, status, phase, branch, worktree,"
+                " created_us, updated_us, active_us, revision, feature_request, record, ino,"
+                " size, mtime_ns, racy, indexed_ns FROM sessions LIMIT 1"
+            )
+
+
 def test_a_garbage_index_file_is_replaced(manager: SessionManager, filled: list[Session]) -> None:
     store_of(manager).index.close()  # type: ignore[union-attr]
     for suffix in ("-wal", "-shm"):
@@ -394,3 +419,33 @@ def test_queries_fall_back_to_scanning_on_a_read_only_index(
     monkeypatch.undo()
     # writable again: the stale marker makes the next query catch up
     assert SessionManager(manager.repo_root).count_sessions(status="failed") == 2
+
+
+def test_a_window_walked_in_order_comes_in_one_statement(
+    manager: SessionManager, filled: list[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = store_of(manager).index
+    assert index is not None
+    statements: list[str] = []
+    scan = scan_of(manager)
+    queries: list[tuple[dict[str, Any], bool]] = [
+        ({"limit": 2}, True),
+        ({"status": "planning", "limit": 2}, True),
+        ({"branch": "main", "limit": 2}, True),
+        ({"order_by": "updated", "descending": False, "limit": 3}, True),
+        ({"status": ["planning", "failed", "paused"], "limit": 2}, False),  # sorted by SQLite
+        ({"branch": "main", "order_by": "updated", "limit": 2}, False),
+    ]
+    for query, streamed in queries:
+        manager.query_sessions(limit=1)  # the index up to date
+        conn = index.connection()
+        conn.set_trace_callback(statements.append)
+        try:
+            found = manager.query_sessions(**query)
+        finally:
+            conn.set_trace_callback(None)
+        assert found == scan.query_sessions(**query), query
+        selects = [s for s in statements if s.startswith("SELECT s.")]
+        assert selects, query
+        assert selects[-1].startswith("SELECT s.session_id") is streamed, query
+        statements.clear()

@@ -87,3 +87,33 @@ def test_a_large_result_equals_the_files(
     assert manager.list_active_sessions() == scan.list_active_sessions()
     assert list(manager.iter_sessions()) == scan.query_sessions()
     assert len(built) > 4 * 44  # the rows' copies answered, not re-reads of the files
+
+
+def test_a_large_result_leaves_the_young_generation(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    manager = SessionManager(tmp_path, clock=clock)
+    for number in range(30):
+        manager.create_session(f"session {number}", git_context=GIT)
+    monkeypatch.setattr(files, "_PROMOTED_FROM", 50)
+    assert gc.isenabled()
+    gc.collect()
+    found = manager.query_sessions()
+    assert len(found) == 30
+    assert gc.isenabled()
+    # Moved to the oldest generation without a collection: none young is left.
+    assert gc.get_count()[0] < 50
+    assert gc.get_freeze_count() == 0
+
+    # A program that froze objects itself keeps them frozen.
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert manager.query_sessions() == found
+        # Frozen objects freed meanwhile leave the count; a thaw would empty it.
+        assert gc.get_freeze_count() > frozen // 2
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -327,3 +328,140 @@ def test_stored_requests_are_checked_as_strictly_as_the_schema() -> None:
     )
     assert schema_errors(session.to_dict()) is None
     assert session.to_dict()["requests"] == [good]
+
+
+# ---------------------------------------------------------------- the checked fast path
+
+FULL_RECORD: dict[str, Any] = {
+    "schema_version": 1,
+    "session_id": SID,
+    "feature_request": "Add OAuth login",
+    "status": "paused",
+    "created_at": "2026-01-07T13:02:57.119275Z",
+    "updated_at": "2026-01-07T14:02:57+02:00",
+    "completed_at": "2026-01-08T13:02:57",
+    "git_context": {
+        "branch": "main",
+        "commit": "a" * 40,
+        "repo_root": "/repo",
+        "is_worktree": True,
+        "worktree_name": "wt",
+    },
+    "current_phase": "implement",
+    "prd_reference": {"filename": "prd.md", "path": "docs/prd.md", "version": "2"},
+    "statistics": {"total_tasks": 8, "completed_tasks": 3, "duration_seconds": 4},
+    "configuration": {"max_iterations": 5, "auto_checkpoint": False},
+    "revision": 7,
+    "paused_from": "implementing",
+    "heartbeat_at": "2026-01-07T15:00:00Z",
+    "history": [
+        {"from": "planning", "to": "implementing", "at": "2026-01-07T13:05:00Z"},
+        {"from": "implementing", "to": "paused", "at": "2026-01-07T13:06:00Z", "reason": ""},
+    ],
+    "requests": [
+        {"id": "k", "operation": "create", "fingerprint": "0" * 32, "revision": 0},
+    ],
+    "rerun_of": "4f01b541-5cc9-47a7-9f8b-d884159c705f",
+    "custom": {"kept": [1, 2]},
+}
+ODD_VALUES: list[Any] = [
+    None, "", " ", "x\x00", "\ud800", "planning", "2026-01-07", "Z", 0, -1, 1, 2**63, True,
+    1.5, float("nan"), [], {}, [{}], {"branch": "main"},
+]  # fmt: skip
+
+
+def _slow_from_dict(monkeypatch: pytest.MonkeyPatch, record: dict[str, Any]) -> Session | str:
+    """What ``from_dict`` gives without its fast path: a session, or the error's words."""
+    import maestro.models as models
+
+    def refuse(record: dict[str, Any]) -> Session:
+        raise ValueError
+
+    with monkeypatch.context() as patched:
+        patched.setattr(models, "_checked_session", refuse)
+        try:
+            return Session.from_dict(record)
+        except ValueError as error:
+            return str(error)
+
+
+def _fast_from_dict(record: dict[str, Any]) -> Session | str:
+    try:
+        return Session.from_dict(record)
+    except ValueError as error:
+        return str(error)
+
+
+def _variants() -> list[dict[str, Any]]:
+    """The full record with one value replaced by an odd one, or one key dropped."""
+    found = []
+    places: list[tuple[str, ...]] = [(key,) for key in FULL_RECORD]
+    for key in ("git_context", "prd_reference", "statistics", "configuration"):
+        places += [(key, inner) for inner in FULL_RECORD[key]]
+    places += [(key, "unknown") for key in ("git_context", "prd_reference", "statistics")]
+    places += [("configuration", name) for name in ("timeout_minutes", "error_recovery_enabled")]
+    places += [("history", "0", name) for name in ("from", "to", "at", "reason", "unknown")]
+    places += [("requests", "0", name) for name in ("id", "operation", "fingerprint", "revision")]
+    for place in places:
+        for value in [*ODD_VALUES, ...]:  # ... drops the key
+            record = json.loads(json.dumps(FULL_RECORD))
+            holder: Any = record
+            for step in place[:-1]:
+                holder = holder[int(step)] if isinstance(holder, list) else holder[step]
+            if value is ...:
+                holder.pop(place[-1], None)
+            else:
+                holder[place[-1]] = value
+            found.append(record)
+    return found
+
+
+def test_the_fast_path_makes_what_the_constructors_make(monkeypatch: pytest.MonkeyPatch) -> None:
+    import maestro.models as models
+
+    whole = models._checked_session(json.loads(json.dumps(FULL_RECORD)))
+    assert whole == _slow_from_dict(monkeypatch, json.loads(json.dumps(FULL_RECORD)))
+    assert whole.extra == {"custom": {"kept": [1, 2]}} and whole.history[1].reason == ""
+    taken = 0
+    for record in _variants():
+        slow = _slow_from_dict(monkeypatch, json.loads(json.dumps(record)))
+        fast = _fast_from_dict(json.loads(json.dumps(record)))
+        assert fast == slow, record
+        if isinstance(slow, Session):
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                taken += models._checked_session(json.loads(json.dumps(record))) == slow
+    assert taken > 100  # most sound variants went the fast way
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 1, 7, 13, 2, 57, 119275, tzinfo=UTC),
+        datetime(2026, 1, 7, 13, 2, 57, tzinfo=UTC),  # no fraction: written as .000000
+        datetime(2026, 1, 7, 13, 2, 57, 1, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 1, 7, 15, 2, 57, 500000, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2026, 1, 7, 13, 2, 57),  # naive: taken as UTC
+    ],
+)
+def test_timestamps_are_written_with_microseconds_and_a_z(moment: datetime) -> None:
+    utc = parse_timestamp(moment)
+    expected = utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    assert format_timestamp(moment) == expected
+    assert len(expected) == len("2026-01-07T13:02:57.119275Z")
+    assert parse_timestamp(expected) == utc
+
+
+def test_last_activity_is_the_latest_moment() -> None:
+    start = datetime(2026, 1, 7, tzinfo=UTC)
+    session = Session(SID, "x", SessionStatus.PLANNING, start, GIT)
+    assert session.last_activity == start
+    session.updated_at = start + timedelta(minutes=2)
+    assert session.last_activity == session.updated_at
+    session.heartbeat_at = start + timedelta(minutes=1)
+    assert session.last_activity == session.updated_at
+    session.heartbeat_at = start + timedelta(minutes=3)
+    assert session.last_activity == session.heartbeat_at
+    session.updated_at = None
+    assert session.last_activity == session.heartbeat_at

@@ -86,17 +86,34 @@ __all__ = [
 ]
 
 #: Bump when the tables change: an index of another format is rebuilt.
-INDEX_FORMAT = 5
+INDEX_FORMAT = 6
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 _BATCH = 500
 
+#: The indexes of ``sessions``: made with the table, dropped while an empty
+#: index is filled in bulk and made again at the end (one sort each is far
+#: cheaper than keeping five B-trees in step row by row).  The first keeps
+#: session ids unique (an index, not a column constraint, so that it can go).
+_INDEXES = {
+    "sessions_id": "session_id",
+    "sessions_created": "created_us, session_id",
+    "sessions_updated": "updated_us, session_id",
+    "sessions_status": "status, created_us, session_id",
+    "sessions_branch": "branch, created_us, session_id",
+}
+_ORDERS = "\n".join(
+    f"CREATE {'UNIQUE ' if name == 'sessions_id' else ''}INDEX IF NOT EXISTS {name}"
+    f" ON sessions ({columns});"
+    for name, columns in _INDEXES.items()
+)
+
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY,
-    session_id TEXT NOT NULL UNIQUE,
+    session_id TEXT NOT NULL,
     status TEXT NOT NULL,
     phase TEXT,
     branch TEXT NOT NULL,
@@ -113,10 +130,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     racy INTEGER NOT NULL,
     indexed_ns INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_us, session_id);
-CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated_us, session_id);
-CREATE INDEX IF NOT EXISTS sessions_status ON sessions (status, created_us, session_id);
-CREATE INDEX IF NOT EXISTS sessions_branch ON sessions (branch, created_us, session_id);
+{_ORDERS}
 CREATE TABLE IF NOT EXISTS pending (
     session_id TEXT PRIMARY KEY,
     kind TEXT,
@@ -146,6 +160,11 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
     tokenize = '{TOKENIZER}'
 );
 """
+_LOAD = (
+    "INSERT OR IGNORE INTO sessions (session_id, status, phase, branch, worktree, created_us,"
+    " updated_us, active_us, revision, feature_request, record, ino, size, mtime_ns, racy,"
+    " indexed_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 #: A candidate row as SQLite returns it: session id, inode, size, mtime (ns),
 #: racy, the record's copy, the feature request.
 PlainRow = tuple[str, int, int, int, int, bytes, str]
@@ -186,10 +205,9 @@ def row_content(session: Session, record: dict[str, Any] | None = None) -> tuple
     ``record`` is ``session.to_dict()`` when the caller has it already (a
     write has just encoded it); it is not changed.
     """
-    if record is None:
-        record = session.to_dict()
     # The feature request is kept once, in its own column, for FTS5.
-    record = {key: value for key, value in record.items() if key != "feature_request"}
+    record = session.to_dict() if record is None else dict(record)
+    del record["feature_request"]
     return (
         session.session_id,
         session.status.value,
@@ -567,7 +585,7 @@ class SessionIndex:
         return written
 
     def load_fresh(self, items: Iterable[Item]) -> int:
-        """Fill an empty index fast: plain inserts in batches, full-text index at the end.
+        """Fill an empty index fast: plain inserts in batches, the rest built at the end.
 
         A row a concurrent writer stored meanwhile is newer and is kept
         (``INSERT OR IGNORE``).  Returns how many rows were inserted.
@@ -581,34 +599,82 @@ class SessionIndex:
 
         The columns may come from other processes, which read and check the
         records in parallel (see :mod:`maestro.stores.files_fill`).
+
+        If the table is empty when the first batch goes in, its indexes are
+        dropped in that transaction and made again, by one sort each, at the
+        end; a load that stops half-way leaves them to :meth:`finish_load`,
+        which the next fill of the index calls first.  Meanwhile the rows are
+        all there for any reader, only slower to find.  Each batch adds its
+        rows' full-text entries in its own transaction, so that no committed
+        row lacks them.  Rows go in the order given, which becomes the
+        table's own: the store gives them in the order their directories
+        were made, mostly that of their creation, which listings walk.
         """
         inserted = 0
         batch: list[tuple[object, ...]] = []
+        first = True
 
         def flush() -> None:
-            nonlocal inserted
+            nonlocal inserted, first
             with self._transaction() as conn:
+                if first and conn.execute("SELECT 1 FROM sessions LIMIT 1").fetchone() is None:
+                    for name in _INDEXES:
+                        conn.execute(f"DROP INDEX IF EXISTS {name}")
+                first = False
+                # This transaction holds the write lock: the rows numbered
+                # after the last one now are the ones it inserts.
+                last = conn.execute("SELECT coalesce(max(id), 0) FROM sessions").fetchone()[0]
                 before = conn.total_changes
-                conn.executemany(
-                    "INSERT OR IGNORE INTO sessions (session_id, status, phase, branch, worktree,"
-                    " created_us, updated_us, active_us, revision, feature_request, record, ino,"
-                    " size, mtime_ns, racy, indexed_ns)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    batch,
-                )
+                conn.executemany(_LOAD, batch)
                 inserted += conn.total_changes - before
+                conn.execute(
+                    "INSERT INTO fts (rowid, feature_request)"
+                    " SELECT id, feature_request FROM sessions WHERE id > ?",
+                    (last,),
+                )
             batch.clear()
 
         now_ns = time.time_ns()
-        for content, signature in rows:
-            batch.append((*content, *signature, int(signature.racy(now_ns)), now_ns))
-            if len(batch) >= 4 * _BATCH:
+        try:
+            for content, signature in rows:
+                batch.append((*content, *signature, int(signature.racy(now_ns)), now_ns))
+                if len(batch) >= 4 * _BATCH:
+                    flush()
+                    now_ns = time.time_ns()
+            if batch:
                 flush()
-                now_ns = time.time_ns()
-        if batch:
-            flush()
-        self._write([("INSERT INTO fts (fts) VALUES ('rebuild')", ())])
+        except Exception:
+            with contextlib.suppress(IndexUnavailable):
+                self.finish_load()
+            raise
+        self.finish_load()
         return inserted
+
+    def finish_load(self) -> None:
+        """Make the indexes a bulk load dropped (a no-op when they exist).
+
+        Without the unique index, a writer that stored a session during the
+        load, before the load's own row of it, left two rows: the writer's,
+        the first, is kept (both are checked against the file before use
+        anyway), and the other leaves the full-text index with its row.
+        """
+        with self._transaction() as conn:
+            for statement in _ORDERS.split(";"):
+                if not statement.strip():
+                    continue
+                try:
+                    conn.execute(statement)
+                except sqlite3.IntegrityError:
+                    later = (
+                        " FROM sessions WHERE id NOT IN"
+                        " (SELECT min(id) FROM sessions GROUP BY session_id)"
+                    )
+                    conn.execute(
+                        "INSERT INTO fts (fts, rowid, feature_request)"
+                        f" SELECT 'delete', id, feature_request {later}"
+                    )
+                    conn.execute(f"DELETE {later}")
+                    conn.execute(statement)
 
     def _store_batch(
         self,
@@ -890,11 +956,14 @@ class SessionIndex:
     def select_plain(self, query: SessionQuery, terms: SearchTerms | None) -> Iterator[PlainRow]:
         """:meth:`select` as plain tuples, as SQLite gives them (cheaper by the 100,000).
 
-        Small windows and searches take two steps: the ids in order, from the
-        narrow columns and indexes alone, then the wide rows (the record
-        copies) a chunk at a time, as the caller consumes them; sorting only
-        ids keeps record copies out of SQLite's sorter, and a caller that
-        stops after ten rows fetches ten.  Large results come in one statement.
+        Large results, and any query SQLite answers by walking an index in
+        the wanted order (no sort: a caller that stops after ten rows has
+        stepped through ten), come in one statement.  Small windows it must
+        sort, and searches, take two steps: the ids in order, from the narrow
+        columns and indexes alone, then the wide rows (the record copies) a
+        chunk at a time, as the caller consumes them; sorting only ids keeps
+        record copies out of SQLite's sorter, and a caller that stops after
+        ten rows fetches ten.
         """
         wanted = None if query.limit is None else query.offset + query.limit
         if (
@@ -907,19 +976,24 @@ class SessionIndex:
             # joining every match (ties: the most recently indexed first).
             sql = "SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY bm25(fts), rowid DESC"
             params: tuple[object, ...] = (terms.fts_query(),)
-        elif terms is None and (wanted is None or wanted > _ONE_STEP):
-            # A large result walks the time index anyway: one statement, wide
-            # rows straight from it, is cheaper than two steps.
+        elif terms is None:
             body, params = _body(query, terms)
-            sql = (
+            order = _order(query, terms)
+            sql = f"SELECT s.id {body} ORDER BY {order}"
+            wide_sql = (
                 "SELECT s.session_id, s.ino, s.size, s.mtime_ns, s.racy, s.record,"
-                f" s.feature_request {body} ORDER BY {_order(query, terms)}"
+                f" s.feature_request {body} ORDER BY {order}"
             )
             try:
-                yield from self.connection().execute(sql, params)
+                conn = self.connection()
+                if wanted is None or wanted > _ONE_STEP or self._in_order(conn, wide_sql, params):
+                    # A large result walks the time index anyway, and one
+                    # walked in order stops where its caller does: one
+                    # statement, wide rows straight from it, costs less.
+                    yield from conn.execute(wide_sql, params)
+                    return
             except sqlite3.Error as error:
                 raise IndexUnavailable.of(error) from error
-            return
         else:
             body, params = _body(query, terms)
             sql = f"SELECT s.id {body} ORDER BY {_order(query, terms)}"
@@ -938,6 +1012,27 @@ class SessionIndex:
                 size = min(size * 4, 4096)
         except sqlite3.Error as error:
             raise IndexUnavailable.of(error) from error
+
+    def _in_order(self, conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> bool:
+        """Whether SQLite answers ``sql`` without sorting (it walks an index in order).
+
+        Asked once per statement text and connection: only the text and the
+        indexes decide the plan (the index is never analysed, so the values
+        do not).  A wrong guess costs time, never a row: both ways of
+        fetching give the same rows in the same order.
+        """
+        plans: dict[str, bool] | None = getattr(self._local, "plans", None)
+        if plans is None or getattr(self._local, "plans_of", None) is not conn:
+            plans = self._local.plans = {}
+            self._local.plans_of = conn
+        known = plans.get(sql)
+        if known is None:
+            steps = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+            known = not any("TEMP B-TREE" in str(step[-1]) for step in steps)
+            if len(plans) >= 256:
+                plans.clear()
+            plans[sql] = known
+        return known
 
     def count(self, query: SessionQuery, terms: SearchTerms | None) -> int:
         body, params = _body(query, terms)
