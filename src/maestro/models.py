@@ -443,9 +443,11 @@ class StateChange:
             self.reason = _require_str(self.reason, "history.reason", empty=True)
 
     def to_dict(self) -> dict[str, Any]:
+        # ``_value_`` is what ``.value`` returns, without the descriptor: every
+        # write serialises the whole history again.
         data: dict[str, Any] = {
-            "from": self.from_status.value,
-            "to": self.to_status.value,
+            "from": self.from_status._value_,
+            "to": self.to_status._value_,
             "at": format_timestamp(self.at),
         }
         if self.reason is not None:
