@@ -117,6 +117,36 @@ def test_watch_json_lines_with_a_status_filter_until_its_timeout(tmp_path: Path)
     assert [json.loads(line)["session_id"] for line in failed.stdout.splitlines()] == [b]
 
 
+def test_watch_keeps_the_changes_of_sessions_on_a_branch_or_in_a_phase(tmp_path: Path) -> None:
+    manager = SessionManager(tmp_path)
+    other = GIT.__class__(branch="feature/x", commit="1" * 40, repo_root="/repo", is_worktree=False)
+    cursor = manager.changes_cursor()
+    a = manager.create_session("a", git_context=GIT).session_id
+    b = manager.create_session("b", git_context=other).session_id
+    manager.transition_state(a, S.PLANNING)
+    manager.transition_state(b, S.PLANNING)
+    manager.transition_state(b, S.GENERATING_TASKS)
+
+    def seen(*options: str) -> list[tuple[str, str]]:
+        result = run(tmp_path, "watch", "--json", "--since", cursor, "--timeout", "0", *options)
+        assert result.exit_code == 0, result.output
+        events = [json.loads(line) for line in result.stdout.splitlines()]
+        return [(e["session_id"], e["kind"]) for e in events]
+
+    assert seen("--branch", "feature/x") == [
+        (b, "created"),
+        (b, "transitioned"),
+        (b, "transitioned"),
+    ]
+    # Judged as each session is now: a is planning, b has moved on to tasks.
+    assert seen("--phase", "plan") == [(a, "created"), (a, "transitioned")]
+    assert seen("--phase", "plan", "--phase", "generate_tasks", "--branch", "main") == [
+        (a, "created"),
+        (a, "transitioned"),
+    ]
+    assert run(tmp_path, "watch", "--phase", "nowhere", "--timeout", "0").exit_code == 2
+
+
 def test_watch_refuses_a_bad_cursor_and_an_unknown_session(tmp_path: Path) -> None:
     SessionManager(tmp_path).create_session("a", git_context=GIT)
     bad = run(tmp_path, "watch", "--since", "nonsense", "--timeout", "0")

@@ -19,7 +19,7 @@ from maestro.cli.context import (
     pass_ctx,
 )
 from maestro.cli.group import cli
-from maestro.cli.options import STATUSES, TERMINAL, _complete_session_ids, _Number
+from maestro.cli.options import PHASES, STATUSES, TERMINAL, _complete_session_ids, _Number
 from maestro.models import SessionStatus
 from maestro.textsafe import json_text, visible
 
@@ -58,6 +58,15 @@ def _event_line(event: ChangeEvent, arrow: str) -> str:
     metavar="STATE",
     help="Only changes that leave a session in this state (repeatable).",
 )
+@click.option(
+    "--phase",
+    "phases",
+    multiple=True,
+    type=click.Choice(PHASES),
+    metavar="PHASE",
+    help="Only changes to sessions in this phase when the change is read (repeatable).",
+)
+@click.option("--branch", help="Only changes to sessions created on this git branch.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option(
     "--timeout",
@@ -79,6 +88,8 @@ def watch(
     session_id: str | None,
     since: str | None,
     statuses: tuple[str, ...],
+    phases: tuple[str, ...],
+    branch: str | None,
     as_json: bool,
     timeout: float | None,
     command: str | None = None,
@@ -90,6 +101,10 @@ def watch(
     before and after, the revision and the request id.  --json prints each
     change as one JSON object per line, with its cursor: pass it to --since
     to go on after it later.  Ctrl-C stops (exit 0).
+
+    --phase and --branch keep the changes of the sessions that match, as
+    each session is when its change is read; a session that stops matching
+    (or is deleted) shows one more change.
 
     With ID, only that session is followed, until it ends: exit 0 when it
     completes, 1 when it fails or is deleted (at once if it already has).
@@ -105,6 +120,7 @@ def watch(
       maestro watch
       maestro watch 3f01b5 && echo done
       maestro watch --json --status failed | jq -r .session_id
+      maestro watch --branch main --phase implement
       maestro watch --status failed --exec ./notify-failure.sh
     """
     react = None
@@ -135,6 +151,8 @@ def watch(
             timeout=timeout,
             session_id=sid,
             status=None if sid is not None or not statuses else list(statuses),
+            phase=list(phases) or None,
+            branch=branch,
         )
         try:
             for event in events:
