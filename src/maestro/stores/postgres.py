@@ -670,24 +670,8 @@ class PostgresStore:
                         raise LockTimeoutError(session_id or "", self.lock_timeout) from None
                     self._ring(conn)
                     return result
-            except psycopg.OperationalError as error:
-                if committing:
-                    raise StorageError(
-                        session_id,
-                        f"{action} (the outcome is unknown: the connection was lost "
-                        "while committing)",
-                        error,
-                    ) from error
-                if attempt == 2 or not _connection_lost(error):
-                    raise StorageError(session_id, action, error) from error
-                self._drop_lost()
-            except psycopg.DataError as error:
-                raise SessionValidationError(
-                    f"PostgreSQL cannot store this record ({_first_line(error)})",
-                    session_id=session_id,
-                ) from None
             except psycopg.Error as error:
-                raise StorageError(session_id, action, error) from error
+                self._failed(error, session_id, action, committing=committing, last=attempt == 2)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _write(
@@ -742,25 +726,42 @@ class PostgresStore:
                     if committed is not None:
                         committed()
                     return result
-            except psycopg.OperationalError as error:
-                if committing:
-                    raise StorageError(
-                        session_id,
-                        f"{action} (the outcome is unknown: the connection was lost "
-                        "while committing)",
-                        error,
-                    ) from error
-                if attempt == 2 or not _connection_lost(error):
-                    raise StorageError(session_id, action, error) from error
-                self._drop_lost()
-            except psycopg.DataError as error:
-                raise SessionValidationError(
-                    f"PostgreSQL cannot store this record ({_first_line(error)})",
-                    session_id=session_id,
-                ) from None
             except psycopg.Error as error:
-                raise StorageError(session_id, action, error) from error
+                self._failed(error, session_id, action, committing=committing, last=attempt == 2)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _failed(
+        self,
+        error: psycopg.Error,
+        session_id: str | None,
+        action: str,
+        *,
+        committing: bool,
+        last: bool,
+    ) -> None:
+        """Raise the maestro error for ``error``; return only when the call is to be retried.
+
+        A connection lost before the commit is retried once (the server
+        rolled the transaction back); lost while committing, the outcome is
+        unknown and the error says so.
+        """
+        if isinstance(error, psycopg.OperationalError):
+            if committing:
+                raise StorageError(
+                    session_id,
+                    f"{action} (the outcome is unknown: the connection was lost while committing)",
+                    error,
+                ) from error
+            if last or not _connection_lost(error):
+                raise StorageError(session_id, action, error) from error
+            self._drop_lost()
+            return
+        if isinstance(error, psycopg.DataError):
+            raise SessionValidationError(
+                f"PostgreSQL cannot store this record ({_first_line(error)})",
+                session_id=session_id,
+            ) from None
+        raise StorageError(session_id, action, error) from error
 
     def _drop_lost(self) -> None:
         """Before a retry: test the idle connections, replacing the lost ones.
