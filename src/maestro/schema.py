@@ -101,7 +101,7 @@ def schema_errors(record: Any) -> str | None:
 #: entries need checking.  An entry is known by its keys and values (see
 #: ``_entry_key``).
 _SEEN: dict[str, set[tuple[tuple[str, Any], ...]]] = {"history": set(), "requests": set()}
-_SEEN_KEPT = 65536
+_SEEN_KEPT = 16384  # some 400 bytes each: a few MB at the most
 
 
 def _without_seen_entries(
