@@ -16,7 +16,7 @@ import pytest
 
 from maestro import SessionManager
 from maestro.progress import reporting
-from maestro.stores import files, files_fill
+from maestro.stores import files, files_fill, files_freshness
 from maestro.stores import index as index_module
 
 STATUSES = ["initializing", "planning", "implementing", "completed", "failed", "paused"]
@@ -68,7 +68,7 @@ def _answers(manager: SessionManager) -> dict[str, Any]:
 @pytest.fixture
 def small_threshold(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Fill in parallel from 20 sessions on, in chunks of 7; counts the parallel fills."""
-    monkeypatch.setattr(files, "PARALLEL_FROM", 20)
+    monkeypatch.setattr(files_freshness, "PARALLEL_FROM", 20)
     monkeypatch.setattr(files_fill, "CHUNK", 7)
     monkeypatch.setattr(files_fill, "workers", lambda: 2)
     calls: list[int] = []
@@ -111,7 +111,7 @@ def test_a_parallel_fill_reports_its_progress(tmp_path: Path, small_threshold: l
 def test_a_one_process_fill_reports_its_progress(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(files, "PARALLEL_FROM", 20)
+    monkeypatch.setattr(files_freshness, "PARALLEL_FROM", 20)
     monkeypatch.setattr(files_fill, "workers", lambda: 1)
     _prototype_store(tmp_path, 1200)
     heard: list[tuple[int, int]] = []
@@ -202,7 +202,7 @@ def test_a_fill_killed_half_way_is_finished_by_the_next_query(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_threshold: list[int], parallel: bool
 ) -> None:
     if not parallel:
-        monkeypatch.setattr(files, "PARALLEL_FROM", 10_000)
+        monkeypatch.setattr(files_freshness, "PARALLEL_FROM", 10_000)
     monkeypatch.setattr(index_module, "_BATCH", 2)  # inserts of 8 rows
     _prototype_store(tmp_path, 40)
     original = index_module.SessionIndex.load_fresh_rows

@@ -12,7 +12,7 @@ import pytest
 
 from maestro import GitContext, PRDReference, SessionManager, SessionStatus, models
 from maestro.models import session_from_owned_record, session_from_trusted_record
-from maestro.stores import files
+from maestro.stores import files_freshness
 
 from .conftest import GIT, Clock
 
@@ -80,7 +80,7 @@ def test_a_large_result_equals_the_files(
         built.append(record["session_id"])
         return original(record)
 
-    monkeypatch.setattr(files, "session_from_owned_record", counted)
+    monkeypatch.setattr(files_freshness, "session_from_owned_record", counted)
     scan = SessionManager(tmp_path, index=False)
     for query in ({}, {"status": ["initializing", "planning"]}, {"order_by": "updated"}):
         assert manager.query_sessions(**query) == scan.query_sessions(**query)
@@ -97,7 +97,7 @@ def test_a_large_result_leaves_the_young_generation(
     manager = SessionManager(tmp_path, clock=clock)
     for number in range(30):
         manager.create_session(f"session {number}", git_context=GIT)
-    monkeypatch.setattr(files, "_PROMOTED_FROM", 50)
+    monkeypatch.setattr(files_freshness, "_PROMOTED_FROM", 50)
     assert gc.isenabled()
     gc.collect()
     found = manager.query_sessions()

@@ -2,8 +2,9 @@
 
 The first query on a large store without an index (one the prototype wrote,
 or a copy from elsewhere) reads and checks every record.  Checking is
-Python work, so one process uses one core; above :data:`maestro.stores.files.PARALLEL_FROM`
-sessions the names are split in chunks among worker processes, each of
+Python work, so one process uses one core; above
+:data:`maestro.stores.files_freshness.PARALLEL_FROM` sessions the names are
+split in chunks among worker processes, each of
 which opens ``sessions/`` itself (refusing symlinks as the store does),
 reads and checks its records and sends back the index columns; this process
 writes them to SQLite as they come, in the order of the names.  A chunk in
@@ -61,7 +62,8 @@ def _read_chunk(job: Job) -> tuple[str, int, list[tuple[str, Outcome]]]:
     Returns ``("", 0, outcomes)``, or ``(problem, errno, [])`` when the disk
     refused a read or ``sessions/`` is not the directory the caller listed.
     """
-    from maestro.stores.files import FileSessionStore, _Unreadable
+    from maestro.stores.files import FileSessionStore
+    from maestro.stores.files_freshness import _Unreadable
     from maestro.stores.index import row_content
 
     sessions_dir, base, allow_links, identity, names, refused_is_unreadable = job
