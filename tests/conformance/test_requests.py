@@ -8,9 +8,11 @@ need other processes run only on stores that declare ``MULTI_PROCESS``.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
+import uuid
 from collections.abc import Callable
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
@@ -218,6 +220,21 @@ def test_request_ids_are_checked_before_anything_is_written(manager: SessionMana
             manager.heartbeat(sid, request_id=bad)  # type: ignore[arg-type]
         with pytest.raises(SessionValidationError):
             manager.create_session("y", git_context=GIT, request_id=bad)  # type: ignore[arg-type]
+    assert manager.get_session(sid).revision == 1
+    assert manager.count_sessions() == 1
+
+
+def test_a_store_refuses_a_request_id_that_is_not_text(manager: SessionManager) -> None:
+    # The store's own guard, for callers that reach it without the manager.
+    sid = manager.create_session("x", git_context=GIT).session_id
+    store = manager.store
+    with pytest.raises(SessionValidationError):
+        store.modify(sid, lambda s: s, request_id=42)  # type: ignore[arg-type]
+    with pytest.raises(SessionValidationError):
+        store.delete(sid, request_id=42)  # type: ignore[arg-type]
+    fresh = dataclasses.replace(manager.get_session(sid), session_id=str(uuid.uuid4()))
+    with pytest.raises(SessionValidationError):
+        store.create(fresh, request_id=42)  # type: ignore[arg-type]
     assert manager.get_session(sid).revision == 1
     assert manager.count_sessions() == 1
 

@@ -83,6 +83,7 @@ from maestro.stores.base import (
     SessionQuery,
     Transform,
     apply_change,
+    check_request_id_type,
 )
 from maestro.stores.files_freshness import IndexedAnswers
 from maestro.stores.files_layout import METADATA, _close
@@ -646,6 +647,7 @@ class FileSessionStore(IndexedAnswers):
 
     def create(self, session: Session, *, request_id: str | None = None) -> Session:
         check_session_id(session.session_id)
+        check_request_id_type(request_id)
         stored = _with_revision(session, 1)
         encode_record(stored)  # refuse an invalid record before creating anything
         if request_id is not None:
@@ -897,6 +899,7 @@ class FileSessionStore(IndexedAnswers):
         request_id: str | None = None,
     ) -> Session:
         check_session_id(session_id)
+        check_request_id_type(request_id)
         with self._locked(session_id) as (_, sess_fd):
             current, signature = self._load_signed(sess_fd, session_id)
             previous = (current.revision, signature)
@@ -920,6 +923,7 @@ class FileSessionStore(IndexedAnswers):
         request_id: str | None = None,
     ) -> None:
         check_session_id(session_id)
+        check_request_id_type(request_id)
         trash = f"{TRASH_PREFIX}{session_id}-{os.urandom(4).hex()}"
         with self._locked(session_id) as (root_fd, sess_fd):
             previous: tuple[int, Signature] | None = None
