@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -80,3 +82,17 @@ def prototype_root(tmp_path: Path) -> Iterator[Path]:
     sessions.parent.mkdir(parents=True)
     shutil.copytree(PROTOTYPE_SESSIONS, sessions)
     yield tmp_path
+
+
+def settle(manager: SessionManager) -> None:
+    """Every file's and sessions/'s mtime an hour back, the index rebuilt.
+
+    No row is then too recent to trust its file's mtime, so a page of the
+    file store gets a stamp (see ``page_is_current``).
+    """
+    hour_ago = time.time() - 3600
+    for path in manager.sessions_dir.glob("*/metadata.json"):
+        os.utime(path, (hour_ago, hour_ago))
+    os.utime(manager.sessions_dir, (hour_ago, hour_ago))
+    manager.rebuild_index()
+    manager.count_sessions()

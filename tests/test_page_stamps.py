@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,18 +22,7 @@ import pytest
 from maestro import SessionManager, SessionStatus
 from maestro.stores.files import FileSessionStore
 
-from .conftest import GIT
-
-HOUR_AGO = time.time() - 3600
-
-
-def _settle(manager: SessionManager) -> None:
-    """Every file's and sessions/'s mtime an hour back: no row is too recent to trust."""
-    for path in manager.sessions_dir.glob("*/metadata.json"):
-        os.utime(path, (HOUR_AGO, HOUR_AGO))
-    os.utime(manager.sessions_dir, (HOUR_AGO, HOUR_AGO))
-    manager.rebuild_index()
-    manager.count_sessions()
+from .conftest import GIT, settle
 
 
 @pytest.fixture
@@ -43,7 +30,7 @@ def manager(tmp_path: Path) -> SessionManager:
     made = SessionManager(tmp_path, durable=False)
     for number in range(6):
         made.create_session(f"request {number}", git_context=GIT)
-    _settle(made)
+    settle(made)
     return made
 
 
@@ -82,7 +69,7 @@ def test_a_write_by_another_manager_or_thread_ends_it(manager: SessionManager) -
     other.heartbeat(page.sessions[0].session_id)
     assert not manager.page_is_current(page)
 
-    _settle(manager)
+    settle(manager)
     page = _page(manager)
     wrote = threading.Thread(
         target=manager.heartbeat, args=(manager.query_sessions()[-1].session_id,)
@@ -160,7 +147,7 @@ def test_no_stamp_while_a_row_is_too_recent_or_a_session_unreadable(
     assert page.sessions[0].feature_request == "just written"
     assert page.stamp is None and not manager.page_is_current(page)
 
-    _settle(manager)
+    settle(manager)
     broken = manager.sessions_dir / page.sessions[1].session_id / "metadata.json"
     broken.write_text("{not json")
     with caplog.at_level(logging.WARNING, logger="maestro"):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,20 +10,10 @@ import pytest
 
 from maestro import SessionManager, SessionStatus
 from maestro.server.pagecache import SIZE, PageCache
-from tests.conftest import GIT
+from tests.conftest import GIT, settle
 from tests.serverkit import TestClient, client
 
 API = "/api/v1"
-HOUR_AGO = time.time() - 3600
-
-
-def _settle(manager: SessionManager) -> None:
-    """Every mtime an hour back: no row too recent to trust, so pages get stamps."""
-    for path in manager.sessions_dir.glob("*/metadata.json"):
-        os.utime(path, (HOUR_AGO, HOUR_AGO))
-    os.utime(manager.sessions_dir, (HOUR_AGO, HOUR_AGO))
-    manager.rebuild_index()
-    manager.count_sessions()
 
 
 @pytest.fixture
@@ -33,7 +21,7 @@ def manager(tmp_path: Path) -> SessionManager:
     made = SessionManager(tmp_path, durable=False)
     for number in range(5):
         made.create_session(f"request {number}", git_context=GIT)
-    _settle(made)
+    settle(made)
     return made
 
 
@@ -158,7 +146,7 @@ def test_the_cache_keeps_pages_asked_twice_with_a_stamp_and_the_most_recent(
     assert page.stamp is None
     pages.keep(b"limit=3", page, b"body")
     assert pages.get(b"limit=3") is None
-    _settle(manager)
+    settle(manager)
     page = manager.query_page(limit=3, with_total=True)
     pages.keep(b"limit=3", page, b"new body")  # asked often before: kept at once
     assert pages.get(b"limit=3") == b"new body"
