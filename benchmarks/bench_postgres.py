@@ -10,13 +10,15 @@ makes a scratch database there and drops it at the end.
 * **writes**: 1, 2, 4 and 8 processes, each on its own session, alternate
   ``update_session`` and ``transition_state``; throughput and p50/p99 per
   call.  Beside them, in the same run and with the same process counts:
-  the **floor**, the SQL statements a maestro write sends (advisory lock,
-  row lock, update of the same columns and indexes, event insert, commit,
-  notify), in the same two round trips, sent through psycopg with
-  precomputed parameters (the trim of the change feed, one maestro write
-  in 1,000 at the default retention, is left out); and a bare
-  one-column ``UPDATE`` per transaction, for scale.  Targets: >= 60 % of
-  the floor at 8 processes, >= 1,000 writes/s.
+  the **floor**, the SQL a maestro write sends, sent through psycopg with
+  precomputed parameters: a maestro process writing a session it wrote
+  last sends one statement (the session's advisory lock, the update of
+  the same columns and indexes, with its row lock, and the event insert,
+  if the row is still the version it wrote), and a ``NOTIFY`` after it at
+  most once per ``NOTIFY_INTERVAL``; the floor sends the same (the trim of
+  the change feed, one maestro write in 1,000 at the default retention,
+  is left out); and a bare one-column ``UPDATE`` per transaction, for
+  scale.  Targets: >= 60 % of the floor at 8 processes, >= 1,000 writes/s.
 * **queries** at ``--sessions`` sessions (100,000 by default): a filtered
   query (status and branch, 50 rows), ``get_recent_sessions(10)`` and a
   full-text search (20 rows); p50/p99.  Targets: p99 <= 10 ms, <= 10 ms,
@@ -51,6 +53,8 @@ import psycopg
 from maestro import GitContext, Session, SessionManager, SessionStatus
 from maestro.codec import encode_record
 from maestro.search import words
+from maestro.stores.postgres import _SWAP, NOTIFY_INTERVAL, _text_array
+from maestro.stores.postgres_shared import _NOTIFY
 
 S = SessionStatus
 GIT = GitContext(branch="main", commit="0" * 40, repo_root="/repo", is_worktree=False)
@@ -97,73 +101,66 @@ def _maestro_writer(url: str, sid: str) -> Write:
 
 
 def _floor_writer(url: str, sid: str) -> Write:
-    """What a maestro write sends, with everything computed beforehand: the same
-    statements in the same two round trips (a pipeline: ``BEGIN``, session lock
-    and row read; then update and event in one statement, ``COMMIT`` and the
-    doorbell's ``NOTIFY``).
+    """What a maestro write sends, with everything computed beforehand.
 
-    Like a maestro writer, it names the row version it wrote last, so that
-    the row read returns no record while that version is the current one.
+    A maestro process writing a session it wrote last sends one statement
+    (``_SWAP``: the session's advisory lock, then the row and its event if
+    the row is still the version it wrote) and, at most once per
+    ``NOTIFY_INTERVAL`` seconds, the doorbell's ``NOTIFY`` on the same
+    connection after it.  The floor sends exactly that.  When the row has
+    moved on (the maestro writer's turn came in between) it reads the row's
+    version and sends the statement again, as a maestro writer reads the
+    row then.
     """
     conn = psycopg.connect(url, autocommit=True)
     row = conn.execute(
-        "SELECT record::text, words, revision FROM maestro_sessions "
-        "WHERE project = %s AND session_id = %s",
+        "SELECT record::text, words FROM maestro_sessions WHERE project = %s AND session_id = %s",
         (PROJECT, sid),
     ).fetchone()
     assert row is not None
-    record, folded, revision = row
+    record, folded = row
     now = datetime.now(UTC)
-    state: dict[str, Any] = {"known": (None, None, None), "revision": revision}
+    arguments: dict[str, Any] = {
+        "status": "implementing",
+        "phase": "implement",
+        "branch": "main",
+        "worktree": None,
+        "created_at": now,
+        "updated_at": now,
+        "active_at": now,
+        "words": _text_array(folded),
+        "record": record,
+        "project": PROJECT,
+        "session_id": sid,
+        "kind": "updated",
+        "from_status": "implementing",
+        "request_id": None,
+    }
+    rung = [-float("inf")]
+
+    def current() -> None:
+        found = conn.execute(
+            "SELECT revision, xmin::text FROM maestro_sessions "
+            "WHERE project = %s AND session_id = %s",
+            (PROJECT, sid),
+        ).fetchone()
+        assert found is not None
+        arguments["was_revision"], arguments["was_version"] = found
+
+    current()
 
     def write(number: int) -> None:
-        state["revision"] += 1
-        revision = state["revision"]
-        with conn.pipeline():
-            conn.execute(b"BEGIN")
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (sid,))
-            conn.execute(
-                "SELECT project, xmin::text, CASE WHEN project = %s AND revision = %s "
-                "AND xmin::text = %s THEN NULL ELSE record::text END FROM maestro_sessions "
-                "WHERE project = %s AND session_id = %s LIMIT 1 FOR UPDATE",
-                (*state["known"], PROJECT, sid),
-            ).fetchone()
-            written = conn.execute(
-                "WITH written AS (UPDATE maestro_sessions SET status = %(status)s, "
-                "phase = %(phase)s, branch = %(branch)s, worktree = %(worktree)s, "
-                "created_at = %(created_at)s, updated_at = %(updated_at)s, "
-                "active_at = %(active_at)s, words = %(words)s, revision = %(revision)s, "
-                "record = %(record)s::jsonb "
-                "WHERE project = %(project)s AND session_id = %(session_id)s "
-                "RETURNING xmin::text AS version), "
-                "event AS (INSERT INTO maestro_events (project, kind, session_id, revision, "
-                "from_status, to_status, at, request_id) SELECT %(project)s, %(kind)s, "
-                "%(session_id)s, %(revision)s, %(from_status)s, %(status)s, %(updated_at)s, "
-                "%(request_id)s FROM written) "
-                "SELECT version FROM written",
-                {
-                    "status": "implementing",
-                    "phase": "implement",
-                    "branch": "main",
-                    "worktree": None,
-                    "created_at": now,
-                    "updated_at": now,
-                    "active_at": now,
-                    "words": folded,
-                    "revision": revision,
-                    "record": record,
-                    "project": PROJECT,
-                    "session_id": sid,
-                    "kind": "updated",
-                    "from_status": "implementing",
-                    "request_id": None,
-                },
-            )
-            conn.execute(b"COMMIT")
-            conn.execute(b"SELECT pg_notify('maestro_changes', '')")
-        version = written.fetchone()
-        assert version is not None
-        state["known"] = (PROJECT, revision, str(version[0]))
+        while True:
+            arguments["revision"] = arguments["was_revision"] + 1
+            written = conn.execute(_SWAP, arguments).fetchone()
+            if written is not None:
+                break
+            current()
+        arguments["was_revision"], arguments["was_version"] = arguments["revision"], written[0]
+        moment = time.monotonic()
+        if moment - rung[0] >= NOTIFY_INTERVAL:
+            rung[0] = moment
+            conn.execute(_NOTIFY)
 
     return write
 

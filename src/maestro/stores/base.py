@@ -450,7 +450,10 @@ class SessionStore(Protocol):
         """Apply ``change`` to the freshly read record under the lock and store it.
 
         ``change`` may raise :class:`NoChange`: nothing is stored and the
-        record is returned as it is.  ``kind`` and ``request_id`` describe
+        record is returned as it is.  It may be called more than once (a
+        store may try it on a version it remembers before reading the row):
+        only the result stored counts, so it acts on nothing but the session
+        it is given.  ``kind`` and ``request_id`` describe
         the change for the change feed; an ``UPDATED`` change that moves the
         status is reported as ``TRANSITIONED`` (:func:`reported_kind`).
         """

@@ -7,18 +7,21 @@ with the search's, cut and folded by :mod:`maestro.search` in Python exactly
 as the file store cuts and folds them, so both stores match the same set of
 sessions (a prefix term ``auth*`` compares word beginnings byte by byte).
 
-Writes are one transaction each: ``modify`` takes the session's advisory
-lock and reads the row ``FOR UPDATE`` (bounded by ``lock_timeout``), runs
-the manager's transform on the record, writes the row and appends a change
-event in the same transaction; after the commit it rings the ``NOTIFY``
-doorbell.  The statements go in two round trips (pipeline mode): lock and
-read; then update, event, commit and ring.  A process remembers the record
-it last wrote of a session, and the row is read without its record while it
-is still that version (:class:`_Written`).  Every statement is bounded by
-``statement_timeout``.  A connection lost before the commit is retried once
-on a fresh connection (the server rolled the transaction back); lost during
-the commit, the outcome is unknown and :class:`StorageError` says so: retry
-with a ``request_id`` to make the retry safe.
+Writes are one transaction each.  A process remembers the record it last
+wrote of a session (:class:`_Written`); while the row is still that version,
+a write is one statement, one round trip: the session's advisory lock, then
+the row and its change event only if the row is still the version written
+here (a compare-and-swap on revision and ``xmin``; the ``UPDATE`` takes the
+row lock).  Otherwise ``modify`` takes the advisory lock and reads the row
+``FOR UPDATE`` (bounded by ``lock_timeout``), runs the manager's transform
+on the record, and writes the row and its event, in two round trips
+(pipeline mode).  After a commit the ``NOTIFY`` doorbell rings, at most
+once per ``notify_interval`` per process (:class:`_Ringer`).  Every statement
+is bounded by ``statement_timeout``.  A connection lost before the commit
+is retried once on a fresh connection; a one-statement write lost in flight
+is sent again, which settles it (only one of the two can find the row as it
+was remembered); otherwise the outcome is unknown and :class:`StorageError`
+says so: retry with a ``request_id`` to make the retry safe.
 
 The change feed: events carry the id of the transaction that wrote them.
 Readers take only the events of transactions older than the oldest maestro
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import random
 import re
@@ -120,15 +124,19 @@ OPTIONS = (
     "statement_timeout",
     "connect_timeout",
     "feed_retention",
+    "notify_interval",
 )
 #: How many of a project's newest change events to keep when the URL does not
 #: say (``feed_retention``): the file store's variable, and its default.
 FEED_RETENTION = "MAESTRO_FEED_RETENTION"
 DEFAULT_RETENTION = 100_000
+#: Seconds between two rings of the doorbell by one process (``notify_interval``);
+#: see :class:`~maestro.stores.postgres_shared._Ringer`.
+NOTIFY_INTERVAL = 0.02
 _ROW = (
     "UPDATE maestro_sessions SET status = %(status)s, phase = %(phase)s, "
     "branch = %(branch)s, worktree = %(worktree)s, created_at = %(created_at)s, "
-    "updated_at = %(updated_at)s, active_at = %(active_at)s, words = %(words)s, "
+    "updated_at = %(updated_at)s, active_at = %(active_at)s, words = %(words)s::text[], "
     "revision = %(revision)s, record = %(record)s::jsonb "
     "WHERE project = %(project)s AND session_id = %(session_id)s "
     "RETURNING xmin::text AS version"
@@ -144,6 +152,32 @@ _SAVE = (
 )
 #: The same with the change feed off.
 _SAVE_ONLY_ROW = _ROW
+#: A write of the version this process wrote last, in one statement (see
+#: ``PostgresStore._swap``): the session's advisory lock, then the row and its
+#: event only if the row is still at that revision and row version.  Whichever
+#: of the lock and the row is reached first, an ``UPDATE`` that finds the row
+#: changed by a writer that committed meanwhile checks its condition again on
+#: the new version, and writes nothing.
+_SWAP_ROW = (
+    "WITH locked AS MATERIALIZED "
+    "(SELECT pg_advisory_xact_lock(hashtextextended(%(session_id)s, 0))), "
+    "written AS (UPDATE maestro_sessions SET status = %(status)s, phase = %(phase)s, "
+    "branch = %(branch)s, worktree = %(worktree)s, created_at = %(created_at)s, "
+    "updated_at = %(updated_at)s, active_at = %(active_at)s, words = %(words)s::text[], "
+    "revision = %(revision)s, record = %(record)s::jsonb FROM locked "
+    "WHERE project = %(project)s AND session_id = %(session_id)s "
+    "AND revision = %(was_revision)s AND xmin::text = %(was_version)s "
+    "RETURNING xmin::text AS version)"
+)
+_SWAP = (
+    f"{_SWAP_ROW}, "
+    "event AS (INSERT INTO maestro_events (project, kind, session_id, revision, "
+    "from_status, to_status, at, request_id) SELECT %(project)s, %(kind)s, "
+    "%(session_id)s, %(revision)s, %(from_status)s, %(status)s, %(updated_at)s, "
+    "%(request_id)s FROM written) "
+    "SELECT version FROM written"
+)
+_SWAP_ONLY_ROW = f"{_SWAP_ROW} SELECT version FROM written"
 #: Drop a project's events but the newest ``keep`` that readers can see (below
 #: the writers' horizon, ``_HORIZON``, read in an earlier statement), and move
 #: the project's horizon to the newest dropped.
@@ -218,9 +252,11 @@ class PostgresStore:
     (seconds a caller waits for a connection, 10), ``max_waiting`` (callers
     allowed to wait at once, 64; more fail at once), ``prepare_threshold``
     (``none`` turns server-side prepared statements off, for a
-    transaction-pooling proxy), ``statement_timeout`` (seconds, 30) and
-    ``connect_timeout`` (seconds, 5).  The schema is brought up to date on
-    first use.
+    transaction-pooling proxy), ``statement_timeout`` (seconds, 30),
+    ``connect_timeout`` (seconds, 5), ``feed_retention`` (change events kept
+    per project) and ``notify_interval`` (seconds between two rings of the
+    doorbell by one process, 0.02; 0 rings after every write).  The schema
+    is brought up to date on first use.
     """
 
     display_name = "PostgreSQL store"
@@ -259,6 +295,7 @@ class PostgresStore:
         self.max_waiting = int(_number(options, "max_waiting", 64, whole=True))
         self.statement_timeout = _number(options, "statement_timeout", 30.0)
         self.connect_timeout = _number(options, "connect_timeout", 5.0)
+        self.notify_interval = _number(options, "notify_interval", NOTIFY_INTERVAL)
         self.feed_retention = _retention(options.get("feed_retention"))
         if self.feed_retention == 0:
             self.capabilities = self.capabilities - {Capability.CHANGES}
@@ -293,6 +330,7 @@ class PostgresStore:
                 self.statement_timeout,
                 self.lock_timeout,
                 self.connect_timeout,
+                self.notify_interval,
             ),
             migrate,
         )
@@ -360,7 +398,8 @@ class PostgresStore:
                             committing = True
                     except psycopg.errors.LockNotAvailable:
                         raise LockTimeoutError(session_id or "", self.lock_timeout) from None
-                    self._ring(conn)
+                    if self._database.ringer.now():
+                        self._ring(conn)
                     return result
             except psycopg.Error as error:
                 self._failed(error, session_id, action, committing=committing, last=attempt == 2)
@@ -378,17 +417,19 @@ class PostgresStore:
         result it needs (the row read ``FOR UPDATE``) sends everything queued
         so far and waits, once.  It returns its result and, if it wrote, what
         to do once the commit is confirmed.  Its writes then go with
-        ``COMMIT`` and the doorbell's ``NOTIFY`` in a second round trip.  The
-        ``NOTIFY`` is a transaction of its own after the commit: PostgreSQL
-        holds its notification queue lock through the commit of a transaction
-        that notifies, WAL flush included, so notifying inside the write
-        would make every writer's commit wait for the previous one's flush.
+        ``COMMIT`` and, when the doorbell is due (:class:`_Ringer`), its
+        ``NOTIFY`` in a second round trip.  The ``NOTIFY`` is a transaction
+        of its own after the commit: PostgreSQL holds its notification queue
+        lock through the commit of a transaction that notifies, WAL flush
+        included, so notifying inside the write would make every writer's
+        commit wait for the previous one's flush.
 
         Retried once if the connection was lost before the ``COMMIT`` was
         sent; lost after, the outcome is unknown and the error says so.
         """
+        ringer = self._database.ringer
         for attempt in (1, 2):
-            committing = False
+            committing = ringing = False
             commit: Any = None
             try:
                 with self._connection() as conn:
@@ -398,9 +439,12 @@ class PostgresStore:
                             result, committed = body(conn)
                             committing = True
                             commit = conn.execute(b"COMMIT")
-                            if committed is not None:
+                            if committed is not None and ringer.now():
+                                ringing = True
                                 conn.execute(_NOTIFY)
                     except psycopg.Error as error:
+                        if ringing:
+                            ringer.later()  # the ring this write claimed was not made
                         if commit is not None and commit.statusmessage == "COMMIT":
                             # Only the ring failed: watchers poll anyway.
                             if committed is not None:
@@ -413,6 +457,8 @@ class PostgresStore:
                             committing = False  # the server refused: nothing was committed
                         raise
                     except BaseException:
+                        if ringing:
+                            ringer.later()
                         _roll_back(conn)
                         raise
                     if committed is not None:
@@ -536,7 +582,7 @@ class PostgresStore:
             "created_at": session.created_at,
             "updated_at": session.updated_at or session.created_at,
             "active_at": session.last_activity,
-            "words": sorted(set(words(session.feature_request))),
+            "words": _folded(session.feature_request),
             "revision": session.revision,
             "record": raw if isinstance(raw, str) else raw.decode(),
         }
@@ -616,7 +662,7 @@ class PostgresStore:
             inserted = conn.execute(
                 f"INSERT INTO maestro_sessions ({_COLUMNS}) VALUES (%(project)s, "
                 "%(session_id)s, %(status)s, %(phase)s, %(branch)s, %(worktree)s, "
-                "%(created_at)s, %(updated_at)s, %(active_at)s, %(words)s, "
+                "%(created_at)s, %(updated_at)s, %(active_at)s, %(words)s::text[], "
                 "%(create_request)s, 1, %(record)s::jsonb) ON CONFLICT DO NOTHING "
                 "RETURNING 1",
                 {**row, "project": self.project, "create_request": request_id},
@@ -666,6 +712,12 @@ class PostgresStore:
         check_request_id_type(request_id)
 
         database = self._database
+        known = database.recall(session_id)
+        if known is not None and (self.all_projects or known.project == self.project):
+            swapped = self._swap(session_id, known, change, expected_revision, kind, request_id)
+            if swapped is not None:
+                self._trim(known.project)
+                return swapped
         wrote: list[str] = []
 
         def body(conn: Any) -> tuple[Session, Callable[[], None] | None]:
@@ -733,6 +785,134 @@ class PostgresStore:
         if wrote:
             self._trim(wrote[0])
         return written
+
+    def _swap(
+        self,
+        session_id: str,
+        known: _Written,
+        change: Transform,
+        expected_revision: int | None,
+        kind: ChangeKind,
+        request_id: str | None,
+    ) -> Session | None:
+        """``modify`` in one statement, when this process wrote the row's current version.
+
+        ``change`` is made to that version (``known``) here, and one
+        statement stores the result, with its event, only if the row still
+        is that version (the same project, revision and ``xmin``), under the
+        session's advisory lock: a compare-and-swap in one round trip.  The
+        row lock is the ``UPDATE``'s own.
+
+        ``None`` when the swap does not apply: the change raised, or made no
+        change, on the remembered version (both are judged again on the row
+        as it is), or the row has moved on.  ``modify`` then reads the row
+        under its lock, as for any other write.
+        """
+        current, read = known.session()
+        before = current.status.value
+        try:
+            updated = apply_change(session_id, current, change, expected_revision)
+            if updated is None:
+                return None
+            record, marks = known.encode(updated, read)
+            stored = _dumps(record, session_id)
+        except Exception:  # noqa: BLE001 - judged again on the row as it is
+            return None
+        arguments = {
+            **self._row(updated, stored),
+            "project": known.project,
+            "kind": reported_kind(kind, before, updated.status.value).value,
+            "from_status": before,
+            "request_id": request_id,
+            "was_revision": known.revision,
+            "was_version": known.xmin,
+        }
+        statement = _SWAP if self.feed_retention else _SWAP_ONLY_ROW
+        database = self._database
+        row: Any = None
+        lost: psycopg.OperationalError | None = None
+        for attempt in (1, 2):
+            try:
+                with self._connection() as conn:
+                    row = conn.execute(statement, arguments).fetchone()
+                    if row is not None and database.ringer.now():
+                        self._ring(conn)
+                break
+            except psycopg.errors.LockNotAvailable:
+                raise LockTimeoutError(session_id, self.lock_timeout) from None
+            except psycopg.OperationalError as error:
+                action = "saving the session"
+                if not _connection_lost(error):
+                    self._failed(error, session_id, action, committing=False, last=True)
+                if attempt == 2:
+                    self._failed(error, session_id, action, committing=True, last=True)
+                # Lost with the statement sent: it may have committed, or may still
+                # run.  The same swap again settles it; only one of the two can
+                # find the row as it was remembered.
+                lost = error
+                self._drop_lost()
+            except psycopg.Error as error:
+                self._failed(error, session_id, "saving the session", committing=False, last=True)
+        if row is None and lost is not None:
+            return self._after_lost(session_id, known, updated, stored, record, marks, lost)
+        if row is None:
+            database.remember(session_id, None)
+            return None
+        database.remember(
+            session_id,
+            None
+            if updated.extra
+            else _Written(known.project, str(row[0]), updated.revision, record, marks),
+        )
+        return updated
+
+    def _after_lost(
+        self,
+        session_id: str,
+        known: _Written,
+        updated: Session,
+        stored: str,
+        record: dict[str, Any],
+        marks: tuple[tuple[Any, ...], ...],
+        lost: psycopg.OperationalError,
+    ) -> Session | None:
+        """A swap whose connection was lost, and whose second try found the row moved on.
+
+        The row holding this write's record at its revision is the first try,
+        committed: the write is done.  Another record at that revision is
+        another writer's, so the first try cannot have committed (nor can it
+        later: its condition no longer holds); ``modify`` goes on from the
+        row as it is.  A later revision may sit on top of the first try or
+        not: the outcome is unknown, and the error says so.
+        """
+        unknown = StorageError(
+            session_id,
+            "saving the session (the outcome is unknown: the connection was lost while committing)",
+            lost,
+        )
+        try:
+            with self._connection() as conn:
+                row = conn.execute(
+                    "SELECT revision, xmin::text, record = %s::jsonb FROM maestro_sessions "
+                    "WHERE project = %s AND session_id = %s",
+                    (stored, known.project, session_id),
+                ).fetchone()
+        except psycopg.Error:
+            raise unknown from lost
+        self._database.remember(session_id, None)
+        if row is None:
+            return None  # deleted since: ``modify`` says so
+        revision, version, same = row
+        if revision != updated.revision:
+            raise unknown from lost
+        if not same:
+            return None
+        if not updated.extra:
+            self._database.remember(
+                session_id, _Written(known.project, str(version), revision, record, marks)
+            )
+        self._database.ringer.later()
+        return updated
 
     def delete(
         self,
@@ -933,7 +1113,7 @@ class PostgresStore:
                 conn.execute(
                     f"INSERT INTO maestro_sessions ({_COLUMNS}) VALUES (%(project)s, "
                     "%(session_id)s, %(status)s, %(phase)s, %(branch)s, %(worktree)s, "
-                    "%(created_at)s, %(updated_at)s, %(active_at)s, %(words)s, "
+                    "%(created_at)s, %(updated_at)s, %(active_at)s, %(words)s::text[], "
                     "%(create_request)s, %(revision)s, %(record)s::jsonb)",
                     {**row, "project": project, "create_request": _create_key(session)},
                 )
@@ -944,7 +1124,8 @@ class PostgresStore:
                     "UPDATE maestro_sessions SET status = %(status)s, phase = %(phase)s, "
                     "branch = %(branch)s, worktree = %(worktree)s, "
                     "created_at = %(created_at)s, updated_at = %(updated_at)s, "
-                    "active_at = %(active_at)s, words = %(words)s, revision = %(revision)s, "
+                    "active_at = %(active_at)s, words = %(words)s::text[], "
+                    "revision = %(revision)s, "
                     "create_request = %(create_request)s, record = %(record)s::jsonb "
                     "WHERE project = %(project)s AND session_id = %(session_id)s",
                     {**row, "project": project, "create_request": _create_key(session)},
@@ -1382,6 +1563,19 @@ class PostgresStore:
                 f"{oldest:.1f} s old"
             ),
         }
+
+
+@functools.lru_cache(maxsize=512)
+def _folded(request: str) -> str:
+    """The ``words`` column of a feature request: its folded words as a ``text[]`` literal
+    (sent as text and cast by the statement: cheaper to send than a list)."""
+    return _text_array(sorted(set(words(request))))
+
+
+def _text_array(items: Iterable[str]) -> str:
+    """A ``text[]`` literal of ``items``: each one quoted, so any text is one element."""
+    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
+    return "{" + ",".join(quoted) + "}"
 
 
 def _create_key(session: Session) -> str | None:

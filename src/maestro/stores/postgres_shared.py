@@ -115,6 +115,85 @@ class _Doorbell:
         self._closed = True
 
 
+class _Ringer:
+    """Rings the doorbell after writes, at most once per ``interval`` seconds.
+
+    Every ``NOTIFY`` is a transaction PostgreSQL commits to its WAL, and a
+    write's own commit waits for it when both go together.  A busy writer
+    therefore rings for several writes at once: the first write after a
+    quiet ``interval`` rings at once, on its own connection (:meth:`now`);
+    a write within it leaves the ring to a thread, which rings once the
+    interval is over (:meth:`later`).  A watcher learns of every write at
+    most ``interval`` after its commit, and still polls besides (a ring is
+    only a hint).  ``interval`` 0 rings after every write.
+    """
+
+    def __init__(self, pool: ConnectionPool[Any], interval: float) -> None:
+        self._pool = pool
+        self.interval = interval
+        self._lock = threading.Condition()
+        self._last = -float("inf")
+        self._pending = False
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def now(self) -> bool:
+        """After a commit: whether the caller rings now; if not, a ring is scheduled."""
+        with self._lock:
+            moment = time.monotonic()
+            if moment - self._last >= self.interval:
+                self._last = moment
+                self._pending = False  # this ring, after this commit, covers them
+                return True
+            self._schedule()
+            return False
+
+    def later(self) -> None:
+        """A ring for a commit, by the thread (a ring the caller could not make)."""
+        with self._lock:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if self._pending:
+            return  # the thread knows already
+        self._pending = True
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(
+                target=self._run, name="maestro-postgres-ringer", daemon=True
+            )
+            self._thread.start()
+        self._lock.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._closed:
+                    self._lock.wait()
+                if self._closed:
+                    return
+                due = self._last + self.interval - time.monotonic()
+                if due > 0:
+                    self._lock.wait(due)
+                    continue  # rung meanwhile, or closed: look again
+                self._pending = False
+                self._last = time.monotonic()
+            self._ring()
+
+    def _ring(self) -> None:
+        # A lost ring only delays the watchers until they next poll.
+        with contextlib.suppress(Exception), self._pool.connection() as conn:
+            conn.execute(_NOTIFY)
+
+    def close(self) -> None:
+        """Stop the thread; a ring still due is made now (a process exits after its writes)."""
+        with self._lock:
+            pending, self._pending = self._pending, False
+            self._closed = True
+            self._lock.notify_all()
+        if pending:
+            self._ring()
+
+
 class _Database:
     """What every store of one process on one database shares: the pool, the doorbell.
 
@@ -133,6 +212,7 @@ class _Database:
             self.statement_timeout,
             self.lock_timeout,
             self.connect_timeout,
+            ring_interval,
         ) = key
         self.store_id = "0"
         self.schema_found = 0
@@ -158,6 +238,7 @@ class _Database:
             open=False,
         )
         self.pool.open(wait=False)
+        self.ringer = _Ringer(self.pool, ring_interval)
 
     def _prepare(self, migrate: bool) -> int:
         """Connect once, directly (a refused login is reported as such), and migrate."""
@@ -347,6 +428,7 @@ def _close_all() -> None:
     with _databases_lock:
         for database in _databases.values():
             database.doorbell.close()
+            database.ringer.close()
             with contextlib.suppress(Exception):
                 database.pool.close(timeout=1.0)
         _databases.clear()
