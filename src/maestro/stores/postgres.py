@@ -354,9 +354,15 @@ class PostgresStore:
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the pool, given back after use.
+
+        Without the connection's own context, which would commit or roll
+        back: every statement here runs in autocommit mode or in a
+        transaction its caller ends (and the pool rolls back a connection
+        given back in a transaction, and replaces a broken one).
+        """
         try:
-            with self._pool.connection() as conn:
-                yield conn
+            conn = self._pool.getconn()
         except TooManyRequests:
             raise StoreUnavailableError(
                 f"the PostgreSQL connection pool is exhausted: {self.max_waiting} callers "
@@ -369,6 +375,10 @@ class PostgresStore:
                 f"(pool of {self.pool_max}; {_first_line(error)})",
                 reason="pool_exhausted",
             ) from None
+        try:
+            yield conn
+        finally:
+            self._pool.putconn(conn)
 
     def _run(
         self,
