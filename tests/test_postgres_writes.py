@@ -9,6 +9,7 @@ one, and fail under ``CI=true``.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -99,6 +100,23 @@ def test_a_change_allowed_on_the_remembered_version_is_refused_on_the_row(
     with pytest.raises(InvalidTransitionError):
         here.transition_state(sid, SessionStatus.GENERATING_TASKS)
     assert there.get_session(sid).status is SessionStatus.FAILED
+
+
+def test_a_write_remembered_in_one_project_is_not_made_from_another(tmp_path: Path) -> None:
+    """Stores of one process share what it wrote; a store of another project
+    must still not find the session, and one of every project may write it."""
+    base = database_url()
+    tag = secrets.token_hex(4)
+    mine = SessionManager(tmp_path, store=f"{base}?project=a-{tag}")
+    other = SessionManager(tmp_path, store=f"{base}?project=b-{tag}")
+    every = SessionManager(tmp_path, store=f"{base}?project=b-{tag}", all_projects=True)
+    sid = mine.create_session("mine", git_context=GIT).session_id
+    mine.transition_state(sid, SessionStatus.PLANNING)  # remembered
+    with pytest.raises(FileNotFoundError):
+        other.heartbeat(sid)
+    moved = every.transition_state(sid, SessionStatus.GENERATING_TASKS)
+    assert mine.get_session(sid) == moved
+    assert mine.transition_state(sid, SessionStatus.IMPLEMENTING).revision == 4
 
 
 def _losing(
