@@ -120,12 +120,13 @@ class _Ringer:
 
     Every ``NOTIFY`` is a transaction PostgreSQL commits to its WAL, and a
     write's own commit waits for it when both go together.  A busy writer
-    therefore rings for several writes at once: the first write after a
-    quiet ``interval`` rings at once, on its own connection (:meth:`now`);
-    a write within it leaves the ring to a thread, which rings once the
-    interval is over (:meth:`later`).  A watcher learns of every write at
-    most ``interval`` after its commit, and still polls besides (a ring is
-    only a hint).  ``interval`` 0 rings after every write.
+    therefore rings for several writes at once: a write ``interval`` or
+    more after the last ring rings at once, on its own connection
+    (:meth:`now`); a write within it leaves the ring to the next write, or
+    to a thread if none comes by a quarter of an interval after the ring was
+    due (:meth:`later`).  A watcher learns of every write at most 1.25
+    ``interval`` after its commit, and still polls besides (a ring is only a
+    hint).  ``interval`` 0 rings after every write.
     """
 
     def __init__(self, pool: ConnectionPool[Any], interval: float) -> None:
@@ -171,7 +172,9 @@ class _Ringer:
                     self._lock.wait()
                 if self._closed:
                     return
-                due = self._last + self.interval - time.monotonic()
+                # A busy writer rings first, on the connection it has: the
+                # thread only rings for the last writes of a burst.
+                due = self._last + self.interval * 1.25 - time.monotonic()
                 if due > 0:
                     self._lock.wait(due)
                     continue  # rung meanwhile, or closed: look again
