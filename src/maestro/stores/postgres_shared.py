@@ -311,9 +311,9 @@ class _Written:
     stores it only while the row is still the one written here
     (``PostgresStore._swap``); failing that, it reads the row ``FOR UPDATE``
     and asks for its record only if the row is no longer the one written
-    here: same project, same revision and the same ``xmin`` (the id of the transaction that wrote that row
-    version; any later write, import or re-creation of the session makes a
-    new row version with another; ``xmin`` is the id's low 32 bits, so a
+    here: same project, same revision and the same ``xmin`` (the id of the
+    transaction that wrote that row version; any later write, import or
+    re-creation of the session makes a new row version with another; ``xmin`` is the id's low 32 bits, so a
     false match would take a rewrite of the row at the same revision 2**32
     transactions later).  Otherwise the record is this one, which
     the codec validated before it was written: the session is rebuilt from
