@@ -313,12 +313,13 @@ class _Written:
     and asks for its record only if the row is no longer the one written
     here: same project, same revision and the same ``xmin`` (the id of the
     transaction that wrote that row version; any later write, import or
-    re-creation of the session makes a new row version with another; ``xmin`` is the id's low 32 bits, so a
-    false match would take a rewrite of the row at the same revision 2**32
-    transactions later).  Otherwise the record is this one, which
-    the codec validated before it was written: the session is rebuilt from
-    it without a second check, and the history entries the write leaves as
-    they were are neither encoded nor validated again.
+    re-creation of the session makes a new row version with another;
+    ``xmin`` is the id's low 32 bits, so a false match would take a rewrite
+    of the row at the same revision 2**32 transactions later).  Otherwise
+    the record is this one, which the codec validated before it was
+    written: the session is rebuilt from it without a second check, and the
+    history entries the write leaves as they were are neither encoded nor
+    validated again.
     """
 
     project: str
