@@ -132,7 +132,7 @@ FEED_RETENTION = "MAESTRO_FEED_RETENTION"
 DEFAULT_RETENTION = 100_000
 #: Seconds between two rings of the doorbell by one process (``notify_interval``);
 #: see :class:`~maestro.stores.postgres_shared._Ringer`.
-NOTIFY_INTERVAL = 0.02
+NOTIFY_INTERVAL = 0.01
 _ROW = (
     "UPDATE maestro_sessions SET status = %(status)s, phase = %(phase)s, "
     "branch = %(branch)s, worktree = %(worktree)s, created_at = %(created_at)s, "
@@ -255,7 +255,7 @@ class PostgresStore:
     transaction-pooling proxy), ``statement_timeout`` (seconds, 30),
     ``connect_timeout`` (seconds, 5), ``feed_retention`` (change events kept
     per project) and ``notify_interval`` (seconds between two rings of the
-    doorbell by one process, 0.02; 0 rings after every write).  The schema
+    doorbell by one process, 0.01; 0 rings after every write).  The schema
     is brought up to date on first use.
     """
 
