@@ -50,7 +50,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from maestro import GitContext, Session, SessionManager, SessionStatus
+from maestro import GitContext, Session, SessionManager, SessionStatus, StateChange
 from maestro.codec import encode_record
 from maestro.search import words
 from maestro.stores.postgres import _SWAP, NOTIFY_INTERVAL, _text_array
@@ -84,7 +84,7 @@ def _store(url: str, project: str = PROJECT) -> str:
 Write = Callable[[int], None]
 
 
-def _maestro_writer(url: str, sid: str) -> Write:
+def _maestro_writer(url: str, sid: str, count: int) -> Write:
     """``update_session``, then ``transition_state`` away from the status it returned
     (the floor, writing its own copy of the record in between, may have changed it)."""
     manager = SessionManager(tempfile.gettempdir(), store=_store(url))
@@ -100,7 +100,7 @@ def _maestro_writer(url: str, sid: str) -> Write:
     return write
 
 
-def _floor_writer(url: str, sid: str) -> Write:
+def _floor_writer(url: str, sid: str, count: int) -> Write:
     """What a maestro write sends, with everything computed beforehand.
 
     A maestro process writing a session it wrote last sends one statement
@@ -111,6 +111,10 @@ def _floor_writer(url: str, sid: str) -> Write:
     moved on (the maestro writer's turn came in between) it reads the row's
     version and sends the statement again, as a maestro writer reads the
     row then.
+
+    Its records are the maestro writer's, in size: each turn of writes
+    starts from the record as the floor found it, and every second write
+    (a transition, for maestro) adds a history entry.
     """
     conn = psycopg.connect(url, autocommit=True)
     row = conn.execute(
@@ -120,6 +124,15 @@ def _floor_writer(url: str, sid: str) -> Write:
     assert row is not None
     record, folded = row
     now = datetime.now(UTC)
+    base = json.loads(record)
+    states = ("validating", "implementing")
+    records = [record]
+    for entry in range(count // 2 + 1):
+        moment = now + timedelta(milliseconds=entry)
+        base["history"].append(
+            StateChange(states[(entry + 1) % 2], states[entry % 2], moment).to_dict()
+        )
+        records.append(json.dumps(base, separators=(",", ":"), ensure_ascii=False))
     arguments: dict[str, Any] = {
         "status": "implementing",
         "phase": "implement",
@@ -150,6 +163,7 @@ def _floor_writer(url: str, sid: str) -> Write:
     current()
 
     def write(number: int) -> None:
+        arguments["record"] = records[(number + 1) // 2]
         while True:
             arguments["revision"] = arguments["was_revision"] + 1
             written = conn.execute(_SWAP, arguments).fetchone()
@@ -165,7 +179,7 @@ def _floor_writer(url: str, sid: str) -> Write:
     return write
 
 
-def _bare_writer(url: str, sid: str) -> Write:
+def _bare_writer(url: str, sid: str, count: int) -> Write:
     conn = psycopg.connect(url)
 
     def write(number: int) -> None:
@@ -179,7 +193,7 @@ def _bare_writer(url: str, sid: str) -> Write:
     return write
 
 
-WRITERS: dict[str, Callable[[str, str], Write]] = {
+WRITERS: dict[str, Callable[[str, str, int], Write]] = {
     "maestro": _maestro_writer,
     "floor": _floor_writer,
     "bare UPDATE": _bare_writer,
@@ -191,17 +205,16 @@ ROUNDS = 4
 
 def _writer(kind: str, url: str, sid: str, count: int, go: Any, results: Any) -> None:
     """One writer process: ``ROUNDS`` turns of its share of ``count`` writes."""
-    write = WRITERS[kind](url, sid)
-    number = 0
+    write = WRITERS[kind](url, sid, count)
     for turn in range(ROUNDS):
         go.wait()
         latencies = []
         start = time.perf_counter()
         # An even number of writes per turn: each starts with an update.
-        for _ in range(2 * ((count // 2) * (turn + 1) // ROUNDS - (count // 2) * turn // ROUNDS)):
+        turns = 2 * ((count // 2) * (turn + 1) // ROUNDS - (count // 2) * turn // ROUNDS)
+        for number in range(turns):
             began = time.perf_counter()
             write(number)
-            number += 1
             latencies.append(time.perf_counter() - began)
         results.put((time.perf_counter() - start, latencies))
 
