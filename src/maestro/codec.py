@@ -9,13 +9,16 @@ database, so any store can use it.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from maestro.errors import CorruptSessionError, SessionValidationError
 from maestro.models import Session
 from maestro.schema import migrate, validate_record
+
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["decode_record", "encode_record", "encode_record_and_dict"]
 

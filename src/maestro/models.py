@@ -22,9 +22,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, TypeVar
 
 from maestro.errors import SessionValidationError
+
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -222,7 +226,8 @@ def _require_seconds(value: object, name: str) -> float:
     return number
 
 
-_E = TypeVar("_E", SessionStatus, SessionPhase)
+if TYPE_CHECKING:
+    _E = TypeVar("_E", SessionStatus, SessionPhase)
 
 # Lookup tables: an enum call costs far more than a dict lookup, and records
 # are full of enum values (every history entry holds two).
@@ -254,7 +259,8 @@ def _require_mapping(value: object, name: str) -> Mapping[str, Any]:
     return value
 
 
-_D = TypeVar("_D")
+if TYPE_CHECKING:
+    _D = TypeVar("_D")
 
 
 _FIELD_NAMES: dict[type[Any], frozenset[str]] = {}
@@ -355,7 +361,8 @@ class PRDReference:
 class SessionStatistics:
     """Counters kept while the session runs."""
 
-    COUNTERS: ClassVar[tuple[str, ...]] = (
+    #: The counters, in their order (no annotation: a class constant, not a field).
+    COUNTERS = (
         "total_tasks",
         "completed_tasks",
         "failed_tasks",

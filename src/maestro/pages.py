@@ -17,14 +17,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import orjson
 
 from maestro.errors import SessionValidationError
 from maestro.ids import is_session_id
 from maestro.models import Session, format_timestamp
-from maestro.stores.base import SessionQuery
+
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from maestro.stores.base import SessionQuery
 
 __all__ = ["SessionPage", "decode_cursor", "encode_cursor"]
 

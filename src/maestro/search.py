@@ -21,10 +21,11 @@ import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from maestro.errors import SessionValidationError
 
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import sqlite3
 

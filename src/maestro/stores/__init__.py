@@ -25,10 +25,15 @@ import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from maestro.errors import SessionValidationError
-from maestro.stores.base import SessionStore
+
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from maestro.stores.base import SessionStore
 
 __all__ = ["KNOWN_SCHEMES", "StoreLocation", "open_store", "parse_store_url", "select_store"]
 

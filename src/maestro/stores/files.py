@@ -55,7 +55,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -75,26 +74,28 @@ from maestro.errors import (
 from maestro.ids import check_session_id, is_session_id
 from maestro.lazylog import LazyLogger
 from maestro.models import SCHEMA_VERSION, Session, session_from_owned_record
-from maestro.stores.base import (
+from maestro.stores.files_freshness import IndexedAnswers
+from maestro.stores.files_layout import METADATA, _close
+from maestro.stores.kinds import (
     Capability,
-    ChangeEvent,
     ChangeKind,
-    ScanEntry,
-    SessionQuery,
     Transform,
     apply_change,
     check_request_id_type,
 )
-from maestro.stores.files_freshness import IndexedAnswers
-from maestro.stores.files_layout import METADATA, _close
 from maestro.stores.signatures import (
     DEFAULT_RETENTION,
     IndexUnavailable,
     Signature,
 )
 
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
+    from maestro.stores.base import ChangeEvent, ScanEntry, SessionQuery
     from maestro.stores.index import SessionIndex
 
 
@@ -1018,6 +1019,8 @@ class FileSessionStore(IndexedAnswers):
         return sorted(n for n in names if n.startswith(prefix) and is_session_id(n))
 
     def scan(self) -> Iterator[ScanEntry]:
+        from maestro.stores.base import ScanEntry
+
         root_fd = self._open_root(create=False)
         if root_fd is None:
             return

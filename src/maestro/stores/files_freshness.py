@@ -24,7 +24,6 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
 
 import orjson
 
@@ -34,7 +33,6 @@ from maestro.ids import is_session_id
 from maestro.lazylog import LazyLogger
 from maestro.models import Session, session_from_owned_record
 from maestro.progress import current as current_progress
-from maestro.stores.base import SessionQuery
 from maestro.stores.files_layout import METADATA, _close
 from maestro.stores.signatures import (
     RACY_NS,
@@ -45,8 +43,11 @@ from maestro.stores.signatures import (
     Signature,
 )
 
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from maestro.reports import Progress
+    from maestro.stores.base import SessionQuery
     from maestro.stores.files import FileSessionStore
     from maestro.stores.index import SessionIndex
 
@@ -384,6 +385,8 @@ class IndexedAnswers:
                 new_rows_are_changes=False,
             )
         elif only is None and len(listed) >= PARALLEL_FROM and _cores() > 1:
+            from typing import cast
+
             from maestro.stores import files_fill  # processes only for a large store
 
             # An empty index of a large store: read and check on every core.

@@ -49,14 +49,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from maestro.errors import SessionValidationError
 from maestro.models import Session, SessionStatus
 from maestro.search import TOKENIZER, SearchTerms
-from maestro.stores.base import ChangeEvent, ChangeKind, SessionQuery, reported_kind
+from maestro.stores.kinds import ChangeKind, reported_kind
 from maestro.stores.signatures import (
     DEFAULT_RETENTION,
     RACY_NS,
@@ -67,6 +66,13 @@ from maestro.stores.signatures import (
     Known,
     Signature,
 )
+
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from maestro.stores.base import ChangeEvent, SessionQuery
 
 __all__ = [
     "DEFAULT_RETENTION",
@@ -1061,6 +1067,8 @@ class SessionIndex:
         All is read in one transaction, so the answer is one snapshot: the
         oldest kept event, the newest and the rows between agree.
         """
+        from maestro.stores.events import ChangeEvent
+
         wanted = _parse_cursor(cursor)
         conn = self.connection()
         try:
