@@ -9,7 +9,8 @@ database, so any store can use it.
 
 from __future__ import annotations
 
-import orjson
+import json
+import math
 
 from maestro.errors import CorruptSessionError, SessionValidationError
 from maestro.models import Session
@@ -20,7 +21,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["decode_record", "encode_record", "encode_record_and_dict"]
+__all__ = ["decode_record", "encode_record", "encode_record_and_dict", "loads"]
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -38,6 +39,8 @@ def encode_record(session: Session) -> bytes:
 
 def encode_record_and_dict(session: Session) -> tuple[bytes, dict[str, Any]]:
     """:func:`encode_record`, and the validated record it encoded (for an index row)."""
+    import orjson
+
     record = session.to_dict()
     validate_record(record, session_id=session.session_id)
     try:
@@ -49,6 +52,57 @@ def encode_record_and_dict(session: Session) -> tuple[bytes, dict[str, Any]]:
     return data, record
 
 
+#: The integers orjson reads as integers; it reads larger ones as floats.
+_INT_RANGE = range(-(2**63), 2**64)
+
+
+class _NotTheSame(ValueError):
+    """What the standard library's json would read otherwise than orjson does."""
+
+
+def _int(text: str) -> int:
+    number = int(text)
+    if number not in _INT_RANGE:
+        raise _NotTheSame(text)
+    return number
+
+
+def _float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):  # orjson refuses a number too large for a double
+        raise _NotTheSame(text)
+    return number
+
+
+def _constant(text: str) -> object:
+    raise _NotTheSame(text)  # NaN and Infinity are no JSON: orjson refuses them
+
+
+def loads(data: bytes) -> Any:
+    """The value of the JSON ``data``, exactly as ``orjson.loads`` reads it, or its error.
+
+    Reading one record, loading orjson (and the :mod:`uuid` and
+    :mod:`platform` it loads) costs more than parsing it with the standard
+    library's :mod:`json`, which :mod:`maestro.errors` has loaded anyway.  So
+    json reads what it reads to the same value as orjson: strict UTF-8
+    without ``\\u`` escapes (which could hold a lone surrogate orjson
+    refuses), integers orjson keeps as integers, finite floats, no NaN or
+    Infinity, within json's nesting depth (orjson's is deeper).  Anything
+    else, and anything json refuses, is read by orjson, so what is refused,
+    and the error saying why (:class:`orjson.JSONDecodeError`, a
+    :class:`json.JSONDecodeError`), are orjson's.
+    """
+    if b"\\u" not in data:
+        try:
+            text = data.decode("utf-8")
+            return json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            pass
+    import orjson
+
+    return orjson.loads(data)
+
+
 def decode_record(session_id: str, raw: bytes, *, where: str = "the stored record") -> Session:
     """Parse and check stored bytes; any problem is a ``CorruptSessionError``.
 
@@ -57,8 +111,8 @@ def decode_record(session_id: str, raw: bytes, *, where: str = "the stored recor
     try:
         # Strictly UTF-8 (no guessing of UTF-16/32 from the first bytes); a
         # UTF-8 byte order mark, which some editors add, is tolerated.
-        record = orjson.loads(raw[3:] if raw.startswith(_UTF8_BOM) else raw)
-    except orjson.JSONDecodeError as error:
+        record = loads(raw[3:] if raw.startswith(_UTF8_BOM) else raw)
+    except json.JSONDecodeError as error:  # orjson's, a subclass
         raise CorruptSessionError(
             session_id,
             where=where,

@@ -56,9 +56,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import orjson
-
-from maestro.codec import decode_record, encode_record, encode_record_and_dict
+from maestro.codec import decode_record, encode_record, encode_record_and_dict, loads
 from maestro.errors import (
     ConflictError,
     CorruptSessionError,
@@ -503,7 +501,7 @@ class FileSessionStore(IndexedAnswers):
         if raw == self._written.get(session_id):
             # Byte for byte the record this object encoded, after validating
             # it against the schema: the same session, built without checks.
-            return session_from_owned_record(orjson.loads(raw)), Signature.of(info)
+            return session_from_owned_record(loads(raw)), Signature.of(info)
         return decode_record(session_id, raw, where=METADATA), Signature.of(info)
 
     def _remember(self, session_id: str, data: bytes) -> None:

@@ -25,8 +25,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
-
 from maestro.codec import decode_record
 from maestro.errors import LockTimeoutError, SessionError, SessionNotFoundError, StorageError
 from maestro.ids import is_session_id
@@ -440,6 +438,8 @@ class IndexedAnswers:
         found: list[Session] = []
         append = found.append
         reread = False
+        import orjson  # the index's rows were written by it; a query loads it
+
         stat = os.stat
         loads = orjson.loads
         build = session_from_owned_record

@@ -14,8 +14,6 @@ import os
 from collections import namedtuple
 from collections.abc import Callable
 
-import orjson
-
 from maestro.errors import StorageError
 from maestro.models import Session
 
@@ -138,6 +136,8 @@ class IndexRow(_IndexRow):
     __slots__ = ()
 
     def session_record(self) -> dict[str, object]:
+        import orjson  # the index wrote the row with it
+
         record: dict[str, object] = orjson.loads(self.record)
         record["feature_request"] = self.feature_request
         return record
