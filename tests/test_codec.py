@@ -8,13 +8,16 @@ to orjson on the cases where the two differ and on generated documents.
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maestro.codec import decode_record, loads
+from maestro import SessionStatus
+from maestro.codec import decode_record, dumps, loads, loads_for
 from maestro.errors import CorruptSessionError
 
 
@@ -134,3 +137,47 @@ def test_a_broken_record_names_orjsons_error() -> None:
         decode_record("3f01b541-5cc9-47a7-9f8b-d884159c705f", b'{"session_id": NaN}')
     assert "invalid JSON" in str(caught.value)
     assert (caught.value.lineno, caught.value.colno) == (1, 16)  # where orjson says
+
+
+def _dumped(write: Callable[[object], bytes], value: object) -> tuple[str, object]:
+    try:
+        return "bytes", write(value)
+    except TypeError as error:  # orjson.JSONEncodeError is a TypeError
+        return "error", str(error)
+
+
+ENCODABLE = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**66), max_value=2**66)
+    | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([SessionStatus.PLANNING, "\ud800", "a\udfffb"]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400)
+@given(ENCODABLE)
+def test_written_as_orjson_writes_it(value: object) -> None:
+    """Floats, enums and lone surrogates go to orjson; the rest must be its bytes."""
+    assert _dumped(dumps, value) == _dumped(orjson.dumps, value)
+
+
+def test_a_page_cursor_is_written_with_orjsons_bytes() -> None:
+    shape = [["failed", "paused"], None, "feature/x\u202e", None, "2026-01-07T00:00:00.000000Z"]
+    for value in (shape, {"v": 1, "t": 2**63 - 1, "i": "x", "q": "AbC"}, [2**64], {1: 2}):
+        assert _dumped(dumps, value) == _dumped(orjson.dumps, value)
+
+
+def test_few_records_are_read_without_loading_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "orjson")  # as in a command that has not loaded it
+    assert loads_for(30) is loads
+    assert "orjson" not in sys.modules
+    assert loads_for(None) is sys.modules["orjson"].loads  # many records: orjson is faster
+    assert loads_for(30) is sys.modules["orjson"].loads  # and once loaded, for a few too

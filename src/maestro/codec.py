@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 from maestro.errors import CorruptSessionError, SessionValidationError
 from maestro.models import Session
@@ -19,9 +20,17 @@ from maestro.schema import migrate, validate_record
 #: Set by type checkers only: :mod:`typing` is not loaded to start a command.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
-__all__ = ["decode_record", "encode_record", "encode_record_and_dict", "loads"]
+__all__ = [
+    "decode_record",
+    "dumps",
+    "encode_record",
+    "encode_record_and_dict",
+    "loads",
+    "loads_for",
+]
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -101,6 +110,65 @@ def loads(data: bytes) -> Any:
     import orjson
 
     return orjson.loads(data)
+
+
+#: Up to how many records are read with :func:`loads` while orjson is not
+#: loaded: loading it (and the dataclasses, inspect and uuid it imports)
+#: costs as much as reading some hundreds of records with json.
+FEW_RECORDS = 200
+
+
+def loads_for(count: int | None) -> Callable[[bytes], Any]:
+    """The fastest parser of ``count`` records (``None``: as many as there are)
+    that reads each exactly as ``orjson.loads``: :func:`loads` for a few,
+    unless orjson is loaded already."""
+    if count is not None and count <= FEW_RECORDS and "orjson" not in sys.modules:
+        return loads
+    import orjson
+
+    return orjson.loads
+
+
+def _plain(value: object) -> bool:
+    """Whether ``value`` is made only of what the standard library's json writes as
+    orjson does: text, integers orjson takes, floats written without an
+    exponent, booleans, null, arrays, objects."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return value in _INT_RANGE
+    if kind is float:
+        # Both write the shortest text that reads back the same float; they
+        # differ only in the form of an exponent (1e+16 against 1e16), and
+        # orjson refuses NaN and the infinities.
+        return "e" not in (text := repr(value)) and "n" not in text
+    if kind is list or kind is tuple:
+        return all(_plain(item) for item in value)  # type: ignore[attr-defined]
+    if kind is dict:
+        return all(
+            type(key) is str and _plain(item)
+            for key, item in value.items()  # type: ignore[attr-defined]
+        )
+    return False
+
+
+def dumps(value: object) -> bytes:
+    """``orjson.dumps(value)`` (compact, no options), byte for byte, or its error.
+
+    The standard library's json writes it where it writes the same bytes
+    (see :func:`_plain`; text holding a lone surrogate, which orjson refuses,
+    is left to orjson too), so a cursor made for a page loads no orjson.
+    """
+    if _plain(value):
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+    import orjson
+
+    return orjson.dumps(value)
 
 
 def decode_record(session_id: str, raw: bytes, *, where: str = "the stored record") -> Session:

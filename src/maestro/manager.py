@@ -569,8 +569,6 @@ class SessionManager:
         read-only fields raise ``SessionValidationError`` before anything is read.
         ``request_id`` makes a retry a no-op (see :meth:`create_session`).
         """
-        import dataclasses
-
         from maestro import lifecycle
         from maestro.models import (
             GitContext,
@@ -578,6 +576,7 @@ class SessionManager:
             SessionStatistics,
             SessionStatus,
         )
+        from maestro.records import replace
         from maestro.stores.kinds import ChangeKind
 
         check_session_id(session_id)
@@ -613,7 +612,7 @@ class SessionManager:
                     elif key == "prd_reference" and value is not None:
                         value = _prd(session.prd_reference, value)
                     fields[key] = value
-                updated = dataclasses.replace(session, **fields, updated_at=now)
+                updated = replace(session, **fields, updated_at=now)
                 _check_terminal(session, updated, updates.keys())
                 _check_task_counts(session.statistics, updated.statistics, session.session_id)
                 if "status" in updates:
@@ -794,8 +793,7 @@ class SessionManager:
         the filters match (``total``; :meth:`count_sessions` of them), with
         the same look at how fresh the store's index is.
         """
-        import dataclasses
-
+        from maestro.records import replace
         from maestro.stores.kinds import Capability
         from maestro.stores.query import SessionQuery
 
@@ -824,13 +822,13 @@ class SessionManager:
         from maestro.pages import SessionPage, decode_cursor, encode_cursor
 
         if cursor is not None:
-            query = dataclasses.replace(query, after=decode_cursor(cursor, query))
+            query = replace(query, after=decode_cursor(cursor, query))
         if Capability.STAMPED_QUERIES in self.store.capabilities:
             stamped: StampedQueries = self.store  # type: ignore[assignment]  # declared
             found, total, stamp = stamped.query_stamped(query, count=with_total)
         else:
             found, stamp = self.store.query(query), None
-            every = dataclasses.replace(query, limit=None, after=None)
+            every = replace(query, limit=None, after=None)
             total = self.store.count(every) if with_total else None
         sessions = found[:limit]
         more = len(found) > limit
@@ -906,7 +904,7 @@ class SessionManager:
         return self._iter_query(query)
 
     def _iter_query(self, query: SessionQuery) -> Generator[Session, None, None]:
-        import dataclasses
+        from maestro.records import replace
 
         if query.order_by == "rank":
             yield from self.store.query(query)
@@ -915,7 +913,7 @@ class SessionManager:
         after: tuple[datetime, str] | None = None
         while left is None or left > 0:
             size = ITER_PAGE if left is None else min(ITER_PAGE, skip + left)
-            page = self.store.query(dataclasses.replace(query, after=after, limit=size, offset=0))
+            page = self.store.query(replace(query, after=after, limit=size, offset=0))
             for session in page:
                 if skip:
                     skip -= 1
@@ -1248,9 +1246,8 @@ class SessionManager:
 
         Deltas may be negative, but no counter may drop below zero.
         """
-        import dataclasses
-
         from maestro.models import SessionStatistics
+        from maestro.records import replace
         from maestro.stores.kinds import ChangeKind
 
         check_session_id(session_id)
@@ -1286,9 +1283,9 @@ class SessionManager:
                         session_id=session.session_id,
                     )
                 counters[name] = current + delta
-            statistics = dataclasses.replace(session.statistics, **counters)
+            statistics = replace(session.statistics, **counters)
             _check_task_counts(session.statistics, statistics, session.session_id)
-            return dataclasses.replace(session, statistics=statistics, updated_at=self._now())
+            return replace(session, statistics=statistics, updated_at=self._now())
 
         write, expected = self._once(
             change, request_id, "increment", {"deltas": deltas}, expected_revision

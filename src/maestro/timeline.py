@@ -6,11 +6,11 @@ same segments and the same seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from maestro.lifecycle import Segment, segments
 from maestro.models import Session, SessionStatus, format_timestamp
+from maestro.records import record
 
 #: Set by type checkers only: :mod:`typing` is not loaded to start a command.
 TYPE_CHECKING = False
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["SessionTimeline"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SessionTimeline:
     """One segment per stay in a state, from creation to ``end``.
 

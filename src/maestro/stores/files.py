@@ -45,13 +45,12 @@ an empty index on every core) and :mod:`~maestro.stores.files_maintenance`
 
 from __future__ import annotations
 
+import _thread
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import os
 import stat
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -72,6 +71,7 @@ from maestro.errors import (
 from maestro.ids import check_session_id, is_session_id
 from maestro.lazylog import LazyLogger
 from maestro.models import SCHEMA_VERSION, Session, session_from_owned_record
+from maestro.records import replace
 from maestro.stores.files_freshness import IndexedAnswers
 from maestro.stores.files_layout import METADATA, _close
 from maestro.stores.kinds import (
@@ -171,7 +171,7 @@ FEED_POLL = (0.01, 0.05)
 FEED_RECHECK = 0.25
 
 #: Held while a store makes its index object (once per store).
-_INDEX_MADE = threading.Lock()
+_INDEX_MADE = _thread.allocate_lock()  # threading.Lock, without loading threading
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NOFOLLOW_DIR = _DIR_FLAGS | os.O_NOFOLLOW
@@ -1050,7 +1050,7 @@ class FileSessionStore(IndexedAnswers):
 
     def count(self, query: SessionQuery) -> int:
         """How many sessions match ``query`` (its window ignored), from the index."""
-        query = dataclasses.replace(query, limit=None, offset=0)
+        query = replace(query, limit=None, offset=0)
         if self.index is not None:
             try:
                 root_fd = self._open_root(create=False)
@@ -1395,4 +1395,4 @@ def _retention(given: int | None) -> int:
 
 
 def _with_revision(session: Session, revision: int) -> Session:
-    return dataclasses.replace(session, revision=revision, schema_version=SCHEMA_VERSION)
+    return replace(session, revision=revision, schema_version=SCHEMA_VERSION)

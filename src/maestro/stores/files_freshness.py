@@ -17,7 +17,6 @@ kept here by concern; they use its locks and reads.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import os
 import stat
@@ -25,12 +24,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from maestro.codec import decode_record
+from maestro.codec import decode_record, loads_for
 from maestro.errors import LockTimeoutError, SessionError, SessionNotFoundError, StorageError
 from maestro.ids import is_session_id
 from maestro.lazylog import LazyLogger
 from maestro.models import Session, session_from_owned_record
 from maestro.progress import current as current_progress
+from maestro.records import replace
 from maestro.stores.files_layout import METADATA, _close
 from maestro.stores.signatures import (
     RACY_NS,
@@ -98,7 +98,7 @@ class IndexedAnswers:
         them, none of them too recent to trust its file's signature.
         """
         index = self.index
-        every = dataclasses.replace(query, limit=None, offset=0, after=None)
+        every = replace(query, limit=None, offset=0, after=None)
         if index is not None and query.limit is not None and query.offset == 0:
             try:
                 root_fd = self._open_root(create=False)
@@ -438,10 +438,8 @@ class IndexedAnswers:
         found: list[Session] = []
         append = found.append
         reread = False
-        import orjson  # the index's rows were written by it; a query loads it
-
         stat = os.stat
-        loads = orjson.loads
+        loads = loads_for(needed)
         build = session_from_owned_record
         tail = f"/{METADATA}"
         for row in index.select_plain(query, query.text):
@@ -575,7 +573,7 @@ class IndexedAnswers:
             if query.text is None or session.feature_request != row.feature_request:
                 return None
             # The index's tokenizer matched this text; only the other filters count.
-            if not dataclasses.replace(query, text=None).matches(session):
+            if not replace(query, text=None).matches(session):
                 return None
         return session
 
@@ -597,22 +595,39 @@ def _not_now(error: StorageError) -> IndexUnavailable:
     return IndexUnavailable(str(error), code=error.errno)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
 class _Stamp:
-    """What an answer of :meth:`FileSessionStore.query_stamped` was made from."""
+    """What an answer of :meth:`FileSessionStore.query_stamped` was made from.
 
-    store: IndexedAnswers
-    generation: int
-    directory: str
-    rows: tuple[tuple[str, Signature], ...]
+    (Plain classes, these two: every command that reads a session imports
+    this module, and making a dataclass costs more there than it saves.)
+    """
+
+    __slots__ = ("directory", "generation", "rows", "store")
+
+    def __init__(
+        self,
+        store: IndexedAnswers,
+        generation: int,
+        directory: str,
+        rows: tuple[tuple[str, Signature], ...],
+    ) -> None:
+        self.store = store
+        self.generation = generation
+        self.directory = directory
+        self.rows = rows
 
 
-@dataclasses.dataclass(frozen=True)
 class _Unreadable:
     """A session whose record cannot be read: its file's signature and why."""
 
-    signature: Signature
-    problem: str
+    __slots__ = ("problem", "signature")
+
+    def __init__(self, signature: Signature, problem: str) -> None:
+        self.signature = signature
+        self.problem = problem
+
+    def __repr__(self) -> str:
+        return f"_Unreadable({self.signature!r}, {self.problem!r})"
 
 
 @contextlib.contextmanager

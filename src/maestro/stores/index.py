@@ -39,19 +39,18 @@ changes.  The newest ``retention`` events are kept.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import errno
 import functools
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
-
+from maestro.codec import dumps
 from maestro.errors import SessionValidationError
 from maestro.models import Session, SessionStatus
 from maestro.search import TOKENIZER, SearchTerms
@@ -225,7 +224,7 @@ def row_content(session: Session, record: dict[str, Any] | None = None) -> tuple
         to_micros(session.last_activity),
         session.revision,
         session.feature_request,
-        orjson.dumps(record),
+        dumps(record),
     )
 
 
@@ -270,12 +269,12 @@ class SessionIndex:
         self.sessions_dir = None if sessions_dir is None else Path(sessions_dir)
         #: How many of the newest events the feed keeps; 0 writes none.
         self.retention = retention
-        self._local = threading.local()
+        self._local = _thread._local()  # threading.local, without loading threading
         # See generation(): a connection that only watches for commits.
         self._watch: tuple[int, sqlite3.Connection, tuple[int, int]] | None = None
         self._watched: int | None = None
         self._generation = 0
-        self._watch_lock = threading.Lock()
+        self._watch_lock = _thread.allocate_lock()
 
     def __repr__(self) -> str:
         return f"SessionIndex({str(self.path)!r})"

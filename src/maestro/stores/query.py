@@ -7,11 +7,11 @@ load it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 
 from maestro.errors import SessionValidationError
 from maestro.models import Session, SessionPhase, SessionStatus, parse_timestamp
+from maestro.records import record
 
 #: Set by type checkers only: :mod:`typing` is not loaded to start a command.
 TYPE_CHECKING = False
@@ -68,7 +68,7 @@ def _as_bound(value: object) -> tuple[datetime, str]:
     return (value[0], value[1])
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SessionQuery:
     """Filters, order and window of a session query.
 
