@@ -24,6 +24,7 @@ fields with :func:`field_names` and :func:`required_names`.
 
 from __future__ import annotations
 
+import operator
 import reprlib
 
 #: Set by type checkers only: :mod:`typing` is not loaded to start a command.
@@ -170,69 +171,15 @@ def _make(cls: type[_T], frozen: bool) -> type[_T]:
                 raise TypeError(f"non-default argument {name!r} follows default argument")
         else:
             defaults_seen = True
-    scope: dict[str, object] = {
-        "MISSING": MISSING,
-        "_HAS_FACTORY": _HAS_FACTORY,
-        "_cls": cls,
-        "_object_setattr": object.__setattr__,
-        "_frozen_error": _frozen_error,
+    shown = tuple(name for name, _, _, is_shown, _ in spec if is_shown)
+    fields_of = _tuple_of(tuple(name for name, *_, is_compared in spec if is_compared))
+    made: dict[str, Any] = {
+        "__init__": _first_init(cls, tuple(spec), frozen, annotations),
+        "__repr__": reprlib.recursive_repr("...")(_repr(shown)),
+        "__eq__": _eq(fields_of),
     }
-    params = []
-    body = []
-    for name, default, factory, *_ in spec:
-        if factory is not MISSING:
-            scope[f"_factory_{name}"] = factory
-            params.append(f"{name}=_HAS_FACTORY")
-            value = f"_factory_{name}() if {name} is _HAS_FACTORY else {name}"
-        elif default is not MISSING:
-            scope[f"_default_{name}"] = default
-            params.append(f"{name}=_default_{name}")
-            value = name
-        else:
-            params.append(name)
-            value = name
-        if frozen:
-            body.append(f"  _object_setattr(self, {name!r}, {value})")
-        else:
-            body.append(f"  self.{name} = {value}")
-    if hasattr(cls, "__post_init__"):
-        body.append("  self.__post_init__()")
-    shown = [name for name, _, _, is_shown, _ in spec if is_shown]
-    compared = [name for name, *_, is_compared in spec if is_compared]
-    own = "".join(f"self.{name}," for name in compared)
-    theirs = "".join(f"other.{name}," for name in compared)
-    parts = ", ".join(f"{name}={{self.{name}!r}}" for name in shown)
-    source = [
-        f"def __init__(self, {', '.join(params)}):",
-        *(body or ["  pass"]),
-        "def __repr__(self):",
-        f'  return self.__class__.__qualname__ + f"({parts})"',
-        "def __eq__(self, other):",
-        "  if other.__class__ is self.__class__:",
-        f"    return ({own}) == ({theirs})",
-        "  return NotImplemented",
-    ]
     if frozen:
-        source += [
-            "def __setattr__(self, name, value):",
-            f"  if type(self) is _cls or name in {tuple(names)!r}:",
-            "    raise _frozen_error(f'cannot assign to field {name!r}')",
-            "  super(_cls, self).__setattr__(name, value)",
-            "def __delattr__(self, name):",
-            f"  if type(self) is _cls or name in {tuple(names)!r}:",
-            "    raise _frozen_error(f'cannot delete field {name!r}')",
-            "  super(_cls, self).__delattr__(name)",
-            "def __hash__(self):",
-            f"  return hash(({own}))",
-        ]
-    made: dict[str, Any] = {}
-    exec("\n".join(source), scope, made)  # noqa: S102 - code made here from field names
-    # The signature dataclasses gives __init__: the fields' annotations as written.
-    made["__init__"].__annotations__ = {
-        **{name: annotations[name] for name in names},
-        "return": None,
-    }
-    made["__repr__"] = reprlib.recursive_repr("...")(made["__repr__"])
+        made.update(_frozen(cls, frozenset(names), fields_of))
     # As dataclasses decides: a hash the class wrote itself stays; else frozen
     # records hash their fields and the others are unhashable.
     own_hash = cls.__dict__.get("__hash__", MISSING)
@@ -254,9 +201,133 @@ def _make(cls: type[_T], frozen: bool) -> type[_T]:
     if not cls.__doc__:
         type.__setattr__(cls, "__doc__", f"{cls.__name__}({', '.join(names)})")
     type.__setattr__(cls, _SPEC, (tuple(spec), frozen))
+    if "__signature__" not in cls.__dict__:
+        type.__setattr__(cls, "__signature__", _InitSignature())
     type.__setattr__(cls, "__dataclass_fields__", _Completed("__dataclass_fields__"))
     type.__setattr__(cls, "__dataclass_params__", _Completed("__dataclass_params__"))
     return cls
+
+
+# ---------------------------------------------------------------- the methods
+#
+# What dataclasses writes as code for each class is written here once, as
+# closures over the fields: only __init__, whose speed matters, is compiled
+# for each class, and only when the class is first instantiated (a command
+# that reads sessions from the index builds them without calling it).
+
+
+def _tuple_of(names: tuple[str, ...]) -> Callable[[object], tuple[object, ...]]:
+    """A function giving the tuple ``(obj.a, obj.b, ...)`` of ``names``."""
+    if len(names) > 1:
+        return operator.attrgetter(*names)
+    if names:
+        get = operator.attrgetter(names[0])
+        return lambda obj: (get(obj),)
+    return lambda obj: ()
+
+
+def _repr(shown: tuple[str, ...]) -> Callable[[object], str]:
+    def __repr__(self: object) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in shown)
+        return f"{self.__class__.__qualname__}({inner})"
+
+    return __repr__
+
+
+def _eq(fields_of: Callable[[object], tuple[object, ...]]) -> Callable[[object, object], object]:
+    def __eq__(self: object, other: object) -> object:
+        if other.__class__ is self.__class__:
+            return fields_of(self) == fields_of(other)
+        return NotImplemented
+
+    return __eq__
+
+
+def _frozen(
+    cls: type, names: frozenset[str], fields_of: Callable[[object], tuple[object, ...]]
+) -> dict[str, Callable[..., object]]:
+    def __setattr__(self: object, name: str, value: object) -> None:
+        if type(self) is cls or name in names:
+            raise _frozen_error(f"cannot assign to field {name!r}")
+        super(cls, self).__setattr__(name, value)  # type: ignore[arg-type]
+
+    def __delattr__(self: object, name: str) -> None:
+        if type(self) is cls or name in names:
+            raise _frozen_error(f"cannot delete field {name!r}")
+        super(cls, self).__delattr__(name)  # type: ignore[arg-type]
+
+    def __hash__(self: object) -> int:
+        return hash(fields_of(self))
+
+    return {"__setattr__": __setattr__, "__delattr__": __delattr__, "__hash__": __hash__}
+
+
+def _first_init(
+    cls: type,
+    spec: tuple[tuple[str, object, object, bool, bool], ...],
+    frozen: bool,
+    annotations: dict[str, object],
+) -> Callable[..., None]:
+    """An ``__init__`` that, on the first call, compiles the record's own and hands over."""
+
+    def __init__(self: object, /, *args: object, **kwargs: object) -> None:
+        _compiled_init(cls)(self, *args, **kwargs)
+
+    __init__.__record_init__ = (spec, frozen, annotations)  # type: ignore[attr-defined]
+    return __init__
+
+
+def _compiled_init(cls: type) -> Callable[..., None]:
+    """The ``__init__`` dataclasses would write for ``cls``, compiled and installed."""
+    current = cls.__dict__["__init__"]
+    pending = getattr(current, "__record_init__", None)
+    if pending is None:
+        return current  # type: ignore[no-any-return]
+    spec, frozen, annotations = pending
+    scope: dict[str, object] = {"_HAS_FACTORY": _HAS_FACTORY, "_object_setattr": object.__setattr__}
+    params = []
+    body = []
+    for name, default, factory, *_ in spec:
+        if factory is not MISSING:
+            scope[f"_factory_{name}"] = factory
+            params.append(f"{name}=_HAS_FACTORY")
+            value = f"_factory_{name}() if {name} is _HAS_FACTORY else {name}"
+        elif default is not MISSING:
+            scope[f"_default_{name}"] = default
+            params.append(f"{name}=_default_{name}")
+            value = name
+        else:
+            params.append(name)
+            value = name
+        if frozen:
+            body.append(f"  _object_setattr(self, {name!r}, {value})")
+        else:
+            body.append(f"  self.{name} = {value}")
+    if hasattr(cls, "__post_init__"):
+        body.append("  self.__post_init__()")
+    source = "\n".join([f"def __init__(self, {', '.join(params)}):", *(body or ["  pass"])])
+    made: dict[str, Any] = {}
+    exec(source, scope, made)  # noqa: S102 - code made here from field names
+    init = made["__init__"]
+    # The signature dataclasses gives __init__: the fields' annotations as written.
+    init.__annotations__ = {**{name: annotations[name] for name, *_ in spec}, "return": None}
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    type.__setattr__(cls, "__init__", init)
+    return init  # type: ignore[no-any-return]
+
+
+class _InitSignature:
+    """``__signature__`` of a record's class: that of its compiled ``__init__``
+    (``inspect.signature`` asks; this compiles it then)."""
+
+    def __get__(self, instance: object, owner: type) -> object:
+        import inspect
+
+        cls = next(c for c in owner.__mro__ if "__record_fields__" in c.__dict__)
+        init = _compiled_init(cls)
+        signature = inspect.signature(init)
+        return signature.replace(parameters=list(signature.parameters.values())[1:])
 
 
 def _frozen_error(message: str) -> Exception:
