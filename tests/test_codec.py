@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maestro import SessionStatus
-from maestro.codec import decode_record, dumps, loads, loads_for
+from maestro.codec import decode_record, dumps, expect_many, loads, loads_for
 from maestro.errors import CorruptSessionError
 
 
@@ -28,9 +28,19 @@ def _orjson(data: bytes) -> tuple[str, object]:
         return "error", (error.msg, error.lineno, error.colno)
 
 
+def _as_if_not_loaded(call: Callable[[], object]) -> object:
+    """``call()`` as a process that has not loaded orjson makes it (the codec then
+    uses the standard library where it can); orjson is put back after."""
+    saved = sys.modules.pop("orjson")
+    try:
+        return call()
+    finally:
+        sys.modules["orjson"] = saved
+
+
 def _ours(data: bytes) -> tuple[str, object]:
     try:
-        return "value", loads(data)
+        return "value", _as_if_not_loaded(lambda: loads(data))
     except json.JSONDecodeError as error:
         return "error", (error.msg, error.lineno, error.colno)
 
@@ -141,7 +151,7 @@ def test_a_broken_record_names_orjsons_error() -> None:
 
 def _dumped(write: Callable[[object], bytes], value: object) -> tuple[str, object]:
     try:
-        return "bytes", write(value)
+        return "bytes", _as_if_not_loaded(lambda: write(value))
     except TypeError as error:  # orjson.JSONEncodeError is a TypeError
         return "error", str(error)
 
@@ -178,6 +188,20 @@ def test_a_page_cursor_is_written_with_orjsons_bytes() -> None:
 def test_few_records_are_read_without_loading_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "orjson")  # as in a command that has not loaded it
     assert loads_for(30) is loads
+    assert loads(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
+    assert dumps({"a": [1, 2.5, "x"]}) == b'{"a":[1,2.5,"x"]}'
     assert "orjson" not in sys.modules
     assert loads_for(None) is sys.modules["orjson"].loads  # many records: orjson is faster
     assert loads_for(30) is sys.modules["orjson"].loads  # and once loaded, for a few too
+
+
+def test_many_records_are_read_and_written_by_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After expect_many (a fill, a refresh of many files, a scan) orjson does the work."""
+    monkeypatch.delitem(sys.modules, "orjson")
+    expect_many()
+    loaded = sys.modules["orjson"]
+    calls: list[str] = []
+    monkeypatch.setattr(loaded, "loads", lambda data: calls.append("loads") or {})
+    monkeypatch.setattr(loaded, "dumps", lambda value: calls.append("dumps") or b"{}")
+    assert loads(b"{}") == {} and dumps({}) == b"{}"
+    assert calls == ["loads", "dumps"]

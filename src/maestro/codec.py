@@ -24,10 +24,12 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
+    "FEW_RECORDS",
     "decode_record",
     "dumps",
     "encode_record",
     "encode_record_and_dict",
+    "expect_many",
     "loads",
     "loads_for",
 ]
@@ -90,10 +92,11 @@ def _constant(text: str) -> object:
 def loads(data: bytes) -> Any:
     """The value of the JSON ``data``, exactly as ``orjson.loads`` reads it, or its error.
 
-    Reading one record, loading orjson (and the :mod:`uuid` and
-    :mod:`platform` it loads) costs more than parsing it with the standard
-    library's :mod:`json`, which :mod:`maestro.errors` has loaded anyway.  So
-    json reads what it reads to the same value as orjson: strict UTF-8
+    Reading one record, loading orjson (and the :mod:`dataclasses`,
+    :mod:`uuid` and :mod:`platform` it loads) costs more than parsing it with
+    the standard library's :mod:`json`, which :mod:`maestro.errors` has
+    loaded anyway.  So until orjson is loaded (:func:`expect_many`), json
+    reads what it reads to the same value as orjson: strict UTF-8
     without ``\\u`` escapes (which could hold a lone surrogate orjson
     refuses), integers orjson keeps as integers, finite floats, no NaN or
     Infinity, within json's nesting depth (orjson's is deeper).  Anything
@@ -101,7 +104,7 @@ def loads(data: bytes) -> Any:
     and the error saying why (:class:`orjson.JSONDecodeError`, a
     :class:`json.JSONDecodeError`), are orjson's.
     """
-    if b"\\u" not in data:
+    if b"\\u" not in data and "orjson" not in sys.modules:
         try:
             text = data.decode("utf-8")
             return json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
@@ -112,10 +115,21 @@ def loads(data: bytes) -> Any:
     return orjson.loads(data)
 
 
-#: Up to how many records are read with :func:`loads` while orjson is not
-#: loaded: loading it (and the dataclasses, inspect and uuid it imports)
-#: costs as much as reading some hundreds of records with json.
+#: Up to how many records are read and written with the standard library
+#: while orjson is not loaded: loading it (and the dataclasses, inspect and
+#: uuid it imports) costs about as much as reading and writing a few hundred
+#: records with json, and json takes over ten times longer for each.
 FEW_RECORDS = 200
+
+
+def expect_many() -> None:
+    """Many records are to be read or written: orjson does it from now on.
+
+    :func:`loads` and :func:`dumps` use orjson once it is loaded; the
+    operations that read or write more than :data:`FEW_RECORDS` records
+    (filling or refreshing the index, scans) call this first.
+    """
+    import orjson  # noqa: F401 - loaded for loads() and dumps() to use
 
 
 def loads_for(count: int | None) -> Callable[[bytes], Any]:
@@ -156,11 +170,13 @@ def _plain(value: object) -> bool:
 def dumps(value: object) -> bytes:
     """``orjson.dumps(value)`` (compact, no options), byte for byte, or its error.
 
-    The standard library's json writes it where it writes the same bytes
-    (see :func:`_plain`; text holding a lone surrogate, which orjson refuses,
-    is left to orjson too), so a cursor made for a page loads no orjson.
+    Until orjson is loaded (:func:`expect_many`), the standard library's json
+    writes it where it writes the same bytes (see :func:`_plain`; text
+    holding a lone surrogate, which orjson refuses, is left to orjson too),
+    so a page's cursor, or the index's row of a session changed meanwhile,
+    loads no orjson.
     """
-    if _plain(value):
+    if "orjson" not in sys.modules and _plain(value):
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         try:
             return text.encode("utf-8")

@@ -55,7 +55,14 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from maestro.codec import decode_record, encode_record, encode_record_and_dict, loads
+from maestro.codec import (
+    FEW_RECORDS,
+    decode_record,
+    encode_record,
+    encode_record_and_dict,
+    expect_many,
+    loads,
+)
 from maestro.errors import (
     ConflictError,
     CorruptSessionError,
@@ -1025,6 +1032,8 @@ class FileSessionStore(IndexedAnswers):
         try:
             with os.scandir(root_fd) as entries:
                 names = [e.name for e in entries if is_session_id(e.name)]
+            if len(names) > FEW_RECORDS:
+                expect_many()  # orjson reads them
             for name in names:
                 try:
                     sess_fd = self._open_session(root_fd, name)

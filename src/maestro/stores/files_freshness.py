@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from maestro.codec import decode_record, loads_for
+from maestro.codec import FEW_RECORDS, decode_record, expect_many, loads_for
 from maestro.errors import LockTimeoutError, SessionError, SessionNotFoundError, StorageError
 from maestro.ids import is_session_id
 from maestro.lazylog import LazyLogger
@@ -353,7 +353,9 @@ class IndexedAnswers:
         broken: list[tuple[str, Signature, str]] = []
 
         def fresh() -> Iterator[Item]:
-            for sid in wanted():
+            for count, sid in enumerate(wanted()):
+                if count == FEW_RECORDS:
+                    expect_many()  # more than a few: orjson reads and writes them
                 outcome = self._read_for_index(
                     root_fd, sid, refused_is_unreadable=reread or only is not None
                 )
