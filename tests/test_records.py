@@ -228,3 +228,21 @@ def test_the_decorator_refuses_what_it_does_not_make() -> None:
     assert repr(Point(1)).endswith("<locals>.Point(x=1, tags=())")
     assert Point(1, note="a") == Point(1, note="b") and hash(Point(1)) == hash(Point(1, (), "c"))
     assert not hasattr(Point, "tags") and Point.note == ""
+
+
+def test_init_is_compiled_when_a_record_is_first_made() -> None:
+    @record
+    class Lazy:
+        """A record not made yet."""
+
+        a: int
+        b: str = "x"
+
+    placeholder = Lazy.__dict__["__init__"]
+    assert hasattr(placeholder, "__record_init__")
+    assert Lazy(1) == Lazy(1, "x")
+    compiled = Lazy.__dict__["__init__"]
+    assert compiled is not placeholder and not hasattr(compiled, "__record_init__")
+    assert str(inspect.signature(Lazy)) == "(a: 'int', b: 'str' = 'x') -> None"
+    with pytest.raises(TypeError):
+        Lazy()  # type: ignore[call-arg]

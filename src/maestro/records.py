@@ -5,9 +5,11 @@ Importing :mod:`dataclasses` imports :mod:`inspect` (and with it ``ast``,
 command that reads one session would pay before doing anything.  The
 classes of the records a read builds (the models, the timeline, the query)
 are made by :func:`record` instead.  They are still dataclasses to every
-caller and tool: their ``__init__``, ``__repr__``, ``__eq__`` and
-``__hash__`` are the code :func:`dataclasses.dataclass` would write for them
-(``tests/test_records.py`` checks it class by class), and their
+caller and tool: their ``__init__`` is the code :func:`dataclasses.dataclass`
+would write for them (compiled when the class is first instantiated, or
+when :mod:`inspect` asks for its signature), their ``__repr__``, ``__eq__``
+and ``__hash__`` give what that code gives (``tests/test_records.py``
+checks it class by class against a twin made by dataclasses), and their
 ``__dataclass_fields__`` and ``__dataclass_params__`` are made by
 :mod:`dataclasses` itself the first time anything asks for them, so
 :func:`dataclasses.fields`, :func:`dataclasses.replace`,
