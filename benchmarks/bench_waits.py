@@ -14,11 +14,12 @@ both taken in the same run on the same machine:
 3. The start of a command against a bare ``python -c pass``:
    ``from maestro import SessionManager`` (target 3.5x), ``maestro --json
    show ID`` (4.5x), ``maestro list`` into a pipe (5x) and on a terminal (8x),
-   on a store of 20 sessions, interleaved run by run, medians.  Two rows
+   on a store of 20 sessions, interleaved run by run, medians.  Three rows
    without a target say what the libraries alone cost in the same run:
-   importing Click and orjson (every command loads both before any of
-   maestro's code runs), and those with Rich's console and table (what a
-   terminal's table adds).
+   importing Click and orjson (what a command run through Click loads
+   before any of maestro's code; ``show`` and ``list`` run without both),
+   those with Rich's console and table, and Rich's console and table alone
+   (what a terminal's table cannot start without).
 
 Run from a checkout with the package installed::
 
@@ -64,6 +65,7 @@ TARGETS = {
 #: Rows measured beside the targets, for reference: the libraries' own import.
 LIBRARIES = "import click, orjson"
 LIBRARIES_RICH = "import click, orjson, rich.console, rich.table"
+RICH_ALONE = "import rich.console, rich.table"
 
 
 def _env() -> dict[str, str]:
@@ -255,6 +257,7 @@ def start_up(scratch: Path, rounds: int) -> list[dict[str, Any]]:
     runs["maestro list, on a terminal"] = lambda: _on_a_terminal([maestro, "list"], env)
     runs[LIBRARIES] = piped([*python, "-c", LIBRARIES])
     runs[LIBRARIES_RICH] = piped([*python, "-c", LIBRARIES_RICH])
+    runs[RICH_ALONE] = piped([*python, "-c", RICH_ALONE])
     for run in runs.values():  # untimed: bytecode written, files cached
         run()
     samples: dict[str, list[float]] = {name: [] for name in runs}

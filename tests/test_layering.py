@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 import maestro
 
 PACKAGE = Path(maestro.__file__).parent
@@ -229,6 +231,13 @@ NOT_FOR_THE_MANAGER = (
 )
 
 
+#: Not loaded to read a session, nor by ``maestro --json show`` and a piped
+#: ``maestro list``: each costs a good part of starting Python itself.
+#: dataclasses loads inspect (and ast, dis, tokenize), orjson dataclasses and
+#: uuid; the library's records, and a few records' JSON, do without them.
+NOT_FOR_A_READ = ("dataclasses", "inspect", "typing", "orjson", "uuid", "threading")
+
+
 #: The environment of the probes: nothing that would make a pipe count as a terminal.
 _WITHOUT_TERMINAL = {
     key: value
@@ -269,9 +278,11 @@ def test_importing_the_manager_loads_nothing_it_does_not_use() -> None:
     assert "maestro.manager" in loaded
     assert _among(loaded, LAZY) == []
     assert _among(loaded, NOT_FOR_THE_MANAGER) == []
-    # The models come with the first name that needs them.
+    # The models come with the first name that needs them, made without
+    # dataclasses, and so without inspect (see maestro.records).
     loaded = _loaded_by("from maestro import SessionManager, SessionStatus")
-    assert "maestro.models" in loaded and "dataclasses" in loaded
+    assert "maestro.models" in loaded
+    assert _among(loaded, ("dataclasses", "inspect", "typing")) == []
 
 
 def test_reading_a_session_loads_no_sqlite_no_schema_compiler(tmp_path: Path) -> None:
@@ -289,6 +300,7 @@ def test_reading_a_session_loads_no_sqlite_no_schema_compiler(tmp_path: Path) ->
     )
     assert "maestro.stores.files" in loaded
     assert _among(loaded, LAZY) == []
+    assert _among(loaded, NOT_FOR_A_READ) == []
     # A query does need SQLite: the probe would see it.
     loaded = _loaded_by(
         "from maestro import SessionManager\n"
@@ -298,24 +310,75 @@ def test_reading_a_session_loads_no_sqlite_no_schema_compiler(tmp_path: Path) ->
     assert "sqlite3" in loaded
 
 
-def test_a_piped_command_loads_no_rich(tmp_path: Path) -> None:
+def test_a_piped_command_loads_no_click_no_rich(tmp_path: Path) -> None:
     from maestro import SessionManager
 
     from .conftest import GIT
 
     manager = SessionManager(tmp_path, durable=False)
     sid = manager.create_session("pipe me", git_context=GIT).session_id
+    manager.query_sessions()  # the index made, as a store in use has it
     command = "from maestro.cli import main\nmain(sys.argv[2:])\n"
     clean = {"MAESTRO_ROOT": str(tmp_path), "NO_COLOR": "1"}
     shown = _loaded_by(command, "--json", "show", sid, env=clean)
-    assert "maestro.cli.sessions" in shown
-    assert _among(shown, ("rich", "sqlite3", "fastjsonschema", "maestro.render")) == []
+    assert "maestro.cli.reading" in shown  # the command ran, without Click's command tree
+    assert _among(shown, ("click", "rich", "sqlite3", "fastjsonschema", "maestro.render")) == []
+    assert _among(shown, NOT_FOR_A_READ) == []
     # Nor what only other commands, writes, queries or pages need.
-    not_needed = (*OTHER_COMMANDS, *(m for m in LAZY if m != "click"), "maestro.pages")
+    not_needed = (*OTHER_COMMANDS, *LAZY, *CLICK_SIDE, "maestro.pages")
     assert _among(shown, (*not_needed, "maestro.idempotency")) == []
     listed = _loaded_by(command, "list", env=clean)
     assert "sqlite3" in listed  # the query ran
-    assert _among(listed, ("rich", "maestro.render", "maestro.reports", *OTHER_COMMANDS)) == []
+    not_listed = (
+        "click",
+        "rich",
+        "maestro.render",
+        "maestro.reports",
+        *CLICK_SIDE,
+        *NOT_FOR_A_READ,
+    )
+    assert _among(listed, (*not_listed, *OTHER_COMMANDS)) == []
+    # A form the direct path leaves to Click does load it: the probe would see it.
+    helped = _loaded_by(command, "list", "--since", "2d", env=clean)
+    assert "click" in helped and "maestro.cli.sessions" in helped
+
+
+def test_the_console_script_loads_no_click_for_show_and_list(tmp_path: Path) -> None:
+    """The installed ``maestro`` itself, as a shell runs it: ``-X importtime`` lists
+    every module it imports."""
+    import shutil
+
+    from maestro import SessionManager
+
+    from .conftest import GIT
+
+    script = shutil.which("maestro", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the maestro console script is not installed beside this interpreter")
+    sid = SessionManager(tmp_path, durable=False).create_session("pipe me", git_context=GIT)
+    env = {**_WITHOUT_TERMINAL, "MAESTRO_ROOT": str(tmp_path), "NO_COLOR": "1"}
+
+    def imported(*args: str) -> set[str]:
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", script, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        lines = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
+        return {line.rsplit("|", 1)[1].strip() for line in lines}
+
+    for args in (("--json", "show", sid.session_id), ("list",), ("list", "--active")):
+        loaded = imported(*args)
+        assert "maestro.cli.reading" in loaded, args
+        assert _among(loaded, ("click", "rich", *CLICK_SIDE)) == [], args
+    assert "click" in imported("list", "--help")
+
+
+#: The Click side of the command line: the group and the commands' modules.
+CLICK_SIDE = ("maestro.cli.group", "maestro.cli.sessions", "maestro.cli.options")
 
 
 #: The modules of the commands ``show`` and ``list`` are not.

@@ -31,6 +31,7 @@ import orjson
 
 from maestro.errors import ConflictError, SessionValidationError
 from maestro.models import RequestRecord, Session, format_timestamp
+from maestro.records import replace
 from maestro.stores.base import NoChange, Transform
 
 __all__ = [
@@ -123,7 +124,7 @@ def _remember(kept: list[RequestRecord], entry: RequestRecord) -> list[RequestRe
 def with_create_key(session: Session, request_id: str, digest: str) -> Session:
     """``session`` (about to be created, revision 1) remembering its create key."""
     entry = RequestRecord(request_id, "create", digest, 1)
-    return dataclasses.replace(session, requests=_remember(session.requests, entry))
+    return replace(session, requests=_remember(session.requests, entry))
 
 
 def check_created(session: Session, request_id: str, digest: str) -> Session:

@@ -18,14 +18,13 @@ straight to ``completed``.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 
 from maestro.errors import InvalidTransitionError
 from maestro.models import TERMINAL_STATES, Session, SessionPhase, SessionStatus, StateChange
+from maestro.records import record, replace
 
 __all__ = [
     "ACTIVE_STATES",
@@ -145,7 +144,7 @@ def apply_transition(
     check_transition(session.session_id, session.status, target, session.paused_from)
     entry = StateChange(session.status, target, at, reason)
     paused_from = session.status if target is S.PAUSED else None
-    moved = dataclasses.replace(
+    moved = replace(
         session,
         status=target,
         current_phase=PHASE_OF_STATUS.get(target, session.current_phase),
@@ -154,13 +153,13 @@ def apply_transition(
     )
     if target in TERMINAL_STATES:
         moved.completed_at = at
-        moved.statistics = dataclasses.replace(
+        moved.statistics = replace(
             session.statistics, duration_seconds=round(active_seconds(moved, at), 6)
         )
     return moved
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Segment:
     """A stretch of a session's life spent in one state."""
 

@@ -538,12 +538,12 @@ class SessionManager:
         Cheap on a store that declares ``Capability.PREFIX_LOOKUP``; any other
         store answers by a query.
         """
-        from typing import cast
-
-        from maestro.stores.base import Capability
+        from maestro.stores.kinds import Capability
 
         if Capability.PREFIX_LOOKUP in self.store.capabilities:
-            return cast("PrefixLookup", self.store).session_ids(prefix)
+            # Declared by the capability (typing.cast would load typing for it).
+            lookup: PrefixLookup = self.store  # type: ignore[assignment]
+            return lookup.session_ids(prefix)
         return sorted(
             s.session_id for s in self.query_sessions() if s.session_id.startswith(prefix)
         )
@@ -569,8 +569,6 @@ class SessionManager:
         read-only fields raise ``SessionValidationError`` before anything is read.
         ``request_id`` makes a retry a no-op (see :meth:`create_session`).
         """
-        import dataclasses
-
         from maestro import lifecycle
         from maestro.models import (
             GitContext,
@@ -578,7 +576,8 @@ class SessionManager:
             SessionStatistics,
             SessionStatus,
         )
-        from maestro.stores.base import ChangeKind
+        from maestro.records import replace
+        from maestro.stores.kinds import ChangeKind
 
         check_session_id(session_id)
         _check_reason(reason, session_id)
@@ -613,7 +612,7 @@ class SessionManager:
                     elif key == "prd_reference" and value is not None:
                         value = _prd(session.prd_reference, value)
                     fields[key] = value
-                updated = dataclasses.replace(session, **fields, updated_at=now)
+                updated = replace(session, **fields, updated_at=now)
                 _check_terminal(session, updated, updates.keys())
                 _check_task_counts(session.statistics, updated.statistics, session.session_id)
                 if "status" in updates:
@@ -668,7 +667,7 @@ class SessionManager:
         """
         from maestro import lifecycle
         from maestro.models import SessionStatus
-        from maestro.stores.base import ChangeKind
+        from maestro.stores.kinds import ChangeKind
 
         check_session_id(session_id)
         _check_reason(reason, session_id)
@@ -740,7 +739,7 @@ class SessionManager:
         ``"updated"``, ``"rank"``).  ``limit`` and ``offset`` page through the
         results.  Unreadable sessions are skipped with a logged warning.
         """
-        from maestro.stores.base import SessionQuery
+        from maestro.stores.query import SessionQuery
 
         query = SessionQuery.build(
             status=status,
@@ -794,10 +793,9 @@ class SessionManager:
         the filters match (``total``; :meth:`count_sessions` of them), with
         the same look at how fresh the store's index is.
         """
-        import dataclasses
-        from typing import cast
-
-        from maestro.stores.base import Capability, SessionQuery
+        from maestro.records import replace
+        from maestro.stores.kinds import Capability
+        from maestro.stores.query import SessionQuery
 
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise SessionValidationError("limit must be a positive integer")
@@ -824,13 +822,13 @@ class SessionManager:
         from maestro.pages import SessionPage, decode_cursor, encode_cursor
 
         if cursor is not None:
-            query = dataclasses.replace(query, after=decode_cursor(cursor, query))
+            query = replace(query, after=decode_cursor(cursor, query))
         if Capability.STAMPED_QUERIES in self.store.capabilities:
-            stamped = cast("StampedQueries", self.store)
+            stamped: StampedQueries = self.store  # type: ignore[assignment]  # declared
             found, total, stamp = stamped.query_stamped(query, count=with_total)
         else:
             found, stamp = self.store.query(query), None
-            every = dataclasses.replace(query, limit=None, after=None)
+            every = replace(query, limit=None, after=None)
             total = self.store.count(every) if with_total else None
         sessions = found[:limit]
         more = len(found) > limit
@@ -849,13 +847,12 @@ class SessionManager:
         (ask again).  A caller that keeps what it made of a page (its JSON)
         can serve it again while this holds.
         """
-        from typing import cast
-
-        from maestro.stores.base import Capability
+        from maestro.stores.kinds import Capability
 
         if page.stamp is None or Capability.STAMPED_QUERIES not in self.store.capabilities:
             return False
-        return cast("StampedQueries", self.store).is_current(page.stamp)
+        stamped: StampedQueries = self.store  # type: ignore[assignment]  # declared
+        return stamped.is_current(page.stamp)
 
     def iter_sessions(
         self,
@@ -886,7 +883,7 @@ class SessionManager:
         ``order_by``) has no key to page by: its matches are gathered first.
         The arguments are checked at the call, before the first session.
         """
-        from maestro.stores.base import SessionQuery
+        from maestro.stores.query import SessionQuery
 
         query = SessionQuery.build(
             status=status,
@@ -907,7 +904,7 @@ class SessionManager:
         return self._iter_query(query)
 
     def _iter_query(self, query: SessionQuery) -> Generator[Session, None, None]:
-        import dataclasses
+        from maestro.records import replace
 
         if query.order_by == "rank":
             yield from self.store.query(query)
@@ -916,7 +913,7 @@ class SessionManager:
         after: tuple[datetime, str] | None = None
         while left is None or left > 0:
             size = ITER_PAGE if left is None else min(ITER_PAGE, skip + left)
-            page = self.store.query(dataclasses.replace(query, after=after, limit=size, offset=0))
+            page = self.store.query(replace(query, after=after, limit=size, offset=0))
             for session in page:
                 if skip:
                     skip -= 1
@@ -945,7 +942,7 @@ class SessionManager:
         text: str | None = None,
     ) -> int:
         """How many sessions match the filters of :meth:`query_sessions`, without loading them."""
-        from maestro.stores.base import SessionQuery
+        from maestro.stores.query import SessionQuery
 
         query = SessionQuery.build(
             status=status,
@@ -970,7 +967,7 @@ class SessionManager:
         """
         from typing import cast
 
-        from maestro.stores.base import Capability, require
+        from maestro.stores.kinds import Capability, require
 
         require(self.store, Capability.REINDEX, "rebuilding the index")
         return cast("Reindexable", self.store).rebuild_index()
@@ -983,7 +980,7 @@ class SessionManager:
         """
         from typing import cast
 
-        from maestro.stores.base import Capability, require
+        from maestro.stores.kinds import Capability, require
 
         require(self.store, Capability.MIGRATIONS, "upgrading the schema")
         return cast("Migratable", self.store).upgrade_schema()
@@ -1017,7 +1014,7 @@ class SessionManager:
         """
         from typing import cast
 
-        from maestro.stores.base import Capability, require
+        from maestro.stores.kinds import Capability, require
 
         require(self.store, Capability.CHANGES, "reading the change feed")
         feed = cast("ChangeFeed", self.store)
@@ -1080,7 +1077,8 @@ class SessionManager:
         """
         from maestro.feedfilter import ChangeFilter
         from maestro.models import SessionStatus
-        from maestro.stores.base import ChangeKind, SessionQuery
+        from maestro.stores.kinds import ChangeKind
+        from maestro.stores.query import SessionQuery
 
         if session_id is not None:
             check_session_id(session_id)
@@ -1115,7 +1113,7 @@ class SessionManager:
         """The cursor of the newest change: ``changes(since=...)`` of it gives only later ones."""
         from typing import cast
 
-        from maestro.stores.base import Capability, require
+        from maestro.stores.kinds import Capability, require
 
         require(self.store, Capability.CHANGES, "reading the change feed")
         return cast("ChangeFeed", self.store).feed_end()
@@ -1199,7 +1197,7 @@ class SessionManager:
         """Return a paused session to the state it was paused from."""
         from maestro import lifecycle
         from maestro.models import SessionStatus
-        from maestro.stores.base import ChangeKind
+        from maestro.stores.kinds import ChangeKind
 
         check_session_id(session_id)
         _check_reason(reason, session_id)
@@ -1248,10 +1246,9 @@ class SessionManager:
 
         Deltas may be negative, but no counter may drop below zero.
         """
-        import dataclasses
-
         from maestro.models import SessionStatistics
-        from maestro.stores.base import ChangeKind
+        from maestro.records import replace
+        from maestro.stores.kinds import ChangeKind
 
         check_session_id(session_id)
         if not deltas:
@@ -1286,9 +1283,9 @@ class SessionManager:
                         session_id=session.session_id,
                     )
                 counters[name] = current + delta
-            statistics = dataclasses.replace(session.statistics, **counters)
+            statistics = replace(session.statistics, **counters)
             _check_task_counts(session.statistics, statistics, session.session_id)
-            return dataclasses.replace(session, statistics=statistics, updated_at=self._now())
+            return replace(session, statistics=statistics, updated_at=self._now())
 
         write, expected = self._once(
             change, request_id, "increment", {"deltas": deltas}, expected_revision
@@ -1314,7 +1311,7 @@ class SessionManager:
 
         A heartbeat is not a change of the session's data: ``updated_at`` stays.
         """
-        from maestro.stores.base import ChangeKind
+        from maestro.stores.kinds import ChangeKind
 
         check_session_id(session_id)
 
@@ -1522,7 +1519,7 @@ class SessionManager:
     def _directory_export(self, action: str) -> DirectoryExport:
         from typing import cast
 
-        from maestro.stores.base import Capability, require
+        from maestro.stores.kinds import Capability, require
 
         require(self.store, Capability.DIRECTORY_EXPORT, action)
         return cast("DirectoryExport", self.store)
@@ -1575,7 +1572,7 @@ class SessionManager:
         """
         from typing import cast
 
-        from maestro.stores.base import Capability, require
+        from maestro.stores.kinds import Capability, require
 
         require(self.store, Capability.DOCTOR, "doctor")
         # Sessions a linked worktree kept in its own .flow before one store
@@ -1605,7 +1602,7 @@ class SessionManager:
         checkout looks; a worktree without a ``.flow`` of its own is skipped.
         """
         from maestro.gitctx import linked_worktrees
-        from maestro.stores.base import Capability
+        from maestro.stores.kinds import Capability
 
         if Capability.DIRECTORY_EXPORT not in self.store.capabilities:
             return []

@@ -15,16 +15,19 @@ ones are read as UTC, offsets are converted.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, TypeVar
 
 from maestro.errors import SessionValidationError
+from maestro.records import field, field_names, record, required_names
+
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -222,7 +225,8 @@ def _require_seconds(value: object, name: str) -> float:
     return number
 
 
-_E = TypeVar("_E", SessionStatus, SessionPhase)
+if TYPE_CHECKING:
+    _E = TypeVar("_E", SessionStatus, SessionPhase)
 
 # Lookup tables: an enum call costs far more than a dict lookup, and records
 # are full of enum values (every history entry holds two).
@@ -254,7 +258,8 @@ def _require_mapping(value: object, name: str) -> Mapping[str, Any]:
     return value
 
 
-_D = TypeVar("_D")
+if TYPE_CHECKING:
+    _D = TypeVar("_D")
 
 
 _FIELD_NAMES: dict[type[Any], frozenset[str]] = {}
@@ -263,7 +268,7 @@ _FIELD_NAMES: dict[type[Any], frozenset[str]] = {}
 def _field_names(cls: type[Any]) -> frozenset[str]:
     names = _FIELD_NAMES.get(cls)
     if names is None:
-        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+        names = _FIELD_NAMES[cls] = frozenset(field_names(cls))
     return names
 
 
@@ -277,13 +282,7 @@ def _from_mapping(cls: type[_D], data: object, name: str) -> _D:
     try:
         return cls(**mapping)
     except TypeError:
-        missing = sorted(
-            f.name
-            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-            if f.name not in mapping
-            and f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
-        )
+        missing = sorted(name for name in required_names(cls) if name not in mapping)
         raise SessionValidationError(
             f"{name} is missing required field(s): {', '.join(missing)}"
         ) from None
@@ -292,7 +291,7 @@ def _from_mapping(cls: type[_D], data: object, name: str) -> _D:
 # ---------------------------------------------------------------- nested records
 
 
-@dataclass
+@record
 class GitContext:
     """Git repository context captured when the session was created."""
 
@@ -326,7 +325,7 @@ class GitContext:
         return _from_mapping(cls, data, "git_context")
 
 
-@dataclass
+@record
 class PRDReference:
     """Where the product requirements document of the session lives."""
 
@@ -351,11 +350,12 @@ class PRDReference:
         return _from_mapping(cls, data, "prd_reference")
 
 
-@dataclass
+@record
 class SessionStatistics:
     """Counters kept while the session runs."""
 
-    COUNTERS: ClassVar[tuple[str, ...]] = (
+    #: The counters, in their order (no annotation: a class constant, not a field).
+    COUNTERS = (
         "total_tasks",
         "completed_tasks",
         "failed_tasks",
@@ -395,7 +395,7 @@ class SessionStatistics:
         return _from_mapping(cls, data, "statistics")
 
 
-@dataclass
+@record
 class SessionConfiguration:
     """Settings the orchestrator runs the session with."""
 
@@ -423,7 +423,7 @@ class SessionConfiguration:
         return _from_mapping(cls, data, "configuration")
 
 
-@dataclass
+@record
 class StateChange:
     """One entry of a session's ``history``: a state change and when it happened.
 
@@ -476,7 +476,7 @@ REQUEST_OPERATIONS = frozenset(
 )
 
 
-@dataclass
+@record
 class RequestRecord:
     """One idempotent request a session remembers (an entry of ``requests``).
 
@@ -553,7 +553,7 @@ KNOWN_FIELDS = (
 )
 
 
-@dataclass
+@record
 class Session:
     """One orchestrator run: what was asked, where, and how far it got."""
 
@@ -1017,7 +1017,7 @@ def _checked_session(record: dict[str, Any]) -> Session:
 
 
 #: Every field of a session but ``extra``, which holds the record's other keys.
-_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(Session)) - {"extra"}
+_RECORD_FIELDS = frozenset(field_names(Session)) - {"extra"}
 
 
 def session_from_owned_record(record: dict[str, Any]) -> Session:

@@ -15,16 +15,21 @@ catch damage and mix-ups, not attackers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import orjson
-
+from maestro.codec import dumps, loads
 from maestro.errors import SessionValidationError
 from maestro.ids import is_session_id
 from maestro.models import Session, format_timestamp
-from maestro.stores.base import SessionQuery
+from maestro.records import field, record
+
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from maestro.stores.base import SessionQuery
 
 __all__ = ["SessionPage", "decode_cursor", "encode_cursor"]
 
@@ -34,7 +39,7 @@ _MICRO = timedelta(microseconds=1)
 _CHECK_BYTES = 8
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SessionPage:
     """One page of a query: its sessions, and the cursor of the next page.
 
@@ -82,7 +87,7 @@ def _fingerprint(query: SessionQuery) -> str:
     import base64
     import hashlib  # OpenSSL's loader only when a page is asked for
 
-    digest = hashlib.blake2b(orjson.dumps(shape), digest_size=_CHECK_BYTES).digest()
+    digest = hashlib.blake2b(dumps(shape), digest_size=_CHECK_BYTES).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
@@ -95,7 +100,7 @@ def _check(payload: bytes) -> bytes:
 def encode_cursor(query: SessionQuery, last: Session) -> str:
     """The cursor of the page after the one ``last`` ended, for ``query``."""
     moment, session_id = query.sort_key(last)
-    payload = orjson.dumps(
+    payload = dumps(
         {
             "v": _VERSION,
             "t": (moment - _EPOCH) // _MICRO,
@@ -127,8 +132,8 @@ def decode_cursor(cursor: object, query: SessionQuery) -> tuple[datetime, str]:
     if len(raw) <= _CHECK_BYTES or _check(payload) != check:
         raise _refuse("damaged or altered")
     try:
-        data = orjson.loads(payload)
-    except orjson.JSONDecodeError:
+        data = loads(payload)
+    except json.JSONDecodeError:  # orjson's, a subclass
         raise _refuse("damaged or altered") from None
     if not isinstance(data, dict) or data.get("v") != _VERSION:
         raise _refuse("made by another version")

@@ -22,10 +22,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import Any
 
 from maestro.errors import SessionValidationError
 from maestro.models import SCHEMA_VERSION
+
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["SCHEMA_VERSION", "load_schema", "migrate", "schema_errors", "validate_record"]
 

@@ -17,14 +17,15 @@ then there is no index to agree with) is a Unicode approximation used.
 
 from __future__ import annotations
 
+import _thread
 import re
-import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from maestro.errors import SessionValidationError
+from maestro.records import record
 
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import sqlite3
 
@@ -48,7 +49,7 @@ class _Folding:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()  # threading.Lock, without loading threading
         self._table: dict[int, str] = {}
         self._conn: sqlite3.Connection | None = None
         self._fts = True
@@ -139,7 +140,7 @@ def words(text: str) -> list[str]:
     return [word for word in text.translate(_folding.table(text)).split(_SEPARATOR) if word]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SearchTerms:
     """Parsed search: (word, is_prefix) pairs, all required."""
 

@@ -6,17 +6,21 @@ same segments and the same seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from maestro.lifecycle import Segment, segments
 from maestro.models import Session, SessionStatus, format_timestamp
+from maestro.records import record
+
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["SessionTimeline"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SessionTimeline:
     """One segment per stay in a state, from creation to ``end``.
 

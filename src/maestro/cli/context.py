@@ -1,32 +1,38 @@
 """What every command receives, and how it reports: the context, output, errors.
 
-Rich is imported only when something is drawn, and :mod:`logging` only
-when the library has something to say.
+Rich is imported only when something is drawn, :mod:`logging` only when the
+library has something to say, and Click only by the Click side of a command
+(:func:`handled`, :func:`pass_ctx`): the commands :mod:`maestro.cli.direct`
+runs without Click use the rest of this module as the Click commands do.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
-
-import click
 
 from maestro import errors
 from maestro.textsafe import json_text, visible
 
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
+    from typing import Any, NoReturn, TypeVar
 
     from rich.console import Console
 
     from maestro.manager import SessionManager
     from maestro.render import Glyphs
+
+    F = TypeVar("F", bound=Callable[..., Any])
+    R = TypeVar("R")
 
 #: Exit codes, documented in ``maestro --help`` and the README.
 EXIT_OK = 0
@@ -51,6 +57,42 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 session not found,
 
 
 Progress = Callable[[int, int], None]
+
+
+def echo(message: str, *, err: bool = False, nl: bool = True) -> None:
+    """``click.echo(message, err=err, nl=nl)``, without loading Click where it would
+    write the same bytes.
+
+    Click writes a string to a text stream as it is (and flushes), unless the
+    stream's encoding is ASCII (it writes UTF-8 to the bytes beneath instead)
+    or the text holds an escape sequence and the stream is not a terminal (it
+    strips it).  Those cases, and any stream not a plain text file, go to
+    Click itself.
+    """
+    stream = sys.stderr if err else sys.stdout
+    text = message + "\n" if nl else message
+    if "\x1b" not in text and _written_as_is(stream):
+        if text:
+            stream.write(text)
+        stream.flush()
+        return
+    import click
+
+    click.echo(message, err=err, nl=nl)
+
+
+def _written_as_is(stream: object) -> bool:
+    """Whether Click's echo writes a string to ``stream`` unchanged."""
+    if not isinstance(stream, io.TextIOWrapper) or sys.platform == "win32":
+        return False
+    if stream.errors is None:
+        return False
+    import codecs
+
+    try:
+        return codecs.lookup(stream.encoding).name != "ascii"
+    except LookupError:
+        return False
 
 
 def _no_progress(done: int, total: int) -> None:
@@ -111,6 +153,8 @@ class Context:
         self.json_fields = json_fields
         #: ``--all-projects``: every project's sessions of a shared store.
         self.all_projects = all_projects
+        #: The command as its help names it (``maestro show``); ``None``: Click's context says.
+        self.command: str | None = None
         self._manager: SessionManager | None = None
         self._out: Console | None = None
         self._err: Console | None = None
@@ -160,12 +204,21 @@ class Context:
 
             payload = _select_fields(payload, self.json_fields)
         # Exact strings, but DEL, C1 and bidi controls escaped like C0 ones.
-        click.echo(json_text(json.dumps(payload, indent=2, ensure_ascii=False)))
+        echo(json_text(json.dumps(payload, indent=2, ensure_ascii=False)))
 
     def footer(self, line: str) -> None:
         """A line about a table: below it on a terminal, on stderr in a pipe
         (so that the rows a script reads are rows only)."""
-        click.echo(line, err=not self.is_terminal())
+        echo(line, err=not self.is_terminal())
+
+    def command_path(self) -> str:
+        """The command being run, as its help names it: ``maestro show``."""
+        if self.command is None:
+            import click
+
+            below = click.get_current_context().command_path.split()[1:]
+            return " ".join(["maestro", *below])
+        return self.command
 
     def is_terminal(self, *, stderr: bool = False) -> bool:
         """``out.is_terminal`` (or ``err``'s), without loading Rich for a plain pipe.
@@ -243,7 +296,6 @@ def _exit_code(error: Exception) -> int:
 
 def _hint(error: Exception, ctx: Context) -> str:
     """What to do about ``error``, when its message does not say it already."""
-    command = " ".join(["maestro", *click.get_current_context().command_path.split()[1:]])
     if isinstance(error, errors.InvalidSessionIdError):
         return "give a full id or a unique prefix of 6+ characters, see `maestro list`"
     if isinstance(error, errors.SessionNotFoundError):
@@ -261,7 +313,7 @@ def _hint(error: Exception, ctx: Context) -> str:
     if isinstance(error, errors.InvalidTransitionError | errors.ConflictError | CommandError):
         return ""
     if isinstance(error, errors.SessionValidationError):
-        return f"see `{command} --help`"
+        return f"see `{ctx.command_path()} --help`"
     if isinstance(error, OSError):
         return "check the path, free space and permissions"
     return ""
@@ -297,13 +349,10 @@ def fail(ctx: Context, error: Exception) -> NoReturn:
     sys.exit(_exit_code(error))
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
 def _json_error(kind: str, message: str, code: int) -> None:
     """An error as scripts read it under --json: one JSON object on stderr."""
     payload = {"error": {"type": kind, "message": message, "exit_code": code}}
-    click.echo(json_text(json.dumps(payload, ensure_ascii=False)), err=True)
+    echo(json_text(json.dumps(payload, ensure_ascii=False)), err=True)
 
 
 @contextmanager
@@ -335,22 +384,51 @@ def _long_work_bar(ctx: Context) -> Iterator[None]:
             yield
 
 
+def run_handled(ctx: Context, func: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    """Run a command's work, expected errors turned into one red line and an exit code.
+
+    Both sides of a command run it through here: :func:`handled` for Click,
+    :mod:`maestro.cli.direct` without it.
+    """
+    try:
+        with _long_work_bar(ctx):
+            return func(*args, **kwargs)
+    except BrokenPipeError:
+        raise  # the reader went away (`maestro list | head`): the caller exits quietly
+    except (errors.SessionError, CommandError, OSError) as error:
+        fail(ctx, error)
+
+
+class UsageProblem(Exception):
+    """Arguments that cannot go together, found by a command's own code.
+
+    Raised before the command reads or prints anything; the Click side
+    reports it as Click reports a usage error (:func:`handled`).
+    """
+
+
 def handled(func: F) -> F:
     """Turn expected errors raised by a command into one red line and an exit code."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import click
+
         ctx = click.get_current_context().find_object(Context)
         assert ctx is not None
         try:
-            with _long_work_bar(ctx):
-                return func(*args, **kwargs)
-        except BrokenPipeError:
-            raise  # the reader went away (`maestro list | head`): Click exits quietly
-        except (errors.SessionError, CommandError, OSError) as error:
-            fail(ctx, error)
+            return run_handled(ctx, func, *args, **kwargs)
+        except UsageProblem as problem:
+            raise click.UsageError(str(problem)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def pass_ctx(func: Callable[..., R]) -> Callable[..., R]:
+    """Click's ``pass_obj`` for the :class:`Context` (Click loads with the command's module)."""
+    import click
+
+    return click.make_pass_decorator(Context)(func)
 
 
 def _stderr_handler_class() -> type[logging.Handler]:
@@ -375,7 +453,7 @@ def _stderr_handler_class() -> type[logging.Handler]:
             message = visible(" ".join(self.format(record).split()))
             if message not in self.seen:
                 self.seen.add(message)
-                click.echo(f"warning: {message}", err=True)
+                echo(f"warning: {message}", err=True)
 
     _HANDLER_CLASS = StderrHandler
     return StderrHandler
@@ -402,9 +480,6 @@ def _add_log_handler() -> None:
             handler.seen.clear()  # type: ignore[attr-defined]
             return
     log.addHandler(handler_class())
-
-
-pass_ctx = click.make_pass_decorator(Context)
 
 
 def _open_manager(root: Path | None, store: str | None, **options: Any) -> SessionManager:

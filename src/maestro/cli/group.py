@@ -324,5 +324,5 @@ def _from_command_line(click_ctx: click.Context, name: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """The Click command line alone (:func:`maestro.cli.main` tries the direct path first)."""
     cli.main(args=argv, prog_name="maestro")

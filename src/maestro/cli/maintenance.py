@@ -20,7 +20,8 @@ from maestro.cli.context import (
     pass_ctx,
 )
 from maestro.cli.group import cli
-from maestro.cli.options import STATUSES, TERMINAL, _age_callback, _filters, filter_options
+from maestro.cli.options import STATUSES, TERMINAL, _age_callback, filter_options
+from maestro.cli.reading import filters_of
 from maestro.models import Session, utcnow
 from maestro.textsafe import visible
 
@@ -50,7 +51,7 @@ def stats(
       maestro stats
       maestro stats --since 1w --branch main
     """
-    summary = ctx.manager().stats(**_filters(statuses, phases, branch, since, until, active))
+    summary = ctx.manager().stats(**filters_of(statuses, phases, branch, since, until, active))
     if ctx.as_json:
         ctx.emit_json(summary.to_dict())
         return
@@ -211,7 +212,7 @@ def export_cmd(
       maestro export --status completed --since 1w -o last-week.tar.gz
       maestro export -o - | ssh backup 'cat > sessions.tar.gz'
     """
-    filters = _filters(statuses, phases, branch, since, until, active)
+    filters = filters_of(statuses, phases, branch, since, until, active)
     to_stdout = output == "-"
     if to_stdout:
         stream = sys.stdout.buffer

@@ -292,40 +292,6 @@ def filter_options(func: F) -> F:
     return func
 
 
-def _filters(
-    statuses: Sequence[str],
-    phases: Sequence[str],
-    branch: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    active: bool,
-) -> dict[str, Any]:
-    """The ``query_sessions`` keyword arguments of the filter options."""
-    if active and statuses:
-        raise click.UsageError("--active and --status cannot be combined; use one")
-    if since is not None and until is not None and since > until:
-        raise click.UsageError(
-            "--since is later than --until, so nothing can match; "
-            "give the earlier moment to --since, such as --since 2026-11-01 --until 2026-11-30"
-        )
-    filters: dict[str, Any] = {}
-    if active:
-        from maestro.lifecycle import ACTIVE_STATES
-
-        filters["status"] = sorted(s.value for s in ACTIVE_STATES)
-    elif statuses:
-        filters["status"] = list(statuses)
-    if phases:
-        filters["phase"] = list(phases)
-    if branch is not None:
-        filters["branch"] = branch
-    if since is not None:
-        filters["created_after"] = since
-    if until is not None:
-        filters["created_before"] = until
-    return filters
-
-
 def _non_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is not None and not value.strip():
         # The same for every command: a blank reason says nothing.

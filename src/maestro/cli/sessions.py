@@ -9,20 +9,14 @@ from typing import Any
 
 import click
 
-from maestro import errors
 from maestro.cli.context import (
     _EPILOG,
-    _WIDE,
-    EXIT_USAGE,
-    CommandError,
     Context,
-    _console,
     handled,
     pass_ctx,
 )
 from maestro.cli.group import cli
 from maestro.cli.options import (
-    _filters,
     _Number,
     _prd,
     filter_options,
@@ -30,7 +24,13 @@ from maestro.cli.options import (
     session_id_argument,
     wide_option,
 )
-from maestro.models import Session, utcnow
+from maestro.cli.reading import (
+    LIST_DEFAULT,
+    filters_of,
+    list_sessions,
+    query_and_print,
+    show_session,
+)
 from maestro.textsafe import visible
 
 # ---------------------------------------------------------------- create and read
@@ -147,27 +147,7 @@ def show(ctx: Context, session_id: str, full: bool) -> None:
       maestro --json show 3f01b541 | jq .seconds_in_state
       maestro show 3f01b541 --full
     """
-    manager = ctx.manager()
-    session = manager.get_session(ctx.resolve(session_id))
-    now = utcnow()
-    # Only a finished session can have been run again: others skip the scan.
-    reruns = (
-        [s.session_id for s in manager.reruns_of(session.session_id)]
-        if (session.is_terminal)
-        else []
-    )
-    if ctx.as_json:
-        from maestro.timeline import SessionTimeline
-
-        timeline = SessionTimeline.of(session, now)
-        ctx.emit_json({"session": session.to_dict(), **timeline.to_dict(), "reruns": reruns})
-        return
-    from maestro.render import show_view
-
-    view = show_view(
-        session, now, width=ctx.out.width, glyphs=ctx.glyphs(), full=full, reruns=reruns
-    )
-    ctx.out.print(view)
+    show_session(ctx, session_id, full)
 
 
 @cli.command(epilog=_EPILOG)
@@ -225,55 +205,6 @@ def rerun(ctx: Context, session_id: str, quiet: bool, request_id: str | None) ->
         )
 
 
-def _print_sessions(
-    ctx: Context,
-    sessions: list[Session],
-    total: int | None = None,
-    *,
-    wide: bool = False,
-    footer: bool = True,
-) -> None:
-    if ctx.as_json:
-        ctx.emit_json([s.to_dict() for s in sessions])
-        return
-    if not sessions:
-        click.echo("no sessions match")
-        return
-    if ctx.is_terminal():
-        from maestro.render import sessions_table
-
-        out = ctx.out
-        if wide:  # a console as wide as the table: Rich never prints beyond its console
-            out = _console(stderr=False)
-            out.width = _WIDE
-        out.print(sessions_table(sessions, utcnow(), width=out.width, glyphs=ctx.glyphs()))
-    else:
-        from maestro.plain import session_plain_rows
-
-        click.echo(session_plain_rows(sessions), nl=False)
-    if not footer:
-        return
-    count = len(sessions)
-    if total is not None and total > count:
-        ctx.footer(f"{count} of {total} sessions (raise --limit to see more)")
-    else:
-        ctx.footer(f"{count} session{'s' if count != 1 else ''}")
-
-
-def _query_and_print(
-    ctx: Context, limit: int | None, filters: dict[str, Any], *, wide: bool = False
-) -> None:
-    """Query, count what a limit left out, print: what ``list`` and ``search`` share."""
-    manager = ctx.manager()
-    sessions = manager.query_sessions(limit=limit, **filters)
-    total = manager.count_sessions(**filters) if limit is not None else None
-    _print_sessions(ctx, sessions, total, wide=wide)
-
-
-#: How many sessions human ``list`` shows unless --limit says otherwise.
-LIST_DEFAULT = 30
-
-
 @cli.command("list", epilog=_EPILOG)
 @filter_options
 @click.option(
@@ -310,7 +241,7 @@ LIST_DEFAULT = 30
 @wide_option
 @pass_ctx
 @handled
-def list_sessions(
+def list_command(
     ctx: Context,
     statuses: tuple[str, ...],
     phases: tuple[str, ...],
@@ -342,65 +273,21 @@ def list_sessions(
       maestro --json list --limit 100 --cursor '' | jq -r .next_cursor
       maestro list --worktree wt-login
     """
-    filters = _filters(statuses, phases, branch, since, until, active)
-    if worktree is not None:
-        filters["worktree"] = worktree
-    if cursor is not None and offset:
-        raise click.UsageError("--cursor and --offset cannot be combined; use one")
-    if limit is None and (cursor is not None or not ctx.as_json):
-        limit = LIST_DEFAULT
-    manager = ctx.manager()
-    next_cursor: str | None = None
-    if limit is not None and not offset:
-        try:
-            page = manager.query_page(limit=limit, order_by=sort, cursor=cursor or None, **filters)
-        except errors.SessionValidationError as error:
-            if not cursor:
-                raise
-            raise CommandError(f"--cursor: {error}", EXIT_USAGE) from None
-        sessions, next_cursor = page.sessions, page.next_cursor
-    else:
-        sessions = manager.query_sessions(limit=limit, offset=offset, order_by=sort, **filters)
-    if ctx.as_json:
-        records = [s.to_dict() for s in sessions]
-        if cursor is not None:
-            ctx.emit_json({"sessions": records, "next_cursor": next_cursor})
-        else:
-            ctx.emit_json(records)
-        return
-    if not sessions:
-        click.echo("no sessions match")
-        return
-    _print_sessions(ctx, sessions, wide=wide, footer=False)
-    total = manager.count_sessions(**filters)
-    ctx.footer(_list_footer(len(sessions), total, offset, limit, cursor, next_cursor))
-
-
-def _list_footer(
-    shown: int,
-    total: int,
-    offset: int,
-    limit: int | None,
-    cursor: str | None,
-    next_cursor: str | None,
-) -> str:
-    """``list``'s footer: what the page holds, and how to see what it left out."""
-    if cursor:  # a later page: where it starts among the matches is not counted
-        line = f"{shown} session{'s' if shown != 1 else ''} of {total}"
-    elif offset:
-        line = f"sessions {offset + 1}-{offset + shown} of {total}"
-    elif shown < total:
-        line = f"{shown} of {total} sessions"
-    else:
-        return f"{shown} session{'s' if shown != 1 else ''}"
-    if cursor:
-        return f"{line}; next page: --cursor {next_cursor}" if next_cursor else line
-    more = total - offset - shown
-    if more <= 0:
-        return line
-    if next_cursor is not None:
-        return f"{line}; {more} more: --limit {total}, or the next page: --cursor {next_cursor}"
-    return f"{line}; {more} more: --offset {offset + shown}, or --limit {total - offset}"
+    list_sessions(
+        ctx,
+        statuses,
+        phases,
+        branch,
+        since,
+        until,
+        active,
+        worktree,
+        limit,
+        offset,
+        cursor,
+        sort,
+        wide,
+    )
 
 
 @cli.command(epilog=_EPILOG)
@@ -432,10 +319,10 @@ def search(
       maestro search oauth login
       maestro search 'auth*' --status failed
     """
-    filters = _filters(statuses, phases, branch, since, until, active)
+    filters = filters_of(statuses, phases, branch, since, until, active)
     text = " ".join(words)
     if not text.strip():
         raise click.UsageError(
             "give at least one word to search for, such as: maestro search oauth"
         )
-    _query_and_print(ctx, limit, {**filters, "text": text}, wide=wide)
+    query_and_print(ctx, limit, {**filters, "text": text}, wide=wide)

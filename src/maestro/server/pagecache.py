@@ -18,13 +18,13 @@ otherwise push out the few a dashboard asks again and again.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections import OrderedDict
 from typing import Any
 
 from maestro.manager import SessionManager
 from maestro.pages import SessionPage
+from maestro.records import replace
 from maestro.server.security import ASGIApp, Receive, Scope, Send
 
 __all__ = ["LIST_PATH", "PageCache"]
@@ -80,7 +80,7 @@ class PageCache:
                 return
             self._seen.pop(query_string, None)
             # The stamp is all the page is kept for.
-            self._entries[query_string] = (dataclasses.replace(page, sessions=[]), body)
+            self._entries[query_string] = (replace(page, sessions=[]), body)
             self._entries.move_to_end(query_string)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)

@@ -20,15 +20,20 @@ A path whose first component holds a colon must be written ``file:PATH``.
 
 from __future__ import annotations
 
+import _thread
 import os
 import re
-import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from maestro.errors import SessionValidationError
-from maestro.stores.base import SessionStore
+
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from maestro.stores.base import SessionStore
 
 __all__ = ["KNOWN_SCHEMES", "StoreLocation", "open_store", "parse_store_url", "select_store"]
 
@@ -41,7 +46,7 @@ _MEMORY_OPTIONS = ("lock_timeout", "retention")
 _FILE_DEFAULTS: dict[str, Any] = {"durable": True, "index": True, "allow_symlinked_root": None}
 _SWITCHES = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
 
-_named_lock = threading.Lock()
+_named_lock = _thread.allocate_lock()  # threading.Lock, without loading threading
 _named: dict[str, SessionStore] = {}
 
 

@@ -45,21 +45,24 @@ an empty index on every core) and :mod:`~maestro.stores.files_maintenance`
 
 from __future__ import annotations
 
+import _thread
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import os
 import stat
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from maestro.codec import decode_record, encode_record, encode_record_and_dict
+from maestro.codec import (
+    FEW_RECORDS,
+    decode_record,
+    encode_record,
+    encode_record_and_dict,
+    expect_many,
+    loads,
+)
 from maestro.errors import (
     ConflictError,
     CorruptSessionError,
@@ -75,26 +78,29 @@ from maestro.errors import (
 from maestro.ids import check_session_id, is_session_id
 from maestro.lazylog import LazyLogger
 from maestro.models import SCHEMA_VERSION, Session, session_from_owned_record
-from maestro.stores.base import (
+from maestro.records import replace
+from maestro.stores.files_freshness import IndexedAnswers
+from maestro.stores.files_layout import METADATA, _close
+from maestro.stores.kinds import (
     Capability,
-    ChangeEvent,
     ChangeKind,
-    ScanEntry,
-    SessionQuery,
     Transform,
     apply_change,
     check_request_id_type,
 )
-from maestro.stores.files_freshness import IndexedAnswers
-from maestro.stores.files_layout import METADATA, _close
 from maestro.stores.signatures import (
     DEFAULT_RETENTION,
     IndexUnavailable,
     Signature,
 )
 
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
+    from maestro.stores.base import ChangeEvent, ScanEntry, SessionQuery
     from maestro.stores.index import SessionIndex
 
 
@@ -172,7 +178,7 @@ FEED_POLL = (0.01, 0.05)
 FEED_RECHECK = 0.25
 
 #: Held while a store makes its index object (once per store).
-_INDEX_MADE = threading.Lock()
+_INDEX_MADE = _thread.allocate_lock()  # threading.Lock, without loading threading
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NOFOLLOW_DIR = _DIR_FLAGS | os.O_NOFOLLOW
@@ -502,7 +508,7 @@ class FileSessionStore(IndexedAnswers):
         if raw == self._written.get(session_id):
             # Byte for byte the record this object encoded, after validating
             # it against the schema: the same session, built without checks.
-            return session_from_owned_record(orjson.loads(raw)), Signature.of(info)
+            return session_from_owned_record(loads(raw)), Signature.of(info)
         return decode_record(session_id, raw, where=METADATA), Signature.of(info)
 
     def _remember(self, session_id: str, data: bytes) -> None:
@@ -1018,12 +1024,16 @@ class FileSessionStore(IndexedAnswers):
         return sorted(n for n in names if n.startswith(prefix) and is_session_id(n))
 
     def scan(self) -> Iterator[ScanEntry]:
+        from maestro.stores.base import ScanEntry
+
         root_fd = self._open_root(create=False)
         if root_fd is None:
             return
         try:
             with os.scandir(root_fd) as entries:
                 names = [e.name for e in entries if is_session_id(e.name)]
+            if len(names) > FEW_RECORDS:
+                expect_many()  # orjson reads them
             for name in names:
                 try:
                     sess_fd = self._open_session(root_fd, name)
@@ -1049,7 +1059,7 @@ class FileSessionStore(IndexedAnswers):
 
     def count(self, query: SessionQuery) -> int:
         """How many sessions match ``query`` (its window ignored), from the index."""
-        query = dataclasses.replace(query, limit=None, offset=0)
+        query = replace(query, limit=None, offset=0)
         if self.index is not None:
             try:
                 root_fd = self._open_root(create=False)
@@ -1394,4 +1404,4 @@ def _retention(given: int | None) -> int:
 
 
 def _with_revision(session: Session, revision: int) -> Session:
-    return dataclasses.replace(session, revision=revision, schema_version=SCHEMA_VERSION)
+    return replace(session, revision=revision, schema_version=SCHEMA_VERSION)

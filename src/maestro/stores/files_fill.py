@@ -62,9 +62,12 @@ def _read_chunk(job: Job) -> tuple[str, int, list[tuple[str, Outcome]]]:
     Returns ``("", 0, outcomes)``, or ``(problem, errno, [])`` when the disk
     refused a read or ``sessions/`` is not the directory the caller listed.
     """
+    from maestro.codec import expect_many
     from maestro.stores.files import FileSessionStore
     from maestro.stores.files_freshness import _Unreadable
     from maestro.stores.index import row_content
+
+    expect_many()  # a chunk is many records: orjson reads and writes them
 
     sessions_dir, base, allow_links, identity, names, refused_is_unreadable = job
     store = FileSessionStore(sessions_dir, base=base, allow_symlinked_root=allow_links, index=False)

@@ -17,24 +17,20 @@ kept here by concern; they use its locks and reads.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import os
 import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
 
-import orjson
-
-from maestro.codec import decode_record
+from maestro.codec import FEW_RECORDS, decode_record, expect_many, loads_for
 from maestro.errors import LockTimeoutError, SessionError, SessionNotFoundError, StorageError
 from maestro.ids import is_session_id
 from maestro.lazylog import LazyLogger
 from maestro.models import Session, session_from_owned_record
 from maestro.progress import current as current_progress
-from maestro.stores.base import SessionQuery
+from maestro.records import replace
 from maestro.stores.files_layout import METADATA, _close
 from maestro.stores.signatures import (
     RACY_NS,
@@ -45,8 +41,11 @@ from maestro.stores.signatures import (
     Signature,
 )
 
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from maestro.reports import Progress
+    from maestro.stores.base import SessionQuery
     from maestro.stores.files import FileSessionStore
     from maestro.stores.index import SessionIndex
 
@@ -99,7 +98,7 @@ class IndexedAnswers:
         them, none of them too recent to trust its file's signature.
         """
         index = self.index
-        every = dataclasses.replace(query, limit=None, offset=0, after=None)
+        every = replace(query, limit=None, offset=0, after=None)
         if index is not None and query.limit is not None and query.offset == 0:
             try:
                 root_fd = self._open_root(create=False)
@@ -354,7 +353,9 @@ class IndexedAnswers:
         broken: list[tuple[str, Signature, str]] = []
 
         def fresh() -> Iterator[Item]:
-            for sid in wanted():
+            for count, sid in enumerate(wanted()):
+                if count == FEW_RECORDS:
+                    expect_many()  # more than a few: orjson reads and writes them
                 outcome = self._read_for_index(
                     root_fd, sid, refused_is_unreadable=reread or only is not None
                 )
@@ -384,6 +385,8 @@ class IndexedAnswers:
                 new_rows_are_changes=False,
             )
         elif only is None and len(listed) >= PARALLEL_FROM and _cores() > 1:
+            from typing import cast
+
             from maestro.stores import files_fill  # processes only for a large store
 
             # An empty index of a large store: read and check on every core.
@@ -438,7 +441,7 @@ class IndexedAnswers:
         append = found.append
         reread = False
         stat = os.stat
-        loads = orjson.loads
+        loads = loads_for(needed)
         build = session_from_owned_record
         tail = f"/{METADATA}"
         for row in index.select_plain(query, query.text):
@@ -572,7 +575,7 @@ class IndexedAnswers:
             if query.text is None or session.feature_request != row.feature_request:
                 return None
             # The index's tokenizer matched this text; only the other filters count.
-            if not dataclasses.replace(query, text=None).matches(session):
+            if not replace(query, text=None).matches(session):
                 return None
         return session
 
@@ -594,22 +597,39 @@ def _not_now(error: StorageError) -> IndexUnavailable:
     return IndexUnavailable(str(error), code=error.errno)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
 class _Stamp:
-    """What an answer of :meth:`FileSessionStore.query_stamped` was made from."""
+    """What an answer of :meth:`FileSessionStore.query_stamped` was made from.
 
-    store: IndexedAnswers
-    generation: int
-    directory: str
-    rows: tuple[tuple[str, Signature], ...]
+    (Plain classes, these two: every command that reads a session imports
+    this module, and making a dataclass costs more there than it saves.)
+    """
+
+    __slots__ = ("directory", "generation", "rows", "store")
+
+    def __init__(
+        self,
+        store: IndexedAnswers,
+        generation: int,
+        directory: str,
+        rows: tuple[tuple[str, Signature], ...],
+    ) -> None:
+        self.store = store
+        self.generation = generation
+        self.directory = directory
+        self.rows = rows
 
 
-@dataclasses.dataclass(frozen=True)
 class _Unreadable:
     """A session whose record cannot be read: its file's signature and why."""
 
-    signature: Signature
-    problem: str
+    __slots__ = ("problem", "signature")
+
+    def __init__(self, signature: Signature, problem: str) -> None:
+        self.signature = signature
+        self.problem = problem
+
+    def __repr__(self) -> str:
+        return f"_Unreadable({self.signature!r}, {self.problem!r})"
 
 
 @contextlib.contextmanager

@@ -39,24 +39,22 @@ changes.  The newest ``retention`` events are kept.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import errno
 import functools
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import orjson
-
+from maestro.codec import dumps
 from maestro.errors import SessionValidationError
 from maestro.models import Session, SessionStatus
 from maestro.search import TOKENIZER, SearchTerms
-from maestro.stores.base import ChangeEvent, ChangeKind, SessionQuery, reported_kind
+from maestro.stores.kinds import ChangeKind, reported_kind
 from maestro.stores.signatures import (
     DEFAULT_RETENTION,
     RACY_NS,
@@ -67,6 +65,13 @@ from maestro.stores.signatures import (
     Known,
     Signature,
 )
+
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from maestro.stores.base import ChangeEvent, SessionQuery
 
 __all__ = [
     "DEFAULT_RETENTION",
@@ -219,7 +224,7 @@ def row_content(session: Session, record: dict[str, Any] | None = None) -> tuple
         to_micros(session.last_activity),
         session.revision,
         session.feature_request,
-        orjson.dumps(record),
+        dumps(record),
     )
 
 
@@ -264,12 +269,12 @@ class SessionIndex:
         self.sessions_dir = None if sessions_dir is None else Path(sessions_dir)
         #: How many of the newest events the feed keeps; 0 writes none.
         self.retention = retention
-        self._local = threading.local()
+        self._local = _thread._local()  # threading.local, without loading threading
         # See generation(): a connection that only watches for commits.
         self._watch: tuple[int, sqlite3.Connection, tuple[int, int]] | None = None
         self._watched: int | None = None
         self._generation = 0
-        self._watch_lock = threading.Lock()
+        self._watch_lock = _thread.allocate_lock()
 
     def __repr__(self) -> str:
         return f"SessionIndex({str(self.path)!r})"
@@ -1061,6 +1066,8 @@ class SessionIndex:
         All is read in one transaction, so the answer is one snapshot: the
         oldest kept event, the newest and the rows between agree.
         """
+        from maestro.stores.events import ChangeEvent
+
         wanted = _parse_cursor(cursor)
         conn = self.connection()
         try:

@@ -25,7 +25,6 @@ process) is recognised as unknown and answered with a ``RESET``.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import re
 import secrets
@@ -47,6 +46,7 @@ from maestro.errors import (
 )
 from maestro.ids import check_session_id
 from maestro.models import SCHEMA_VERSION, Session, session_from_trusted_record, utcnow
+from maestro.records import replace
 from maestro.stores.base import (
     Capability,
     ChangeEvent,
@@ -116,7 +116,7 @@ class MemoryStore:
     def create(self, session: Session, *, request_id: str | None = None) -> Session:
         session_id = check_session_id(session.session_id)
         check_request_id_type(request_id)
-        stored = dataclasses.replace(session, revision=1, schema_version=SCHEMA_VERSION)
+        stored = replace(session, revision=1, schema_version=SCHEMA_VERSION)
         raw = encode_record(stored)  # refuses an invalid record before anything is kept
         with self._changed:
             if request_id is not None and request_id in self._created_by:

@@ -82,6 +82,7 @@ from maestro.models import (
     session_from_trusted_record,
     utcnow,
 )
+from maestro.records import replace
 from maestro.reports import AdoptResult, DoctorReport, ExportResult, ImportResult, Progress
 from maestro.search import words
 from maestro.stores import postgres_schema
@@ -654,7 +655,7 @@ class PostgresStore:
     def create(self, session: Session, *, request_id: str | None = None) -> Session:
         session_id = check_session_id(session.session_id)
         check_request_id_type(request_id)
-        stored = dataclasses.replace(session, revision=1, schema_version=SCHEMA_VERSION)
+        stored = replace(session, revision=1, schema_version=SCHEMA_VERSION)
         raw = encode_record(stored)
         row = self._row(stored, raw)
 

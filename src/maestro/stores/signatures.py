@@ -11,16 +11,42 @@ from __future__ import annotations
 
 import errno
 import os
+from collections import namedtuple
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
-
-import orjson
 
 from maestro.errors import StorageError
 from maestro.models import Session
 
+#: Set by type checkers only: :mod:`typing` is not loaded to start a command.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import sqlite3
+    from typing import NamedTuple
+
+    class _Signature(NamedTuple):
+        ino: int
+        size: int
+        mtime_ns: int
+
+    class _Known(NamedTuple):
+        signature: Signature
+        racy: bool
+        indexed_ns: int
+
+    class _IndexRow(NamedTuple):
+        session_id: str
+        signature: Signature
+        racy: bool
+        record: bytes
+        feature_request: str
+
+else:
+    # The same tuples, made without :mod:`typing` (whose NamedTuple makes these).
+    _Signature = namedtuple("Signature", ("ino", "size", "mtime_ns"))
+    _Known = namedtuple("Known", ("signature", "racy", "indexed_ns"))
+    _IndexRow = namedtuple(
+        "IndexRow", ("session_id", "signature", "racy", "record", "feature_request")
+    )
 
 __all__ = [
     "DEFAULT_RETENTION",
@@ -75,12 +101,11 @@ class IndexUnavailable(StorageError):
         return cls(str(error), code=_ERRNO_OF_SQLITE.get(primary or 0, errno.EIO))
 
 
-class Signature(NamedTuple):
-    """What identifies one version of a ``metadata.json`` without reading it."""
+class Signature(_Signature):
+    """What identifies one version of a ``metadata.json`` without reading it:
+    ``(ino, size, mtime_ns)``."""
 
-    ino: int
-    size: int
-    mtime_ns: int
+    __slots__ = ()
 
     @classmethod
     def of(cls, info: os.stat_result) -> Signature:
@@ -91,12 +116,11 @@ class Signature(NamedTuple):
         return now_ns - self.mtime_ns < RACY_NS
 
 
-class Known(NamedTuple):
-    """What the index holds of one session, to decide whether to re-read its file."""
+class Known(_Known):
+    """What the index holds of one session, to decide whether to re-read its file:
+    ``(signature, racy, indexed_ns)``."""
 
-    signature: Signature
-    racy: bool
-    indexed_ns: int
+    __slots__ = ()
 
 
 #: One session to index: the record and its file's signature.
@@ -105,16 +129,15 @@ Item = tuple[Session, Signature]
 CurrentSignature = Callable[[str], Signature | None]
 
 
-class IndexRow(NamedTuple):
-    """One candidate result: enough to verify it and to rebuild the session."""
+class IndexRow(_IndexRow):
+    """One candidate result: enough to verify it and to rebuild the session:
+    ``(session_id, signature, racy, record, feature_request)``."""
 
-    session_id: str
-    signature: Signature
-    racy: bool
-    record: bytes
-    feature_request: str
+    __slots__ = ()
 
     def session_record(self) -> dict[str, object]:
+        import orjson  # the index wrote the row with it
+
         record: dict[str, object] = orjson.loads(self.record)
         record["feature_request"] = self.feature_request
         return record
