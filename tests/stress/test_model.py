@@ -1135,7 +1135,7 @@ class DurableSessionManagerMachine(SessionManagerMachine):
 
 TestSessionManagerModel = SessionManagerMachine.TestCase
 TestSessionManagerModel.settings = settings(
-    max_examples=size(200, 2000),
+    max_examples=size(100, 2000),
     stateful_step_count=size(40, 80),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
