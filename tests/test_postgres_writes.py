@@ -227,7 +227,7 @@ class _Pool:
         self.rung = threading.Event()
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[_Pool]:
+    def connection(self, timeout: float | None = None) -> Iterator[_Pool]:
         yield self
 
     def execute(self, statement: bytes) -> None:

@@ -183,8 +183,9 @@ class _Ringer:
             self._ring()
 
     def _ring(self) -> None:
-        # A lost ring only delays the watchers until they next poll.
-        with contextlib.suppress(Exception), self._pool.connection() as conn:
+        # A lost ring only delays the watchers until they next poll; a ring
+        # never waits long for a connection (the last one is made at exit).
+        with contextlib.suppress(Exception), self._pool.connection(timeout=1.0) as conn:
             conn.execute(_NOTIFY)
 
     def close(self) -> None:
