@@ -119,6 +119,21 @@ def test_a_write_remembered_in_one_project_is_not_made_from_another(tmp_path: Pa
     assert mine.transition_state(sid, SessionStatus.IMPLEMENTING).revision == 4
 
 
+def test_a_one_statement_write_gives_up_after_the_lock_timeout(tmp_path: Path) -> None:
+    from maestro.errors import LockTimeoutError
+
+    manager = SessionManager(tmp_path, store=store_url(tmp_path), lock_timeout=0.3)
+    sid = manager.create_session("held", git_context=GIT).session_id
+    manager.transition_state(sid, SessionStatus.PLANNING)  # remembered
+    with psycopg.connect(database_url()) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (sid,))
+        with pytest.raises(LockTimeoutError):
+            manager.increment_statistics(sid, completed_tasks=1)
+        holder.rollback()
+    counted = manager.increment_statistics(sid, completed_tasks=1)
+    assert (counted.statistics.completed_tasks, counted.revision) == (1, 3)
+
+
 def _losing(
     monkeypatch: pytest.MonkeyPatch,
     manager: SessionManager,
