@@ -142,8 +142,8 @@ def _losing(
     meanwhile: Callable[[], object] = lambda: None,
 ) -> None:
     """The next statement of ``manager``'s store fails as a lost connection does:
-    before it reaches the server, or after it committed (then ``meanwhile`` runs
-    before the error is raised)."""
+    before it reaches the server, or after it committed; ``meanwhile`` runs
+    before the error is raised."""
     store: Any = manager.store
     real = store._connection
     armed = [True]
@@ -153,9 +153,8 @@ def _losing(
             self._conn = conn
 
         def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-            if before:
-                raise psycopg.OperationalError(LOST)
-            self._conn.execute(query, *args, **kwargs).fetchone()
+            if not before:
+                self._conn.execute(query, *args, **kwargs).fetchone()
             meanwhile()
             raise psycopg.OperationalError(LOST)
 
@@ -185,6 +184,34 @@ def test_a_write_whose_connection_is_lost_is_made_exactly_once(
     assert (stored.statistics.completed_tasks, stored.revision) == (1, 3)
     # What it remembers is the row as it is: the next write is right too.
     assert manager.increment_statistics(sid, completed_tasks=1).statistics.completed_tasks == 2
+
+
+def test_a_write_lost_before_the_server_builds_on_an_edit_made_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edit by hand keeps the revision but makes a new row version: the second
+    try writes nothing, and the write is made on the row as edited."""
+    manager = _manager(tmp_path)
+    sid = manager.create_session("lost", git_context=GIT).session_id
+    manager.transition_state(sid, SessionStatus.PLANNING)
+
+    def edit() -> None:
+        with psycopg.connect(database_url(), autocommit=True) as conn:
+            conn.execute(
+                "UPDATE maestro_sessions SET record = jsonb_set(record, '{feature_request}', "
+                "'\"edited by hand\"') WHERE session_id = %s",
+                (sid,),
+            )
+
+    _losing(monkeypatch, manager, before=True, meanwhile=edit)
+    counted = manager.increment_statistics(sid, completed_tasks=1)
+    stored = _elsewhere(tmp_path).get_session(sid)
+    assert stored == counted
+    assert (stored.feature_request, stored.statistics.completed_tasks, stored.revision) == (
+        "edited by hand",
+        1,
+        3,
+    )
 
 
 def test_a_lost_write_under_a_later_one_is_an_unknown_outcome(

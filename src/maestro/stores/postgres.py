@@ -891,10 +891,12 @@ class PostgresStore:
 
         The row holding this write's record at its revision is the first try,
         committed: the write is done.  Another record at that revision is
-        another writer's, so the first try cannot have committed (nor can it
-        later: its condition no longer holds); ``modify`` goes on from the
-        row as it is.  A later revision may sit on top of the first try or
-        not: the outcome is unknown, and the error says so.
+        another writer's, and a row still at the remembered revision (in
+        another version) has none of this write: the first try cannot have
+        committed (nor can it later: its condition no longer holds), and
+        ``modify`` goes on from the row as it is.  A later revision may sit on
+        top of the first try or not: the outcome is unknown, and the error
+        says so.
         """
         unknown = StorageError(
             session_id,
@@ -914,10 +916,10 @@ class PostgresStore:
         if row is None:
             return None  # deleted since: ``modify`` says so
         revision, version, same = row
+        if revision == known.revision or (revision == updated.revision and not same):
+            return None  # not this write's: it was not made, and cannot be now
         if revision != updated.revision:
             raise unknown from lost
-        if not same:
-            return None
         if not updated.extra:
             self._database.remember(
                 session_id, _Written(known.project, str(version), revision, record, marks)
