@@ -242,20 +242,27 @@ def test_a_bad_notify_interval_is_refused(tmp_path: Path) -> None:
             _manager(tmp_path, notify_interval=bad)
 
 
-def test_a_burst_of_writes_reaches_a_watcher(tmp_path: Path) -> None:
-    """Within the interval, writes are rung for together, after it."""
-    writer = _manager(tmp_path, notify_interval="0.2")
+def test_a_burst_of_writes_rings_twice_and_reaches_a_watcher(tmp_path: Path) -> None:
+    """The first write rings at once; the writes within the interval after it are
+    rung for once, by the ringer, and a watcher sees every event."""
+    writer = _manager(tmp_path, notify_interval="0.3")
     watcher = _elsewhere(tmp_path)
     sid = writer.create_session("burst", git_context=GIT).session_id
     cursor = watcher.changes_cursor()
-    for state in (SessionStatus.PLANNING, SessionStatus.GENERATING_TASKS):
-        writer.transition_state(sid, state)
+    time.sleep(0.4)  # the creation's ring is over: the burst starts a new interval
+    with psycopg.connect(database_url(), autocommit=True) as listener:
+        listener.execute("LISTEN maestro_changes")
+        for state in (SessionStatus.PLANNING, SessionStatus.GENERATING_TASKS):
+            writer.transition_state(sid, state)
+        writer.heartbeat(sid)
+        rings = list(listener.notifies(timeout=2.0))
+    assert len(rings) == 2
     seen = []
     for event in watcher.changes(cursor, follow=True, timeout=30):
         seen.append(event.to_status)
-        if len(seen) == 2:
+        if len(seen) == 3:
             break
-    assert seen == ["planning", "generating_tasks"]
+    assert seen == ["planning", "generating_tasks", "generating_tasks"]
 
 
 # ---------------------------------------------------------------- the ringer

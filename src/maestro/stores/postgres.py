@@ -496,11 +496,7 @@ class PostgresStore:
         """
         if isinstance(error, psycopg.OperationalError):
             if committing:
-                raise StorageError(
-                    session_id,
-                    f"{action} (the outcome is unknown: the connection was lost while committing)",
-                    error,
-                ) from error
+                raise _unknown_outcome(session_id, action, error) from error
             if last or not _connection_lost(error):
                 raise StorageError(session_id, action, error) from error
             self._drop_lost()
@@ -898,11 +894,7 @@ class PostgresStore:
         top of the first try or not: the outcome is unknown, and the error
         says so.
         """
-        unknown = StorageError(
-            session_id,
-            "saving the session (the outcome is unknown: the connection was lost while committing)",
-            lost,
-        )
+        unknown = _unknown_outcome(session_id, "saving the session", lost)
         try:
             with self._connection() as conn:
                 row = conn.execute(
@@ -1576,6 +1568,15 @@ class PostgresStore:
                 f"{oldest:.1f} s old"
             ),
         }
+
+
+def _unknown_outcome(session_id: str | None, action: str, error: psycopg.Error) -> StorageError:
+    """The error of a write whose connection was lost while it may have committed."""
+    return StorageError(
+        session_id,
+        f"{action} (the outcome is unknown: the connection was lost while committing)",
+        error,
+    )
 
 
 @functools.lru_cache(maxsize=512)
