@@ -253,16 +253,19 @@ def _run_writers(url: str, sids: list[str], count: int) -> dict[str, dict[str, f
 
 
 def bench_writes(url: str, writes: int) -> dict[str, dict[int, dict[str, float]]]:
+    """Each process count on sessions of its own, made for it: a count's
+    sessions start as the others' do, not with the history earlier counts
+    left in them (which made the larger counts write longer records)."""
     manager = SessionManager(tempfile.gettempdir(), store=_store(url))
-    sids = []
-    for _ in range(max(PROCESS_COUNTS)):
-        sid = manager.create_session("Benchmark writer", git_context=GIT).session_id
-        for state in (S.PLANNING, S.GENERATING_TASKS, S.IMPLEMENTING):
-            manager.transition_state(sid, state)
-        sids.append(sid)
     table: dict[str, dict[int, dict[str, float]]] = {kind: {} for kind in WRITERS}
     for processes in PROCESS_COUNTS:
-        for kind, figures in _run_writers(url, sids[:processes], writes).items():
+        sids = []
+        for _ in range(processes):
+            sid = manager.create_session("Benchmark writer", git_context=GIT).session_id
+            for state in (S.PLANNING, S.GENERATING_TASKS, S.IMPLEMENTING):
+                manager.transition_state(sid, state)
+            sids.append(sid)
+        for kind, figures in _run_writers(url, sids, writes).items():
             table[kind][processes] = figures
     return table
 
