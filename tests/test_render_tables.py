@@ -382,7 +382,11 @@ def test_the_fast_drawing_loads_nothing_heavy() -> None:
     import subprocess
     import sys
 
-    code = "import json, sys\nimport maestro.tables\nprint(json.dumps(sorted(sys.modules)))"
+    code = (
+        "import json, sys\n"
+        "import maestro.tables, maestro.cli.terminal, maestro.cli.reading\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
