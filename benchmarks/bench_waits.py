@@ -217,9 +217,13 @@ def _on_a_terminal(command: list[str], env: dict[str, str]) -> None:
 
         reader = threading.Thread(target=drain, daemon=True)
         reader.start()
+        # The drain ends when the command closes the terminal, as it exits.
+        # Waiting for that first, not for the process: Popen.wait with a
+        # timeout polls, at intervals doubling up to 50 ms, which would round
+        # the time taken up to the next poll.
+        reader.join(timeout=60)
         if process.wait(timeout=60) != 0:
             raise RuntimeError(f"{command} failed on a terminal")
-        reader.join(timeout=5)
     finally:
         if follower >= 0:
             os.close(follower)

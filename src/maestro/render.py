@@ -24,6 +24,15 @@ from rich.text import Text
 
 from maestro.gitctx import DETACHED, UNKNOWN, describe_branch
 from maestro.models import Session, SessionStatus, utcnow
+from maestro.plain import one_line
+from maestro.tables import (
+    SHORT_ID,
+    STATUS_STYLE,
+    column_widths,
+    relative_time,
+    session_rows,
+    short_id,
+)
 from maestro.textsafe import visible
 
 if TYPE_CHECKING:  # the views that draw them load them
@@ -33,6 +42,7 @@ if TYPE_CHECKING:  # the views that draw them load them
 
 __all__ = [
     "ASCII_GLYPHS",
+    "SHORT_ID",
     "STATUS_STYLE",
     "UNICODE_GLYPHS",
     "Glyphs",
@@ -53,21 +63,8 @@ __all__ = [
     "timeline",
 ]
 
-STATUS_STYLE: dict[SessionStatus, str] = {
-    SessionStatus.INITIALIZING: "cyan",
-    SessionStatus.PLANNING: "blue",
-    SessionStatus.GENERATING_TASKS: "blue",
-    SessionStatus.IMPLEMENTING: "magenta",
-    SessionStatus.VALIDATING: "yellow",
-    SessionStatus.GENERATING_REPORT: "cyan",
-    SessionStatus.COMPLETED: "green",
-    SessionStatus.FAILED: "red",
-    SessionStatus.PAUSED: "dim",
-}
-
 #: Width of the longest status name ("generating_report").
 STATUS_WIDTH = max(len(s.value) for s in SessionStatus)
-SHORT_ID = 8
 
 
 @dataclass(frozen=True)
@@ -94,11 +91,6 @@ def status_text(status: SessionStatus) -> Text:
     return Text(status.value, style=STATUS_STYLE.get(status, ""))
 
 
-def short_id(session_id: str) -> str:
-    """The first characters of an id: enough to tell sessions apart in a table."""
-    return session_id[:SHORT_ID]
-
-
 def format_duration(seconds: float) -> str:
     """``0.4s``, ``12s``, ``3m 05s``, ``2h 07m``, ``3d 04h``."""
     if seconds < 10:
@@ -114,22 +106,6 @@ def format_duration(seconds: float) -> str:
         return f"{hours}h {minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d {hours:02d}h"
-
-
-def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
-    """``just now``, ``3 min ago``, ``2 h ago``, ``5 days ago``."""
-    if moment is None:
-        return "-"
-    seconds = ((now or utcnow()) - moment).total_seconds()
-    if seconds < -45:
-        return "in future"
-    if seconds < 45:
-        return "just now"
-    if seconds < 90 * 60:
-        return f"{max(1, round(seconds / 60))} min ago"
-    if seconds < 36 * 3600:
-        return f"{round(seconds / 3600)} h ago"
-    return f"{round(seconds / 86400)} days ago"
 
 
 def _ago(moment: datetime, now: datetime) -> str:
@@ -506,27 +482,20 @@ def fitted_table(
     glyphs: Glyphs = UNICODE_GLYPHS,
 ) -> Table:
     """A borderless table that fits ``width``: every column as wide as its contents
-    (at most ``caps[column]``), the ``flexible`` one cut to what is left."""
-    natural = [
-        max([len(header)] + [len(row[column]) for row in rows])
-        for column, header in enumerate(headers)
-    ]
-    for column, cap in (caps or {}).items():
-        natural[column] = max(len(headers[column]), min(natural[column], cap))
-    gaps = 2 * (len(headers) - 1)
-    fixed = sum(size for column, size in enumerate(natural) if column != flexible)
-    room = width - gaps - fixed
-    for column in caps or {}:  # a narrow terminal: capped columns give way first
-        if room >= 10:
-            break
-        give = min(natural[column] - len(headers[column]), 10 - room)
-        natural[column] -= give
-        room += give
-    natural[flexible] = max(len(headers[flexible]), min(natural[flexible], room))
+    (at most ``caps[column]``), the ``flexible`` one cut to what is left
+    (:func:`maestro.tables.column_widths`, which the table drawn without Rich
+    uses too)."""
+    sizes = column_widths(
+        headers,
+        ([len(cell) for cell in row] for row in rows),
+        width=width,
+        flexible=flexible,
+        caps=caps,
+    )
     table = Table(
         box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True
     )
-    for column, (header, size) in enumerate(zip(headers, natural, strict=True)):
+    for column, (header, size) in enumerate(zip(headers, sizes, strict=True)):
         table.add_column(
             header,
             no_wrap=True,
@@ -541,7 +510,7 @@ def fitted_table(
 
 def _one_line(text: str) -> Text:
     # Whitespace (line breaks included) becomes single spaces; other controls escapes.
-    return Text(visible(" ".join(text.split())))
+    return Text(one_line(text))
 
 
 def sessions_table(
@@ -554,30 +523,17 @@ def sessions_table(
     """One row per session: short id, status, phase, branch, age, request cut to fit.
 
     A worktree column (``-`` for the main checkout) comes after the branch
-    when the rows come from more than one worktree of the repository.
+    when the rows come from more than one worktree of the repository.  The
+    cells are :func:`maestro.tables.session_rows`', which a terminal's table
+    drawn without Rich (:func:`maestro.tables.sessions_text`) prints too.
     """
-    worktrees = {session.git_context.worktree_name for session in sessions}
-    with_worktree = len(worktrees) > 1
-    rows = []
-    for session in sessions:
-        row: list[str | Text] = [
-            short_id(session.session_id),
-            status_text(session.status),
-            session.current_phase.value if session.current_phase else "-",
-            Text(visible(describe_branch(session.git_context))),
-        ]
-        if with_worktree:
-            row.append(Text(visible(session.git_context.worktree_name or "-")))
-        row += [relative_time(session.created_at, now), _one_line(session.feature_request)]
-        rows.append(tuple(row))
-    headers = ("id", "status", "phase", "branch", *(("worktree",) if with_worktree else ()))
+    table = session_rows(sessions, now)
     return fitted_table(
-        (*headers, "age", "request"),
-        rows,
+        table.headers,
+        [tuple(Text(text, style=style) for text, style in row) for row in table.rows],
         width=width,
-        flexible=len(headers) + 1,
-        # 21: "(detached at 3f01b54)" whole.
-        caps={3: 21, 4: 16} if with_worktree else {3: 21},
+        flexible=table.flexible,
+        caps=table.caps,
         glyphs=glyphs,
     )
 

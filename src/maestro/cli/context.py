@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
+    from maestro.cli.terminal import Terminal
     from maestro.manager import SessionManager
     from maestro.render import Glyphs
 
@@ -221,14 +222,21 @@ class Context:
         return self.command
 
     def is_terminal(self, *, stderr: bool = False) -> bool:
-        """``out.is_terminal`` (or ``err``'s), without loading Rich for a plain pipe.
+        """``out.is_terminal`` (or ``err``'s), without loading Rich for a plain pipe
+        or a plain terminal.
 
-        Rich is asked only when the stream is a terminal or the environment
-        may force one (``MAESTRO_FORCE_TTY``, ``FORCE_COLOR``, ``TTY_COMPATIBLE``).
+        Rich is asked only when the environment may force a terminal or refuse
+        one (``MAESTRO_FORCE_TTY``, ``FORCE_COLOR``, ``TTY_COMPATIBLE``...) or
+        Rich has its own way of telling (see :mod:`maestro.cli.terminal`).
         """
         console = self._err if stderr else self._out
         if console is None:
+            from maestro.cli.terminal import is_terminal
+
             stream = sys.stderr if stderr else sys.stdout
+            known = is_terminal(stream)
+            if known is not None:
+                return known
             forced = any(
                 name in os.environ
                 for name in ("MAESTRO_FORCE_TTY", "FORCE_COLOR", "TTY_COMPATIBLE")
@@ -241,11 +249,20 @@ class Context:
             console = self.err if stderr else self.out
         return console.is_terminal
 
+    def terminal(self) -> Terminal | None:
+        """stdout as its console would see it, learnt without loading Rich; ``None``
+        where it is no terminal, only Rich can tell, or the console is made already."""
+        if self._out is not None:
+            return None
+        from maestro.cli.terminal import stdout_terminal
+
+        return stdout_terminal()
+
     def glyphs(self) -> Glyphs:
+        from maestro.cli.terminal import utf
         from maestro.render import ASCII_GLYPHS, UNICODE_GLYPHS
 
-        encoding = (self.out.encoding or "").lower().replace("-", "")
-        return UNICODE_GLYPHS if encoding.startswith("utf") else ASCII_GLYPHS
+        return UNICODE_GLYPHS if utf(self.out.encoding or "") else ASCII_GLYPHS
 
     @contextmanager
     def progress(self, label: str) -> Iterator[Progress]:

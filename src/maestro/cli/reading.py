@@ -4,11 +4,13 @@ Both ways a command line reaches them call these functions: the Click
 commands of :mod:`maestro.cli.sessions`, and :mod:`maestro.cli.direct`,
 which reads the common forms of ``show`` and ``list`` without Click.  So
 what they print, to which stream, and how they fail is decided here once.
-Nothing here imports Click or Rich (a terminal's table loads Rich when it
-is drawn).
+Nothing here imports Click or Rich: a terminal's table is drawn without
+Rich when it can be (:mod:`maestro.tables`), and loads it when it cannot.
 """
 
 from __future__ import annotations
+
+import sys
 
 from maestro import errors
 from maestro.cli.context import (
@@ -125,7 +127,12 @@ def print_sessions(
     if not sessions:
         echo("no sessions match")
         return
-    if ctx.is_terminal():
+    drawn = None if wide else _drawn_without_rich(ctx, sessions)
+    if drawn is not None:
+        # Written as Rich writes a table: in one piece, then flushed.
+        sys.stdout.write(drawn)
+        sys.stdout.flush()
+    elif ctx.is_terminal():
         from maestro.models import utcnow
         from maestro.render import sessions_table
 
@@ -145,6 +152,27 @@ def print_sessions(
         ctx.footer(f"{count} of {total} sessions (raise --limit to see more)")
     else:
         ctx.footer(f"{count} session{'s' if count != 1 else ''}")
+
+
+def _drawn_without_rich(ctx: Context, sessions: list[Session]) -> str | None:
+    """The table a terminal gets, as Rich would print it, drawn without loading
+    Rich (:mod:`maestro.tables`); ``None`` for anything but a plain terminal and
+    a table of plain text, which Rich draws."""
+    terminal = ctx.terminal()
+    if terminal is None:
+        return None
+    from maestro.cli.terminal import utf
+    from maestro.models import utcnow
+    from maestro.tables import sessions_text
+
+    return sessions_text(
+        sessions,
+        utcnow(),
+        width=terminal.width,
+        ellipsis=utf(terminal.encoding),  # the glyphs: Context.glyphs
+        ascii_box=not terminal.encoding.startswith("utf"),  # Rich's box for the encoding
+        no_color=terminal.no_color,
+    )
 
 
 def query_and_print(
