@@ -184,7 +184,7 @@ def plain_cells(sessions_: list[Session]) -> bool:
 # ---------------------------------------------------------------- the comparison
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(sessions(), min_size=1, max_size=8), consoles(ANY_WIDTH))
 def test_the_fast_table_is_what_rich_prints(sessions_: list[Session], console: dict) -> None:
     drawn = fast(sessions_, console)
@@ -197,7 +197,7 @@ def test_the_fast_table_is_what_rich_prints(sessions_: list[Session], console: d
     assert drawn == by_rich(sessions_, console)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(sessions(odd=False), min_size=1, max_size=5),
     consoles(st.one_of(st.integers(20, 250), st.integers(45, 110))),
@@ -310,7 +310,7 @@ def test_a_style_it_does_not_know_is_left_to_rich() -> None:
     assert draw(("a", "b"), [(("x", "red"), ("y", ""))], [1, 1], width=20) is not None
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.tuples(texts(max_size=20, odd=False), st.sampled_from(["", "dim", "green", "red"])),
