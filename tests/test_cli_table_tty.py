@@ -16,7 +16,6 @@ import fcntl
 import os
 import pty
 import re
-import select
 import struct
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from maestro import GitContext, SessionManager
+from tests.ptykit import read_terminal
 
 #: Runs the command line as the console script does, and says at exit whether
 #: Rich was loaded (in a file: stdout is the terminal under test).
@@ -67,26 +67,15 @@ def on_a_terminal(root: Path, *args: str, columns: int = 120, **environ: str) ->
         env=env,
     )
     os.close(follower)
-    chunks: list[bytes] = []
     try:
-        while True:
-            ready, _, _ = select.select([leader], [], [], 60)
-            assert ready, "the command wrote nothing for 60 s"
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the command closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
+        written = read_terminal(leader)
     finally:
-        os.close(leader)
         assert process.stderr is not None
         errors = process.stderr.read()
         process.stderr.close()
         assert process.wait(timeout=60) == 0, errors
     assert errors == b""
-    return b"".join(chunks), report.read_text() == "True"
+    return written, report.read_text() == "True"
 
 
 def store(root: Path, *requests: str) -> Path:

@@ -17,7 +17,6 @@ import json
 import os
 import pty
 import re
-import select
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from click.testing import CliRunner, Result
 import maestro.cli.changes as cli_module
 from maestro import GitContext, SessionManager
 from maestro.cli import cli
+from tests.ptykit import read_terminal
 
 from .conftest import Clock
 
@@ -247,22 +247,12 @@ def on_a_terminal(*args: str) -> str:
         [str(MAESTRO), *args], stdin=subprocess.DEVNULL, stdout=child, stderr=child, env=env
     )
     os.close(child)
-    chunks: list[bytes] = []
     try:
-        while True:
-            ready, _, _ = select.select([main], [], [], 60)
-            assert ready, "the command wrote nothing for 60 s"
-            try:
-                chunk = os.read(main, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
+        written = read_terminal(main)
     finally:
-        os.close(main)
-        assert process.wait(timeout=60) == 0, b"".join(chunks)
-    return b"".join(chunks).decode("utf-8").replace("\r\n", "\n")
+        code = process.wait(timeout=60)
+    assert code == 0, written
+    return written.decode("utf-8").replace("\r\n", "\n")
 
 
 @pytest.mark.parametrize("command", ["list", "show-paused", "stats", "stale"])
