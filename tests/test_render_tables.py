@@ -209,13 +209,7 @@ def test_plain_text_is_drawn_without_rich_wherever_the_table_fits(
     squeezed or not, unless Rich would leave a column no room."""
     table = session_rows(sessions_, NOW)
     width = console["width"]
-    sizes = column_widths(
-        table.headers,
-        ([len(text) for text, _ in row] for row in table.rows),
-        width=width,
-        flexible=table.flexible,
-        caps=table.caps,
-    )
+    sizes = table.widths(width)
     drawn = fast(sessions_, console)
     if rich_widths(sizes, width) is not None:
         assert drawn is not None

@@ -110,6 +110,16 @@ class SessionRows:
         #: The most a column takes before the request is cut.
         self.caps = caps
 
+    def widths(self, width: int) -> list[int]:
+        """The columns' widths on a console ``width`` wide (:func:`column_widths`)."""
+        return column_widths(
+            self.headers,
+            ([len(text) for text, _ in row] for row in self.rows),
+            width=width,
+            flexible=self.flexible,
+            caps=self.caps,
+        )
+
 
 def session_rows(sessions: Sequence[Session], now: datetime) -> SessionRows:
     """One row per session: short id, status, phase, branch, age, request.
@@ -323,17 +333,10 @@ def sessions_text(
     """:func:`maestro.render.sessions_table` as Rich prints it on a console ``width``
     wide (see :func:`draw`), or ``None`` for Rich to draw it."""
     table = session_rows(sessions, now)
-    sizes = column_widths(
-        table.headers,
-        ([len(text) for text, _ in row] for row in table.rows),
-        width=width,
-        flexible=table.flexible,
-        caps=table.caps,
-    )
     return draw(
         table.headers,
         table.rows,
-        sizes,
+        table.widths(width),
         width=width,
         ellipsis=ellipsis,
         ascii_box=ascii_box,
