@@ -449,3 +449,46 @@ def test_a_window_walked_in_order_comes_in_one_statement(
         assert selects, query
         assert selects[-1].startswith("SELECT s.session_id") is streamed, query
         statements.clear()
+
+
+class _BusyAtFirst(sqlite3.Connection):
+    """A connection whose first ``BUSY`` switches to WAL are refused at once, as
+    SQLite refuses them while another connection is making the file."""
+
+    refusals = 0
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        if sql == "PRAGMA journal_mode=WAL" and type(self).refusals > 0:
+            type(self).refusals -= 1
+            error = sqlite3.OperationalError("database is locked")
+            error.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+            raise error
+        return super().execute(sql, *args)
+
+
+def _refusing(monkeypatch: pytest.MonkeyPatch, refusals: int) -> None:
+    connect = sqlite3.connect
+    monkeypatch.setattr(_BusyAtFirst, "refusals", refusals)
+    monkeypatch.setattr(
+        sqlite3, "connect", lambda *args, **kwargs: connect(*args, factory=_BusyAtFirst, **kwargs)
+    )
+
+
+def test_a_switch_to_wal_refused_while_another_makes_the_file_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _refusing(monkeypatch, 3)
+    index = SessionIndex(tmp_path / "index.sqlite3", timeout=5)
+    conn = index.connection()
+    assert _BusyAtFirst.refusals == 0  # refused three times, then made
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    index.close()
+
+
+def test_a_switch_to_wal_refused_past_the_timeout_leaves_the_index_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _refusing(monkeypatch, 10**9)
+    index = SessionIndex(tmp_path / "index.sqlite3", timeout=0.05)
+    with pytest.raises(index_module.IndexUnavailable, match="locked"):
+        index.connection()

@@ -301,3 +301,45 @@ def test_compare_and_swap_has_one_winner_and_no_silent_overwrite(
     assert final.feature_request == request
     assert final.statistics.decisions_made == increments == CAS_ROUNDS // 2
     assert final.revision == 1 + CAS_ROUNDS == last_revision
+
+
+ROUNDS_OF_FIRST_OPENS = size(40, 400)
+
+
+def _first_query(root: str, gate: Any, report: Any) -> None:
+    """A process's first query on a store whose index does not exist yet."""
+    import random
+    import time
+
+    from maestro.stores.files import FileSessionStore
+
+    problems: list[str] = []
+    FileSessionStore._warn_fallback = lambda self, error: problems.append(str(error))  # type: ignore[method-assign]
+    manager = SessionManager(root)
+    gate.wait()
+    time.sleep(random.random() * 0.004)  # staggered, so that the opens interleave
+    manager.query_sessions()
+    report.put(problems)
+
+
+def test_processes_opening_a_new_store_at_once_all_answer_from_its_index(tmp_path: Path) -> None:
+    """Three processes make the same new index at once: none falls back to a scan
+    (switching the new file to WAL can be refused while another makes it)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    problems: list[str] = []
+    for round_ in range(ROUNDS_OF_FIRST_OPENS):
+        root = tmp_path / str(round_)
+        (root / ".flow" / "maestro" / "sessions").mkdir(parents=True)
+        gate, report = context.Barrier(3), context.Queue()
+        children = [
+            context.Process(target=_first_query, args=(str(root), gate, report)) for _ in range(3)
+        ]
+        for child in children:
+            child.start()
+        problems += [problem for _ in children for problem in report.get(timeout=60)]
+        for child in children:
+            child.join(timeout=60)
+            assert child.exitcode == 0
+    assert problems == []

@@ -323,7 +323,7 @@ class SessionIndex:
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=True
         )
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._use_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._check_format(conn)
             self._check_owner(conn)
@@ -331,6 +331,27 @@ class SessionIndex:
             conn.close()
             raise
         return conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Put the index in WAL mode (it stays so: only the file's first users change it).
+
+        Changing the mode takes an exclusive lock from the shared one the
+        statement holds; while another connection is making the file (its
+        schema), SQLite refuses at once instead of waiting its busy timeout,
+        which would avoid a deadlock between two such upgrades.  So the
+        change is tried again, for up to the timeout.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                code = getattr(error, "sqlite_errorcode", 0)  # extended: BUSY_RECOVERY...
+                if code & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
 
     def _check_format(self, conn: sqlite3.Connection) -> None:
         if self._format(conn) == INDEX_FORMAT:
