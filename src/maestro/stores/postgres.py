@@ -99,6 +99,7 @@ from maestro.stores.base import (
 )
 from maestro.stores.postgres_shared import (
     _NOTIFY,
+    Mark,
     _database,
     _first_line,
     _mark,
@@ -880,7 +881,7 @@ class PostgresStore:
         updated: Session,
         stored: str,
         record: dict[str, Any],
-        marks: tuple[tuple[Any, ...], ...],
+        marks: tuple[Mark, ...],
         lost: psycopg.OperationalError,
     ) -> Session | None:
         """A swap whose connection was lost, and whose second try found the row moved on.

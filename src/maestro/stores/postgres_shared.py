@@ -63,8 +63,17 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _mark(entry: StateChange) -> tuple[object, ...]:
-    return (entry.from_status, entry.to_status, entry.at, entry.reason)
+#: The values of a history entry, as its attributes hold them (never changed).
+Mark = dict[str, Any]
+
+
+def _mark(entry: StateChange) -> Mark:
+    return {
+        "from_status": entry.from_status,
+        "to_status": entry.to_status,
+        "at": entry.at,
+        "reason": entry.reason,
+    }
 
 
 class _Doorbell:
@@ -328,29 +337,25 @@ class _Written:
     revision: int
     #: JSON-ready and validated; never changed (later versions share its history entries).
     record: dict[str, Any]
-    #: The values of each history entry (immutable), in the order of the record's.
-    marks: tuple[tuple[Any, ...], ...]
+    #: The values of each history entry (never changed), in the order of the record's.
+    marks: tuple[Mark, ...]
 
     def session(self) -> tuple[Session, list[StateChange]]:
         """A session of this record, with objects of its own, and its history entries."""
         current = session_from_trusted_record({**self.record, "history": ()})
         new = object.__new__
         read: list[StateChange] = []
-        for from_status, to_status, at, reason in self.marks:
+        add = read.append
+        for mark in self.marks:
             entry = new(StateChange)
-            entry.__dict__ = {
-                "from_status": from_status,
-                "to_status": to_status,
-                "at": at,
-                "reason": reason,
-            }
-            read.append(entry)
+            entry.__dict__ = mark.copy()
+            add(entry)
         current.history = list(read)
         return current, read
 
     def encode(
         self, updated: Session, read: list[StateChange]
-    ) -> tuple[dict[str, Any], tuple[tuple[Any, ...], ...]]:
+    ) -> tuple[dict[str, Any], tuple[Mark, ...]]:
         """The validated record of ``updated``, made from :meth:`session`'s ``read``.
 
         An entry of ``updated`` that is still the one read at its place, with
@@ -371,7 +376,7 @@ class _Written:
         if (
             len(history) >= kept
             and all(map(operator.is_, history[:kept], read))
-            and tuple(map(tuple, map(dict.values, map(vars, read)))) == marks
+            and tuple(map(vars, read)) == marks
         ):
             # The usual change: the entries read, all in place and as they were,
             # and perhaps new ones after them.
@@ -381,11 +386,7 @@ class _Written:
         else:
             merged, collected = [], []
             for place, entry in enumerate(history):
-                if (
-                    place < kept
-                    and entry is read[place]
-                    and tuple(vars(entry).values()) == marks[place]
-                ):
+                if place < kept and entry is read[place] and vars(entry) == marks[place]:
                     merged.append(entries[place])
                     collected.append(marks[place])
                     continue
