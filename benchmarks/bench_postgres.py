@@ -20,7 +20,8 @@ makes a scratch database there and drops it at the end.
   status on every transition), so that the server updates the same
   indexes (the trim of the change feed, one maestro write in 1,000 at the
   default retention, is left out); and a bare one-column ``UPDATE`` per
-  transaction, for scale.  Targets: >= 60 % of the floor at 8 processes, >= 1,000 writes/s.
+  transaction, for scale.  Targets: >= 60 % of the floor at 8 processes,
+  >= 1,000 writes/s.
 * **queries** at ``--sessions`` sessions (100,000 by default): a filtered
   query (status and branch, 50 rows), ``get_recent_sessions(10)`` and a
   full-text search (20 rows); p50/p99.  Targets: p99 <= 10 ms, <= 10 ms,
