@@ -4,7 +4,9 @@ The connection pool, the ``LISTEN`` doorbell that wakes waiting readers, the
 ringing of that doorbell after writes, and the records this process wrote
 last (:class:`_Written`), which let a write skip reading a row it already
 knows.  One :class:`_Database` per database and set of pool options, made on
-first use, forgotten in a forked child, closed at exit.
+first use, forgotten in a forked child, closed at exit.  Also what every part
+of the store writes rows with: the columns of a row, a session's creation
+key, its write lock.
 """
 
 from __future__ import annotations
@@ -30,6 +32,34 @@ from maestro.stores import postgres_schema
 
 _CHANNEL = "maestro_changes"
 _NOTIFY = b"SELECT pg_notify('maestro_changes', '')"
+
+
+#: The columns of a session's row, in the order an ``INSERT`` gives them.
+_COLUMNS = (
+    "project, session_id, status, phase, branch, worktree, created_at, updated_at, "
+    "active_at, words, create_request, revision, record"
+)
+
+
+def _create_key(session: Session) -> str | None:
+    """The request id a session was created under, if it remembers one."""
+    for entry in session.requests:
+        if entry.operation == "create":
+            return entry.request_id
+    return None
+
+
+def _lock(conn: Any, session_id: str) -> None:
+    """Take the session's write lock for this transaction, before anything else.
+
+    An advisory lock, taken before the row lock: waiting for it assigns the
+    waiter no transaction id, so each writer of a session gets its id only
+    once the previous writer has committed.  The change feed orders events
+    by transaction id; this makes that order the order of the writes of
+    each session.  (A transaction waiting on ``FOR UPDATE`` takes its id
+    before it waits, and waiters may then be granted the row out of id order.)
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (session_id,))
 
 
 def unavailable(error: BaseException) -> StoreUnavailableError:
