@@ -19,15 +19,16 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from maestro.errors import SessionValidationError
 from maestro.models import utcnow
 from maestro.stores.base import ChangeEvent, ChangeKind
-from maestro.stores.postgres_shared import _Doorbell
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from maestro.stores.postgres_shared import StoreParts as _Parts
+else:
+    _Parts = object
 
 _MAX_SEQ = 2**63 - 1
 _CURSOR = re.compile(r"pg:([0-9a-f]+):([0-9]+):([0-9]+)")
@@ -39,22 +40,8 @@ class _Position:
     seq: int
 
 
-class FeedReader:
+class FeedReader(_Parts):
     """The change feed's readers (a mixin)."""
-
-    if TYPE_CHECKING:  # what it uses of the store it is mixed into
-        _store_id: str
-        _doorbell: _Doorbell
-
-        def _where_project(self) -> tuple[str, list[object]]: ...
-        def _run(
-            self,
-            session_id: str | None,
-            action: str,
-            body: Callable[[Any], T],
-            *,
-            write: bool = False,
-        ) -> T: ...
 
     def _cursor(self, position: _Position) -> str:
         return f"pg:{self._store_id}:{position.xid}:{position.seq}"

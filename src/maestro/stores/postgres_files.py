@@ -14,10 +14,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
-from datetime import datetime
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from maestro.codec import decode_record, encode_record
 from maestro.errors import SessionValidationError, StorageError, UnsafePathError
@@ -27,41 +26,14 @@ from maestro.reports import AdoptResult, ExportResult, ImportResult, Progress
 from maestro.stores.base import ChangeKind
 from maestro.stores.postgres_shared import _COLUMNS, _create_key, _lock
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from maestro.stores.postgres_shared import StoreParts as _Parts
+else:
+    _Parts = object
 
 
-class LocalFiles:
+class LocalFiles(_Parts):
     """Local session directories, export, import and adoption (a mixin)."""
-
-    if TYPE_CHECKING:  # what it uses of the store it is mixed into
-        local_root: Path | None
-        project: str
-
-        @staticmethod
-        def _row(session: Session, raw: bytes | str) -> dict[str, object]: ...
-        def _one(self) -> str: ...
-        def _one_args(self, session_id: str) -> tuple[str, ...]: ...
-        def _where_project(self) -> tuple[str, list[object]]: ...
-        def _run(
-            self,
-            session_id: str | None,
-            action: str,
-            body: Callable[[Any], T],
-            *,
-            write: bool = False,
-        ) -> T: ...
-        def _trim(self, project: str) -> None: ...
-        def _event(
-            self,
-            conn: Any,
-            project: str,
-            kind: ChangeKind,
-            session: Session,
-            from_status: str | None,
-            to_status: str | None,
-            at: datetime,
-            request_id: str | None,
-        ) -> None: ...
 
     def _sessions_dir(self) -> Path | None:
         if self.local_root is None:

@@ -19,7 +19,10 @@ import operator
 import os
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -30,6 +33,10 @@ from maestro.models import Session, StateChange, session_from_trusted_record
 from maestro.schema import validate_record
 from maestro.stores import postgres_schema
 
+if TYPE_CHECKING:
+    from maestro.stores.base import ChangeKind
+
+T = TypeVar("T")
 _CHANNEL = "maestro_changes"
 _NOTIFY = b"SELECT pg_notify('maestro_changes', '')"
 
@@ -60,6 +67,43 @@ def _lock(conn: Any, session_id: str) -> None:
     before it waits, and waiters may then be granted the row out of id order.)
     """
     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (session_id,))
+
+
+class StoreParts(Protocol):
+    """What the parts of the PostgreSQL store mixed into ``PostgresStore``
+    (:mod:`~maestro.stores.postgres_feed`, :mod:`~maestro.stores.postgres_files`)
+    use of it: for the type checker only."""
+
+    local_root: Path | None
+    project: str
+    _store_id: str
+    _doorbell: _Doorbell
+
+    @staticmethod
+    def _row(session: Session, raw: bytes | str) -> dict[str, object]: ...
+    def _one(self) -> str: ...
+    def _one_args(self, session_id: str) -> tuple[str, ...]: ...
+    def _where_project(self) -> tuple[str, list[object]]: ...
+    def _run(
+        self,
+        session_id: str | None,
+        action: str,
+        body: Callable[[Any], T],
+        *,
+        write: bool = False,
+    ) -> T: ...
+    def _trim(self, project: str) -> None: ...
+    def _event(
+        self,
+        conn: Any,
+        project: str,
+        kind: ChangeKind,
+        session: Session,
+        from_status: str | None,
+        to_status: str | None,
+        at: datetime,
+        request_id: str | None,
+    ) -> None: ...
 
 
 def unavailable(error: BaseException) -> StoreUnavailableError:
