@@ -168,6 +168,7 @@ NOT_ON_IMPORT = (
     "maestro.stores",
     "maestro.models",
     "maestro.stores.files_maintenance",
+    "maestro.stores.files_transfer",
     "psycopg",
     "tarfile",
     "asyncio",  # only an ``async with manager.phase(...)`` needs it

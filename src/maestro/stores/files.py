@@ -39,8 +39,9 @@ The store's modules, by concern: this one (layout, locks, the contract's
 reads and writes), :mod:`~maestro.stores.files_freshness` (how the derived
 index answers and stays in step with the files), :mod:`~maestro.stores.index`
 (the SQLite side of that index), :mod:`~maestro.stores.files_fill` (filling
-an empty index on every core) and :mod:`~maestro.stores.files_maintenance`
-(export, import, adoption and ``doctor``).
+an empty index on every core), :mod:`~maestro.stores.files_transfer` (export
+and import) and :mod:`~maestro.stores.files_maintenance` (adoption and
+``doctor``).
 """
 
 from __future__ import annotations
@@ -1221,11 +1222,9 @@ class FileSessionStore(IndexedAnswers):
         progress: Progress | None = None,
     ) -> ExportResult:
         """Write these sessions' directories, every file in them, to a ``.tar.gz``."""
-        from maestro.stores import files_maintenance  # tarfile only when asked
+        from maestro.stores import files_transfer  # tarfile only when asked
 
-        return files_maintenance.export_sessions(
-            self, sessions, target, progress=progress or _quiet
-        )
+        return files_transfer.export_sessions(self, sessions, target, progress=progress or _quiet)
 
     def import_sessions(
         self,
@@ -1235,10 +1234,10 @@ class FileSessionStore(IndexedAnswers):
         max_total_bytes: int | None = None,
         progress: Progress | None = None,
     ) -> ImportResult:
-        """Bring in an export, checked whole first (see :mod:`.files_maintenance`)."""
-        from maestro.stores import files_maintenance
+        """Bring in an export, checked whole first (see :mod:`.files_transfer`)."""
+        from maestro.stores import files_transfer
 
-        return files_maintenance.import_sessions(
+        return files_transfer.import_sessions(
             self,
             source,
             max_file_bytes=max_file_bytes,
