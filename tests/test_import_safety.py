@@ -308,3 +308,47 @@ def test_no_room_for_the_staging_directory_is_a_storage_error(
     with pytest.raises(StorageError) as caught:
         target.import_sessions(archive)
     assert caught.value.errno == errno.ENOSPC
+
+
+def test_a_failure_opening_the_next_staged_session_closes_nothing_twice(
+    manager: SessionManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The import stages one session after the other; the staging directory of
+    the second cannot be opened (the disk refuses).  The first one's folders
+    were closed already: the error is the disk's, and no descriptor is closed
+    twice (a second ``close`` fails, or closes a file opened meanwhile)."""
+    import sys
+
+    first, second = (manager.create_session(name).session_id for name in ("one", "two"))
+    archive = write_archive(
+        tmp_path / "two.tar.gz",
+        [
+            (f"{first}/reports/a.md", b"first report"),
+            (f"{first}/metadata.json", record_of(manager, first)),
+            (f"{second}/reports/b.md", b"second report"),
+            (f"{second}/metadata.json", record_of(manager, second)),
+        ],
+    )
+    target = other_root(tmp_path)
+    target.create_session("makes the sessions directory")
+    before = set(os.listdir(target.sessions_dir))
+    real_open = os.open
+    refused = []
+
+    def open_(path: object, *args: object, **kwargs: object) -> int:
+        if path == second and sys._getframe(1).f_code.co_name == "_stage":
+            refused.append(path)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    descriptors = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "open", open_)
+    with pytest.raises(StorageError) as caught:
+        target.import_sessions(archive)
+    monkeypatch.undo()
+    assert refused == [second]
+    assert caught.value.errno == errno.ENOSPC
+    assert len(os.listdir("/proc/self/fd")) == descriptors  # none left open either
+    assert set(os.listdir(target.sessions_dir)) == before  # staging gone, nothing placed
+    assert sorted(target.import_sessions(archive).created) == sorted([first, second])
+    assert (target.sessions_dir / second / "reports" / "b.md").read_bytes() == b"second report"

@@ -439,10 +439,17 @@ class _Tree:
                 os.rmdir(name, dir_fd=self._fds[parent])
 
     def close(self) -> None:
-        for path, fd in self._fds.items():
+        """Close every folder's descriptor but the top's, also when one fails to close."""
+        opened, self._fds = self._fds, {"": self._fds[""]}
+        failed: OSError | None = None
+        for path, fd in opened.items():
             if path:
-                os.close(fd)
-        self._fds = {"": self._fds[""]}
+                try:
+                    os.close(fd)
+                except OSError as error:
+                    failed = failed or error
+        if failed is not None:
+            raise failed
 
 
 def _clashes(sess_fd: int, files: Iterable[str]) -> str | None:
@@ -681,7 +688,11 @@ def _stage(
                     continue
                 if tree is None or tree_of != sid:
                     if tree is not None:
-                        _close_tree(tree, store.durable)
+                        # Forgotten before it is closed: should what follows fail,
+                        # the ``finally`` must not close its descriptors again (by
+                        # then their numbers may be another file's).
+                        done, tree = tree, None
+                        _close_tree(done, store.durable)
                     tree = _Tree(os.open(sid, _DIR_FLAGS, dir_fd=stage_fd))
                     tree_of = sid
                 folder, _, name = relative.rpartition("/")
@@ -703,8 +714,10 @@ def _close_tree(tree: _Tree, durable: bool) -> None:
             tree.sync()
     finally:
         top = tree.folder("", create=False)
-        tree.close()
-        os.close(top)
+        try:
+            tree.close()
+        finally:
+            os.close(top)
 
 
 def _copy(handle: IO[bytes], dir_fd: int, name: str, size: int, durable: bool) -> None:
@@ -805,40 +818,46 @@ def _place_update(
             raise StorageError(sid, "checking the session's files", error) from error
         if clash is not None:
             raise _refuse_clash(sid, clash)
-        staged_fd = os.open(sid, _DIR_FLAGS, dir_fd=stage_fd)
-        backup_fd = os.open(BACKUP, _DIR_FLAGS, dir_fd=stage_fd)
-        source, target = _Tree(staged_fd), _Tree(sess_fd)
-        journal: list[_Moved] = []
-        try:
+        # Every descriptor opened here is closed on the way out, also when an
+        # open or a close fails (callbacks run last opened first, each one).
+        held = contextlib.ExitStack()
+        with held:
+            staged_fd = os.open(sid, _DIR_FLAGS, dir_fd=stage_fd)
+            held.callback(os.close, staged_fd)
+            backup_fd = os.open(BACKUP, _DIR_FLAGS, dir_fd=stage_fd)
+            held.callback(os.close, backup_fd)
+            source, target = _Tree(staged_fd), _Tree(sess_fd)
+            held.callback(target.close)
+            held.callback(source.close)
+            journal: list[_Moved] = []
             try:
-                for number, relative in enumerate(moving):
-                    folder, _, name = relative.rpartition("/")
-                    into = target.folder(folder, create=True)
-                    entry = _Moved(folder, name)
-                    journal.append(entry)
-                    with contextlib.suppress(FileNotFoundError):
-                        backup = f"{sid}-{number}"
-                        os.rename(name, backup, src_dir_fd=into, dst_dir_fd=backup_fd)
-                        entry.backup = backup
-                    os.rename(
-                        name, name, src_dir_fd=source.folder(folder, create=False), dst_dir_fd=into
-                    )
-                    entry.placed = True
-                if store.durable:
-                    target.sync()
-            except OSError as error:
-                raise StorageError(sid, "importing the session's files", error) from error
-            store._index_begin(sid)
-            signature = store._write(sess_fd, incoming)
-        except BaseException as error:
-            if not (isinstance(error, StorageError) and error.committed):
-                _put_back(journal, source, target, backup_fd)
-            raise
-        finally:
-            source.close()
-            target.close()
-            os.close(staged_fd)
-            os.close(backup_fd)
+                try:
+                    for number, relative in enumerate(moving):
+                        folder, _, name = relative.rpartition("/")
+                        into = target.folder(folder, create=True)
+                        entry = _Moved(folder, name)
+                        journal.append(entry)
+                        with contextlib.suppress(FileNotFoundError):
+                            backup = f"{sid}-{number}"
+                            os.rename(name, backup, src_dir_fd=into, dst_dir_fd=backup_fd)
+                            entry.backup = backup
+                        os.rename(
+                            name,
+                            name,
+                            src_dir_fd=source.folder(folder, create=False),
+                            dst_dir_fd=into,
+                        )
+                        entry.placed = True
+                    if store.durable:
+                        target.sync()
+                except OSError as error:
+                    raise StorageError(sid, "importing the session's files", error) from error
+                store._index_begin(sid)
+                signature = store._write(sess_fd, incoming)
+            except BaseException as error:
+                if not (isinstance(error, StorageError) and error.committed):
+                    _put_back(journal, source, target, backup_fd)
+                raise
         store._index_commit(incoming, signature)
     return True
 
