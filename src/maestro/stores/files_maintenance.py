@@ -54,6 +54,7 @@ __all__ = ["adopt", "doctor", "find_strays"]
 
 log = LazyLogger("maestro")
 
+#: An import's staging directory, under the sessions directory (``.import-<hex>``).
 IMPORT_PREFIX = ".import-"
 #: The temp files of earlier importers (``.<name>.<hex>.import.tmp``).
 IMPORT_TEMP_SUFFIX = ".import.tmp"
