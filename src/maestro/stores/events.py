@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from maestro.models import format_timestamp
+from maestro.models import format_timestamp, utcnow
 from maestro.stores.kinds import ChangeKind
 
 #: Set by type checkers only: :mod:`typing` is not loaded to start a command.
@@ -38,6 +38,13 @@ class ChangeEvent:
     to_status: str | None
     at: datetime
     request_id: str | None = None
+
+    @classmethod
+    def reset(cls, cursor: str) -> ChangeEvent:
+        """The event that tells a reader its cursor lost its place: events may have
+        been missed (dropped by retention, or of another history); reading goes
+        on from ``cursor``."""
+        return cls(cursor, ChangeKind.RESET, None, None, None, None, utcnow())
 
     def to_dict(self) -> dict[str, Any]:
         return {

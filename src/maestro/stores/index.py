@@ -1109,17 +1109,7 @@ class SessionIndex:
                     kept = after >= start if oldest is not None else after == last
                     if their_epoch != epoch or not kept or after > last:
                         after = start if oldest is not None else last
-                        events.append(
-                            ChangeEvent(
-                                cursor=f"{epoch}:{after}",
-                                kind=ChangeKind.RESET,
-                                session_id=None,
-                                revision=None,
-                                from_status=None,
-                                to_status=None,
-                                at=datetime.now(UTC),
-                            )
-                        )
+                        events.append(ChangeEvent.reset(f"{epoch}:{after}"))
                 rows = conn.execute(
                     "SELECT seq, at_us, kind, session_id, revision, from_status, to_status,"
                     " request_id FROM events WHERE seq > ? ORDER BY seq LIMIT ?",

@@ -287,17 +287,7 @@ class MemoryStore:
                 if number is None or number < oldest - 1:
                     # Unknown, or the events after it were dropped: say so, and
                     # go on from just before the oldest event kept.
-                    reset = [
-                        ChangeEvent(
-                            cursor=self._cursor(oldest - 1),
-                            kind=ChangeKind.RESET,
-                            session_id=None,
-                            revision=None,
-                            from_status=None,
-                            to_status=None,
-                            at=utcnow(),
-                        )
-                    ]
+                    reset = [ChangeEvent.reset(self._cursor(oldest - 1))]
                 else:
                     start = number
             wanted = limit - len(reset)

@@ -22,7 +22,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from maestro.errors import SessionValidationError
-from maestro.models import utcnow
 from maestro.stores.base import ChangeEvent, ChangeKind
 
 if TYPE_CHECKING:
@@ -115,14 +114,8 @@ class FeedReader(_Parts):
         behind = cursor is not None and horizon is not None and start < horizon
         if not (foreign or behind):
             return events
-        reset = ChangeEvent(
-            cursor=self._cursor(max(start, horizon) if horizon is not None else start),
-            kind=ChangeKind.RESET,
-            session_id=None,
-            revision=None,
-            from_status=None,
-            to_status=None,
-            at=utcnow(),
+        reset = ChangeEvent.reset(
+            self._cursor(max(start, horizon) if horizon is not None else start)
         )
         return [reset, *events[: limit - 1]]
 
