@@ -231,16 +231,13 @@ class Context:
         """
         console = self._err if stderr else self._out
         if console is None:
-            from maestro.cli.terminal import is_terminal
+            from maestro.cli.terminal import FORCING, is_terminal
 
             stream = sys.stderr if stderr else sys.stdout
             known = is_terminal(stream)
             if known is not None:
                 return known
-            forced = any(
-                name in os.environ
-                for name in ("MAESTRO_FORCE_TTY", "FORCE_COLOR", "TTY_COMPATIBLE")
-            )
+            forced = any(name in os.environ for name in FORCING)
             try:
                 if not forced and not stream.isatty():
                     return False
