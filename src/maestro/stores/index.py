@@ -556,7 +556,6 @@ class SessionIndex:
         except sqlite3.Error as error:
             raise IndexUnavailable.of(error) from error
         return cursor.rowcount > 0
-        return True
 
     def store(
         self,
