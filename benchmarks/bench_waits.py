@@ -92,7 +92,7 @@ def median_s(action: Callable[[], object], repeat: int) -> float:
 # ---------------------------------------------------------------- 1. a large result
 
 
-def large_result(root: Path, repeat: int) -> dict[str, Any]:
+def large_result(root: Path, repeat: int) -> list[dict[str, Any]]:
     sessions_dir = root / ".flow" / "maestro" / "sessions"
     manager = SessionManager(root)
     manager.query_sessions(limit=1)  # the index is built and the connection warm
